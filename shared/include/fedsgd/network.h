@@ -1,0 +1,66 @@
+// Batched forward and backward passes over a flat parameter vector.
+//
+// Inputs are column-major (input_size x n): each sample's features are
+// contiguous, as they are in a Dataset. Targets are one float per sample:
+// the class index for classifiers, the value for regression.
+//
+// A Workspace holds all scratch memory for batches of up to max_batch
+// samples, so the training loop never allocates. One Workspace per thread;
+// the functions themselves keep no state and are safe to call concurrently
+// with distinct Workspaces and gradient buffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "fedsgd/model.h"
+
+namespace fedsgd {
+
+struct Dataset;
+
+class Workspace {
+ public:
+  Workspace(const Architecture& arch, int max_batch);
+  int max_batch() const { return max_batch_; }
+
+ private:
+  friend struct NetworkKernels;
+  int max_batch_;
+  std::vector<std::vector<float>> activations_;  // per layer, widths[l] x max_batch
+  std::vector<std::vector<float>> deltas_;       // per layer output, widths[l+1] x max_batch
+  std::vector<std::vector<float>> masks_;        // dropout masks of hidden layers
+};
+
+// Mean loss over the n samples (regularisation not included), and the
+// gradient of that mean w.r.t. params written to grad (ParameterCount()
+// floats, overwritten). n must be in [1, ws.max_batch()]. dropout_rng may be
+// null (no dropout, as at evaluation); with it, hidden units are dropped with
+// probability arch.dropout (inverted dropout).
+float ForwardBackward(const Architecture& arch, const float* params, const float* x,
+                      const float* y, int n, float* grad, Workspace& ws,
+                      std::mt19937_64* dropout_rng = nullptr);
+
+// Mean loss and the number of correct predictions over n samples, no
+// gradient (classifiers: argmax, or p >= 0.5 for logistic; regression
+// reports correct = 0).
+struct BatchScore {
+  double loss_sum = 0;  // summed, not mean, so batches add up
+  std::size_t correct = 0;
+};
+BatchScore Score(const Architecture& arch, const float* params, const float* x, const float* y,
+                 int n, Workspace& ws);
+
+// Loss and accuracy of params over a whole data set, in batches. accuracy is
+// 0 for regression models.
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+  std::size_t samples = 0;
+};
+Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset& data,
+                    int threads = 1);
+
+}  // namespace fedsgd
