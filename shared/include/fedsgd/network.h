@@ -29,9 +29,14 @@ class Workspace {
  private:
   friend struct NetworkKernels;
   int max_batch_;
-  std::vector<std::vector<float>> activations_;  // per layer, widths[l] x max_batch
-  std::vector<std::vector<float>> deltas_;       // per layer output, widths[l+1] x max_batch
-  std::vector<std::vector<float>> masks_;        // dropout masks of hidden layers
+  std::vector<LayerLayout> layout_;
+  // Per layer l, each out_l x max_batch: outputs after the activation, the
+  // gradient w.r.t. the pre-activation, and for dropout the mask and the
+  // masked outputs fed to the next layer.
+  std::vector<std::vector<float>> activations_;
+  std::vector<std::vector<float>> deltas_;
+  std::vector<std::vector<float>> masks_;
+  std::vector<std::vector<float>> inputs_;
 };
 
 // Mean loss over the n samples (regularisation not included), and the

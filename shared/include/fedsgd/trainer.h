@@ -59,7 +59,14 @@ struct TrainStats {
   double seconds = 0;       // wall time of the training loop
   bool stopped = false;     // ended by the stop flag
   bool early_stopped = false;
-  double samples_per_second() const { return seconds > 0 ? samples / seconds : 0; }
+  double samples_per_second() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0; }
+};
+
+// Live figures of a running Train(), for other threads (e.g. the daemon's
+// heartbeats) to read while it runs.
+struct TrainProgress {
+  std::atomic<std::uint64_t> samples{0};        // processed so far
+  std::atomic<std::uint64_t> total_samples{0};  // planned for the whole call
 };
 
 class LocalTrainer {
@@ -68,10 +75,11 @@ class LocalTrainer {
 
   // Trains model.params in place on data. on_epoch (optional) is called from
   // the calling thread after each epoch. stop (optional) is polled once per
-  // mini-batch. Throws fedsgd::Error if the data does not fit the model.
+  // mini-batch. progress (optional) is updated as mini-batches finish.
+  // Throws fedsgd::Error if the data does not fit the model.
   TrainStats Train(Model& model, const Dataset& data,
                    const std::function<void(const EpochReport&)>& on_epoch = {},
-                   const std::atomic<bool>* stop = nullptr);
+                   const std::atomic<bool>* stop = nullptr, TrainProgress* progress = nullptr);
 
   const TrainOptions& options() const { return options_; }
 

@@ -1,0 +1,242 @@
+// Batched forward and backward passes with Eigen (see network.h).
+//
+// Per layer l with input A (in x n, column-major) the forward pass is
+//   Z = W * A + b,  A' = f(Z)  (f = activation; none on the output layer)
+// and the backward pass, given dZ (out x n),
+//   dW = dZ * A^T,  db = rowsum(dZ),  dA = W^T * dZ,  dZ_prev = dA .* f'(Z_prev).
+// The first layer's dA is never formed: nothing needs the input gradient,
+// and it would cost a third of the work of the widest product.
+#include "fedsgd/network.h"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <thread>
+
+#include "fedsgd/dataset.h"
+
+namespace fedsgd {
+namespace {
+
+using Matrix = Eigen::Map<Eigen::MatrixXf>;
+using ConstMatrix = Eigen::Map<const Eigen::MatrixXf>;
+using ConstVector = Eigen::Map<const Eigen::VectorXf>;
+using Vector = Eigen::Map<Eigen::VectorXf>;
+
+bool IsHidden(const Architecture& arch, std::size_t layer, std::size_t layers) {
+  return arch.kind == ModelKind::kMlp && layer + 1 < layers;
+}
+
+void Activate(Activation f, Matrix z) {
+  switch (f) {
+    case Activation::kRelu: z = z.cwiseMax(0.0f); break;
+    case Activation::kTanh: z = z.array().tanh(); break;
+    case Activation::kSigmoid: z = (1.0f + (-z.array()).exp()).inverse(); break;
+  }
+}
+
+// d *= f'(z), given a = f(z).
+void MultiplyDerivative(Activation f, Matrix d, const Matrix& a) {
+  switch (f) {
+    case Activation::kRelu: d = (a.array() > 0.0f).select(d, 0.0f); break;
+    case Activation::kTanh: d.array() *= 1.0f - a.array().square(); break;
+    case Activation::kSigmoid: d.array() *= a.array() * (1.0f - a.array()); break;
+  }
+}
+
+// log(1 + exp(z)), stable for any z.
+inline double Softplus(double z) { return std::max(z, 0.0) + std::log1p(std::exp(-std::abs(z))); }
+
+// Output loss summed over the n columns of z (logits / predictions), and
+// optionally dL/dz scaled by `scale` into d. Counts correct predictions.
+double OutputLoss(const Architecture& arch, const Matrix& z, const float* y, int n, float* d,
+                  float scale, std::size_t* correct) {
+  double loss = 0;
+  const int k = static_cast<int>(z.rows());
+  switch (arch.loss()) {
+    case LossKind::kCrossEntropy:
+      for (int j = 0; j < n; ++j) {
+        const auto col = z.col(j);
+        const int label = static_cast<int>(y[j]);
+        Eigen::Index arg = 0;
+        const float m = col.maxCoeff(&arg);
+        if (correct && arg == label) ++*correct;
+        if (d) {
+          Vector dj(d + static_cast<std::size_t>(j) * k, k);
+          dj = (col.array() - m).exp();
+          const float s = dj.sum();
+          loss += std::log(static_cast<double>(s)) + m - col(label);
+          dj *= scale / s;
+          dj(label) -= scale;
+        } else {
+          loss += std::log(static_cast<double>((col.array() - m).exp().sum())) + m - col(label);
+        }
+      }
+      break;
+    case LossKind::kBinaryCrossEntropy:
+      for (int j = 0; j < n; ++j) {
+        const double zj = z(0, j);
+        loss += Softplus(zj) - y[j] * zj;
+        if (correct && (zj >= 0) == (y[j] >= 0.5f)) ++*correct;
+        if (d) d[j] = scale * (static_cast<float>(1.0 / (1.0 + std::exp(-zj))) - y[j]);
+      }
+      break;
+    case LossKind::kMeanSquaredError:
+      for (int j = 0; j < n; ++j) {
+        const double e = static_cast<double>(z(0, j)) - y[j];
+        loss += 0.5 * e * e;
+        if (d) d[j] = scale * static_cast<float>(e);
+      }
+      break;
+  }
+  return loss;
+}
+
+}  // namespace
+
+Workspace::Workspace(const Architecture& arch, int max_batch)
+    : max_batch_(std::max(1, max_batch)), layout_(arch.Layout()) {
+  const std::size_t layers = layout_.size();
+  const std::size_t b = static_cast<std::size_t>(max_batch_);
+  activations_.resize(layers);
+  deltas_.resize(layers);
+  inputs_.resize(layers);
+  masks_.resize(layers);
+  for (std::size_t l = 0; l < layers; ++l) {
+    activations_[l].assign(static_cast<std::size_t>(layout_[l].out) * b, 0.0f);
+    deltas_[l].assign(static_cast<std::size_t>(layout_[l].out) * b, 0.0f);
+    if (IsHidden(arch, l, layers) && arch.dropout > 0) {
+      masks_[l].assign(static_cast<std::size_t>(layout_[l].out) * b, 0.0f);
+      inputs_[l].assign(static_cast<std::size_t>(layout_[l].out) * b, 0.0f);
+    }
+  }
+}
+
+struct NetworkKernels {
+  // Forward pass over n columns of x; leaves each layer's output in
+  // activations_ (the last one: logits / predictions). With a dropout RNG,
+  // hidden outputs are also masked (inverted dropout) into inputs_.
+  static void Forward(const Architecture& arch, const float* params, const float* x, int n,
+                      Workspace& ws, std::mt19937_64* dropout_rng) {
+    const std::size_t layers = ws.layout_.size();
+    const float* a = x;
+    for (std::size_t l = 0; l < layers; ++l) {
+      const LayerLayout& L = ws.layout_[l];
+      ConstMatrix w(params + L.weight_offset, L.out, L.in);
+      ConstVector b(params + L.bias_offset, L.out);
+      ConstMatrix in(a, L.in, n);
+      Matrix z(ws.activations_[l].data(), L.out, n);
+      z.noalias() = w * in;
+      z.colwise() += b;
+      a = ws.activations_[l].data();
+      if (!IsHidden(arch, l, layers)) continue;
+      Activate(arch.activation, z);
+      if (dropout_rng && arch.dropout > 0) {
+        const float keep = 1.0f - arch.dropout;
+        std::bernoulli_distribution bern(keep);
+        Matrix mask(ws.masks_[l].data(), L.out, n);
+        for (Eigen::Index i = 0; i < mask.size(); ++i) {
+          mask.data()[i] = bern(*dropout_rng) ? 1.0f / keep : 0.0f;
+        }
+        Matrix masked(ws.inputs_[l].data(), L.out, n);
+        masked = z.cwiseProduct(mask);
+        a = ws.inputs_[l].data();
+      }
+    }
+  }
+
+  static float ForwardBackward(const Architecture& arch, const float* params, const float* x,
+                               const float* y, int n, float* grad, Workspace& ws,
+                               std::mt19937_64* rng) {
+    const bool dropout = rng != nullptr && arch.dropout > 0;
+    std::vector<LayerLayout>& layout = ws.layout_;
+    const std::size_t layers = layout.size();
+    Forward(arch, params, x, n, ws, dropout ? rng : nullptr);
+    const LayerLayout& last = layout.back();
+    Matrix out(ws.activations_[layers - 1].data(), last.out, n);
+    const float scale = 1.0f / static_cast<float>(n);
+    const double loss =
+        OutputLoss(arch, out, y, n, ws.deltas_[layers - 1].data(), scale, nullptr) / n;
+
+    for (std::size_t l = layers; l-- > 0;) {
+      const LayerLayout& L = layout[l];
+      Matrix d(ws.deltas_[l].data(), L.out, n);
+      const float* input = l == 0    ? x
+                           : dropout ? ws.inputs_[l - 1].data()
+                                     : ws.activations_[l - 1].data();
+      ConstMatrix in(input, L.in, n);
+      Matrix dw(grad + L.weight_offset, L.out, L.in);
+      dw.noalias() = d * in.transpose();
+      Vector db(grad + L.bias_offset, L.out);
+      db.noalias() = d.rowwise().sum();
+      if (l == 0) break;
+      ConstMatrix w(params + L.weight_offset, L.out, L.in);
+      Matrix dprev(ws.deltas_[l - 1].data(), L.in, n);
+      dprev.noalias() = w.transpose() * d;
+      if (dropout) dprev.array() *= Matrix(ws.masks_[l - 1].data(), L.in, n).array();
+      MultiplyDerivative(arch.activation, dprev, Matrix(ws.activations_[l - 1].data(), L.in, n));
+    }
+    return static_cast<float>(loss);
+  }
+
+  static BatchScore Score(const Architecture& arch, const float* params, const float* x,
+                          const float* y, int n, Workspace& ws) {
+    std::vector<LayerLayout>& layout = ws.layout_;
+    Forward(arch, params, x, n, ws, nullptr);
+    const LayerLayout& last = layout.back();
+    Matrix out(ws.activations_[layout.size() - 1].data(), last.out, n);
+    BatchScore s;
+    s.loss_sum = OutputLoss(arch, out, y, n, nullptr, 0.0f, &s.correct);
+    return s;
+  }
+};
+
+float ForwardBackward(const Architecture& arch, const float* params, const float* x,
+                      const float* y, int n, float* grad, Workspace& ws,
+                      std::mt19937_64* dropout_rng) {
+  return NetworkKernels::ForwardBackward(arch, params, x, y, n, grad, ws, dropout_rng);
+}
+
+BatchScore Score(const Architecture& arch, const float* params, const float* x, const float* y,
+                 int n, Workspace& ws) {
+  return NetworkKernels::Score(arch, params, x, y, n, ws);
+}
+
+Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset& data,
+                    int threads) {
+  constexpr int kBatch = 256;
+  const std::size_t n = data.size();
+  Evaluation result;
+  result.samples = n;
+  if (n == 0) return result;
+  const std::size_t batches = (n + kBatch - 1) / kBatch;
+  threads = static_cast<int>(std::clamp<std::size_t>(threads, 1, batches));
+  std::vector<BatchScore> partial(threads);
+  auto work = [&](int t) {
+    Workspace ws(arch, kBatch);
+    for (std::size_t b = t; b < batches; b += threads) {
+      const std::size_t begin = b * kBatch;
+      const int rows = static_cast<int>(std::min<std::size_t>(kBatch, n - begin));
+      const BatchScore s =
+          Score(arch, params, data.sample(begin), data.y.data() + begin, rows, ws);
+      partial[t].loss_sum += s.loss_sum;
+      partial[t].correct += s.correct;
+    }
+  };
+  {
+    std::vector<std::jthread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+    work(0);
+  }
+  double loss = 0;
+  std::size_t correct = 0;
+  for (const BatchScore& s : partial) {
+    loss += s.loss_sum;
+    correct += s.correct;
+  }
+  result.loss = loss / static_cast<double>(n);
+  result.accuracy = arch.num_classes() > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
+  return result;
+}
+
+}  // namespace fedsgd

@@ -1,0 +1,140 @@
+// SGD kernels and learning-rate schedules (see optimizer.h).
+#include "fedsgd/optimizer.h"
+
+#include <atomic>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "fedsgd/error.h"
+
+namespace fedsgd {
+namespace {
+
+[[noreturn]] void BadSchedule(std::string_view text, const std::string& why) {
+  throw Error("invalid learning-rate schedule '" + std::string(text) + "': " + why +
+              " (expected constant, step:S:G, exp:G or inv:G[:P])");
+}
+
+double Number(std::string_view full, std::string_view s) {
+  double v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || !std::isfinite(v)) {
+    BadSchedule(full, "'" + std::string(s) + "' is not a number");
+  }
+  return v;
+}
+
+inline float Sign(float w) { return static_cast<float>((w > 0.0f) - (w < 0.0f)); }
+
+}  // namespace
+
+LrSchedule LrSchedule::Parse(std::string_view text) {
+  std::vector<std::string_view> parts;
+  for (std::size_t start = 0;;) {
+    const std::size_t end = text.find(':', start);
+    parts.push_back(text.substr(start, end - start));
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  LrSchedule s;
+  const std::string_view kind = parts[0];
+  if (kind == "constant") {
+    if (parts.size() != 1) BadSchedule(text, "constant takes no values");
+  } else if (kind == "step") {
+    if (parts.size() != 3) BadSchedule(text, "step takes S:G");
+    s.kind = Kind::kStep;
+    const double size = Number(text, parts[1]);
+    if (size < 1 || size != std::floor(size)) BadSchedule(text, "S must be a whole number >= 1");
+    s.step_size = static_cast<long>(size);
+    s.gamma = Number(text, parts[2]);
+    if (!(s.gamma > 0 && s.gamma <= 1)) BadSchedule(text, "G must be in (0, 1]");
+  } else if (kind == "exp") {
+    if (parts.size() != 2) BadSchedule(text, "exp takes G");
+    s.kind = Kind::kExponential;
+    s.gamma = Number(text, parts[1]);
+    if (!(s.gamma > 0 && s.gamma <= 1)) BadSchedule(text, "G must be in (0, 1]");
+  } else if (kind == "inv") {
+    if (parts.size() != 2 && parts.size() != 3) BadSchedule(text, "inv takes G[:P]");
+    s.kind = Kind::kInverseTime;
+    s.gamma = Number(text, parts[1]);
+    if (!(s.gamma >= 0)) BadSchedule(text, "G must be >= 0");
+    if (parts.size() == 3) s.power = Number(text, parts[2]);
+    if (!(s.power > 0)) BadSchedule(text, "P must be > 0");
+  } else {
+    BadSchedule(text, "unknown kind");
+  }
+  return s;
+}
+
+std::string LrSchedule::ToString() const {
+  char buf[96];
+  switch (kind) {
+    case Kind::kConstant: return "constant";
+    case Kind::kStep: std::snprintf(buf, sizeof buf, "step:%ld:%.17g", step_size, gamma); break;
+    case Kind::kExponential: std::snprintf(buf, sizeof buf, "exp:%.17g", gamma); break;
+    case Kind::kInverseTime:
+      if (power == 1.0) {
+        std::snprintf(buf, sizeof buf, "inv:%.17g", gamma);
+      } else {
+        std::snprintf(buf, sizeof buf, "inv:%.17g:%.17g", gamma, power);
+      }
+      break;
+  }
+  return buf;
+}
+
+double LrSchedule::Rate(double base_lr, long step) const {
+  const double t = static_cast<double>(step);
+  switch (kind) {
+    case Kind::kConstant: return base_lr;
+    case Kind::kStep: return base_lr * std::pow(gamma, std::floor(t / static_cast<double>(step_size)));
+    case Kind::kExponential: return base_lr * std::pow(gamma, t);
+    case Kind::kInverseTime: return base_lr / std::pow(1.0 + gamma * t, power);
+  }
+  return base_lr;
+}
+
+void SgdStep(float* w, const float* g, float* v, std::size_t n, float lr,
+             const SgdOptions& o) {
+  const float wd = o.weight_decay, l1 = o.l1, mu = o.momentum;
+  if (mu != 0.0f && v != nullptr) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const float gi = g[i] + wd * w[i] + l1 * Sign(w[i]);
+      v[i] = mu * v[i] + gi;
+      w[i] -= lr * v[i];
+    }
+  } else if (wd != 0.0f || l1 != 0.0f) {
+    for (std::size_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i] + l1 * Sign(w[i]));
+  } else {
+    for (std::size_t i = 0; i < n; ++i) w[i] -= lr * g[i];
+  }
+}
+
+void SgdStepShared(float* w, const float* g, float* v, std::size_t n, float lr,
+                   const SgdOptions& o) {
+  constexpr auto kRelaxed = std::memory_order_relaxed;
+  const float wd = o.weight_decay, l1 = o.l1, mu = o.momentum;
+  // A load and a store, not a compare-and-swap loop: hogwild accepts that a
+  // concurrent update to the same weight is occasionally lost.
+  for (std::size_t i = 0; i < n; ++i) {
+    std::atomic_ref<float> wi(w[i]);
+    const float wv = wi.load(kRelaxed);
+    float step = g[i] + wd * wv + l1 * Sign(wv);
+    if (mu != 0.0f && v != nullptr) {
+      std::atomic_ref<float> vi(v[i]);
+      step += mu * vi.load(kRelaxed);
+      vi.store(step, kRelaxed);
+    }
+    wi.store(wv - lr * step, kRelaxed);
+  }
+}
+
+void LoadShared(float* shared, float* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    out[i] = std::atomic_ref<float>(shared[i]).load(std::memory_order_relaxed);
+  }
+}
+
+}  // namespace fedsgd

@@ -1,0 +1,184 @@
+// LocalTrainer: both modes learn, sync is deterministic, stop / early stop /
+// step limits / progress behave, and bad input is refused. Run under TSan in
+// CI, which is what checks hogwild's lock-free updates for data races.
+#include "fedsgd/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "fedsgd/error.h"
+#include "fedsgd/network.h"
+
+namespace fedsgd {
+namespace {
+
+// Three well-separated Gaussian blobs in `features` dimensions.
+Dataset Blobs(std::size_t n, int features, std::uint64_t seed) {
+  Dataset d;
+  d.num_features = features;
+  d.num_classes = 3;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> noise(0.0f, 0.5f);
+  for (std::size_t i = 0; i < n; ++i) {
+    const int label = static_cast<int>(i % 3);
+    for (int f = 0; f < features; ++f) {
+      const float centre = (f % 3 == label) ? 2.0f : -1.0f;
+      d.x.push_back(centre + noise(rng));
+    }
+    d.y.push_back(static_cast<float>(label));
+  }
+  return d;
+}
+
+TrainOptions Options(TrainMode mode, int threads) {
+  TrainOptions o;
+  o.mode = mode;
+  o.threads = threads;
+  o.batch = 16;
+  o.epochs = 3;
+  o.sgd.lr = 0.1f;
+  o.seed = 7;
+  return o;
+}
+
+double Accuracy(const Model& m, const Dataset& d) {
+  return Evaluate(m.arch, m.params.data(), d).accuracy;
+}
+
+class TrainerModes : public ::testing::TestWithParam<std::tuple<TrainMode, int>> {};
+
+TEST_P(TrainerModes, LearnsSeparableBlobs) {
+  const auto [mode, threads] = GetParam();
+  const Dataset data = Blobs(1500, 6, 1);
+  Model model = Model::Create(Architecture::Parse("mlp:6-16-3"), 3);
+  const double before = Accuracy(model, data);
+  LocalTrainer trainer(Options(mode, threads));
+  const TrainStats stats = trainer.Train(model, data);
+  EXPECT_GT(Accuracy(model, data), 0.95) << "accuracy before training: " << before;
+  EXPECT_EQ(stats.epochs, 3);
+  EXPECT_EQ(stats.samples, 3u * 1500u);
+  EXPECT_EQ(stats.steps, 3 * ((1500 + 15) / 16));
+  EXPECT_TRUE(std::isfinite(stats.train_loss));
+  EXPECT_FALSE(stats.stopped);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllModes, TrainerModes,
+                         ::testing::Values(std::make_tuple(TrainMode::kHogwild, 1),
+                                           std::make_tuple(TrainMode::kHogwild, 4),
+                                           std::make_tuple(TrainMode::kSync, 1),
+                                           std::make_tuple(TrainMode::kSync, 3)));
+
+TEST(TrainerTest, SyncIsDeterministicForSeedAndThreads) {
+  const Dataset data = Blobs(700, 5, 2);
+  TrainOptions o = Options(TrainMode::kSync, 3);
+  o.sgd.momentum = 0.9f;
+  Model a = Model::Create(Architecture::Parse("mlp:5-8-3:relu:dropout=0.2"), 1);
+  Model b = a;
+  LocalTrainer(o).Train(a, data);
+  LocalTrainer(o).Train(b, data);
+  EXPECT_EQ(a.params, b.params);
+}
+
+TEST(TrainerTest, SyncWithOneAndManyThreadsAgreeClosely) {
+  // Same batches, same order; only the summation order of the gradient differs.
+  const Dataset data = Blobs(300, 4, 3);
+  Model one = Model::Create(Architecture::Parse("softmax:4-3"), 1);
+  Model many = one;
+  LocalTrainer(Options(TrainMode::kSync, 1)).Train(one, data);
+  LocalTrainer(Options(TrainMode::kSync, 4)).Train(many, data);
+  for (std::size_t i = 0; i < one.params.size(); ++i) {
+    EXPECT_NEAR(one.params[i], many.params[i], 1e-4) << "parameter " << i;
+  }
+}
+
+TEST(TrainerTest, StopFlagEndsTrainingAtTheNextMiniBatch) {
+  const Dataset data = Blobs(3000, 6, 4);
+  for (TrainMode mode : {TrainMode::kHogwild, TrainMode::kSync}) {
+    Model model = Model::Create(Architecture::Parse("mlp:6-16-3"), 3);
+    std::atomic<bool> stop{true};
+    TrainOptions o = Options(mode, 2);
+    o.epochs = 1000;
+    const TrainStats stats = LocalTrainer(o).Train(model, data, {}, &stop);
+    EXPECT_TRUE(stats.stopped) << ToString(mode);
+    EXPECT_LE(stats.steps, 2) << ToString(mode);
+  }
+}
+
+TEST(TrainerTest, StopFromAnotherThreadWhileTraining) {
+  const Dataset data = Blobs(3000, 6, 4);
+  Model model = Model::Create(Architecture::Parse("mlp:6-16-3"), 3);
+  std::atomic<bool> stop{false};
+  TrainProgress progress;
+  TrainOptions o = Options(TrainMode::kHogwild, 2);
+  o.epochs = 1e6;
+  std::jthread stopper([&] {
+    while (progress.samples.load() < 5000) std::this_thread::yield();
+    stop = true;
+  });
+  const TrainStats stats = LocalTrainer(o).Train(model, data, {}, &stop, &progress);
+  EXPECT_TRUE(stats.stopped);
+  EXPECT_GE(stats.samples, 5000u);
+  EXPECT_EQ(progress.samples.load(), stats.samples);
+}
+
+TEST(TrainerTest, FractionalEpochsAndStepLimit) {
+  const Dataset data = Blobs(320, 4, 5);
+  Model model = Model::Create(Architecture::Parse("softmax:4-3"), 1);
+  TrainOptions o = Options(TrainMode::kHogwild, 2);
+  o.epochs = 1.5;  // 20 steps per epoch -> 30 steps
+  EXPECT_EQ(LocalTrainer(o).Train(model, data).steps, 30);
+  o.max_steps = 7;
+  EXPECT_EQ(LocalTrainer(o).Train(model, data).steps, 7);
+  o.epochs = 0;  // steps only
+  o.max_steps = 45;
+  const TrainStats s = LocalTrainer(o).Train(model, data);
+  EXPECT_EQ(s.steps, 45);
+  EXPECT_EQ(s.epochs, 3);
+}
+
+TEST(TrainerTest, EarlyStopWhenTheLossStopsMoving) {
+  const Dataset data = Blobs(300, 4, 6);
+  Model model = Model::Create(Architecture::Parse("softmax:4-3"), 1);
+  TrainOptions o = Options(TrainMode::kSync, 1);
+  o.epochs = 500;
+  o.early_stop_delta = 1e-2;
+  const TrainStats stats = LocalTrainer(o).Train(model, data);
+  EXPECT_TRUE(stats.early_stopped);
+  EXPECT_LT(stats.epochs, 500);
+}
+
+TEST(TrainerTest, ReportsEveryEpoch) {
+  const Dataset data = Blobs(100, 4, 7);
+  Model model = Model::Create(Architecture::Parse("softmax:4-3"), 1);
+  std::vector<EpochReport> reports;
+  LocalTrainer(Options(TrainMode::kHogwild, 2))
+      .Train(model, data, [&](const EpochReport& r) { reports.push_back(r); });
+  ASSERT_EQ(reports.size(), 3u);
+  EXPECT_EQ(reports[2].epoch, 3);
+  EXPECT_EQ(reports[2].samples, 300u);
+}
+
+TEST(TrainerTest, RefusesDataThatDoesNotFitTheModel) {
+  const Dataset data = Blobs(100, 4, 8);
+  Model wrong_inputs = Model::Create(Architecture::Parse("softmax:5-3"), 1);
+  EXPECT_THROW(LocalTrainer(Options(TrainMode::kSync, 1)).Train(wrong_inputs, data), Error);
+  Model too_few_classes = Model::Create(Architecture::Parse("softmax:4-2"), 1);
+  EXPECT_THROW(LocalTrainer(Options(TrainMode::kSync, 1)).Train(too_few_classes, data), Error);
+  Model ok = Model::Create(Architecture::Parse("softmax:4-3"), 1);
+  EXPECT_THROW(LocalTrainer(Options(TrainMode::kSync, 1)).Train(ok, Dataset{}), Error);
+  TrainOptions zero_threads = Options(TrainMode::kSync, 0);
+  EXPECT_THROW(LocalTrainer(zero_threads).Train(ok, data), Error);
+}
+
+TEST(TrainerTest, ParsesModes) {
+  EXPECT_EQ(ParseTrainMode("hogwild"), TrainMode::kHogwild);
+  EXPECT_EQ(ParseTrainMode("sync"), TrainMode::kSync);
+  EXPECT_THROW(ParseTrainMode("async"), Error);
+}
+
+}  // namespace
+}  // namespace fedsgd
