@@ -1,0 +1,38 @@
+// Aggregation rules (see aggregator.h).
+#include "aggregator.h"
+
+#include <cassert>
+
+#include "fedsgd/error.h"
+
+namespace fedsgd {
+
+void WeightedMeanAggregator::Begin(std::size_t size) {
+  sum_.assign(size, 0.0f);
+  total_weight_ = 0;
+  count_ = 0;
+}
+
+void WeightedMeanAggregator::Add(std::span<const float> update, double weight) {
+  assert(update.size() == sum_.size() && weight > 0);
+  const float w = static_cast<float>(weight);
+  float* s = sum_.data();
+  const float* u = update.data();
+  const std::size_t n = sum_.size();
+  for (std::size_t i = 0; i < n; ++i) s[i] += w * u[i];  // vectorised: bandwidth-bound
+  total_weight_ += weight;
+  ++count_;
+}
+
+void WeightedMeanAggregator::Finish(std::span<float> out) {
+  assert(count_ > 0 && out.size() == sum_.size());
+  const float scale = static_cast<float>(1.0 / total_weight_);
+  for (std::size_t i = 0; i < sum_.size(); ++i) out[i] = sum_[i] * scale;
+}
+
+std::unique_ptr<Aggregator> MakeAggregator(std::string_view name) {
+  if (name == "mean") return std::make_unique<WeightedMeanAggregator>();
+  throw Error("unknown aggregation rule '" + std::string(name) + "' (available: mean)");
+}
+
+}  // namespace fedsgd
