@@ -1,24 +1,88 @@
 // fedsgd-daemon: the on-device trainer.
 //
-//   fedsgd-daemon train ...   train locally with no coordinator
+//   fedsgd-daemon --coordinator tcp://HOST:PORT --data DIR ...   take part in a federation
+//   fedsgd-daemon train --data DIR ...                           train locally, no coordinator
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <cctype>
+#include <csignal>
 #include <iostream>
 
+#include "daemon_options.h"
+#include "device_client.h"
+#include "fedsgd/dataset.h"
 #include "fedsgd/error.h"
+#include "fedsgd/shard.h"
 #include "train_command.h"
 
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void OnSignal(int) { g_stop.store(true); }
+
+std::string Hostname() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "device";
+  std::string id(name);
+  for (char& c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '-';
+  }
+  return id.substr(0, 64);
+}
+
+int RunDaemon(fedsgd::DaemonOptions options) {
+  using namespace fedsgd;
+  if (options.coordinator.empty()) throw Error("--coordinator is required (e.g. tcp://127.0.0.1:7070)");
+  if (options.data.empty()) throw Error("--data is required");
+  if (options.id.empty()) options.id = Hostname();
+  ParseTrainMode(options.mode);
+  const ShardIndex shard = ShardIndex::Parse(options.shard);
+  const ShardSpec split = ShardSpec::Parse(options.split);
+  CsvOptions csv;
+  csv.label_column = options.label_column;
+  csv.header = options.csv_header;
+  Dataset data = LoadDataset(options.data, Split::kTrain, csv);
+  if (shard.count > 1) data = data.Subset(MakeShard(data, shard, split, options.seed));
+  if (data.size() == 0) throw Error("shard " + options.shard + " of " + options.data + " is empty");
+
+  DeviceClient client(options, data, std::cerr);
+  try {
+    return client.Run(g_stop);
+  } catch (const zmq::error_t& e) {
+    throw Error("ZeroMQ: " + std::string(e.what()) + " (is --coordinator " + options.coordinator +
+                " a valid endpoint like tcp://HOST:PORT?)");
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  CLI::App app{"fedsgd-daemon: trains a model on this device's data for a fedsgd federation."};
+  CLI::App app{
+      "fedsgd-daemon: trains on this device's data for a fedsgd federation. Without a subcommand "
+      "it joins the coordinator at --coordinator, trains each round with the coordinator's plan "
+      "and sends model updates; it reconnects by itself when the coordinator goes away. "
+      "SIGTERM/SIGINT stop it."};
   app.set_version_flag("--version", "fedsgd-daemon " FEDSGD_VERSION);
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
+  fedsgd::DaemonOptions options;
+  fedsgd::AddDaemonOptions(app, options);
   fedsgd::TrainCommandOptions train;
   CLI::App* train_cmd = fedsgd::AddTrainCommand(app, train);
   CLI11_PARSE(app, argc, argv);
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
   try {
-    if (train_cmd->parsed()) fedsgd::RunTrainCommand(train, std::cout, std::cerr);
+    if (train_cmd->parsed()) {
+      fedsgd::RunTrainCommand(train, std::cout, std::cerr);
+      return 0;
+    }
+    return RunDaemon(options);
   } catch (const fedsgd::Error& e) {
     std::cerr << "fedsgd-daemon: " << e.what() << "\n";
     return 1;
   }
-  return 0;
 }

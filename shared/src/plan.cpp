@@ -1,7 +1,9 @@
 // Plan: validation and JSON form (see plan.h).
 #include "fedsgd/plan.h"
 
+#include <charconv>
 #include <cmath>
+#include <string>
 
 #include "fedsgd/error.h"
 
@@ -35,6 +37,18 @@ void Plan::Validate() const {
   require(std::isfinite(server_lr) && server_lr > 0, "server_lr must be > 0");
 }
 
+namespace {
+
+// The double with the float's shortest decimal form (0.05f -> 0.05, not
+// 0.0500000007), so plans read as they were written and compare stably.
+double Decimal(float v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::stod(std::string(buf, r.ptr));
+}
+
+}  // namespace
+
 nlohmann::json Plan::ToJson() const {
   return {
       {"model", architecture().ToString()},
@@ -42,10 +56,10 @@ nlohmann::json Plan::ToJson() const {
       {"local_epochs", local_epochs},
       {"local_steps", local_steps},
       {"batch", batch},
-      {"lr", sgd.lr},
-      {"momentum", sgd.momentum},
-      {"weight_decay", sgd.weight_decay},
-      {"l1", sgd.l1},
+      {"lr", Decimal(sgd.lr)},
+      {"momentum", Decimal(sgd.momentum)},
+      {"weight_decay", Decimal(sgd.weight_decay)},
+      {"l1", Decimal(sgd.l1)},
       {"lr_schedule", sgd.schedule.ToString()},
       {"server_lr", server_lr},
       {"seed", seed},

@@ -348,7 +348,12 @@ bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_
 std::optional<std::vector<zmq::message_t>> ReceiveFrames(zmq::socket_t& socket,
                                                          zmq::recv_flags flags) {
   std::vector<zmq::message_t> frames;
-  if (!zmq::recv_multipart(socket, std::back_inserter(frames), flags)) return std::nullopt;
+  try {
+    if (!zmq::recv_multipart(socket, std::back_inserter(frames), flags)) return std::nullopt;
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return std::nullopt;  // a signal: the caller checks its stop flag
+    throw;
+  }
   return frames;
 }
 

@@ -1,0 +1,49 @@
+// The coordinator's settings: flags and/or a JSON config file, flags winning.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "fedsgd/plan.h"
+#include "round_manager.h"
+
+namespace fedsgd {
+
+struct CoordinatorOptions {
+  std::string listen = "tcp://127.0.0.1:7070";
+  std::string publish = "tcp://127.0.0.1:7071";
+  std::string http = "127.0.0.1:8080";
+  std::string db = "fedsgd.db";
+  bool new_run = false;
+  std::string eval_data;
+  int heartbeat_ms = 1000;
+  std::string aggregator = "mean";
+  // The plan, as flags.
+  std::string model = "mlp:784-128-10";
+  std::string algorithm = "fedavg";
+  double local_epochs = 1;
+  long local_steps = 0;
+  int batch = 32;
+  double lr = 0.05;
+  double momentum = 0;
+  double weight_decay = 0;
+  std::string lr_schedule = "constant";
+  double server_lr = 1.0;
+  std::uint64_t seed = 1;
+  // Rounds.
+  std::uint64_t rounds = 10;
+  std::size_t min_devices = 1;
+  double quorum = 1.0;
+  std::size_t min_updates = 1;
+  double round_timeout = 60;
+
+  // Validated plan and round settings; throw fedsgd::Error naming the flag.
+  Plan ToPlan() const;
+  RoundSettings ToRoundSettings() const;
+};
+
+// Adds every flag (and --config) to app, bound to options.
+void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& options);
+
+}  // namespace fedsgd

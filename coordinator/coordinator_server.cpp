@@ -1,0 +1,382 @@
+// CoordinatorServer: the loop of docs/protocol.md (see coordinator_server.h).
+#include "coordinator_server.h"
+
+#include <cstdio>
+#include <thread>
+
+#include "fedsgd/error.h"
+#include "fedsgd/network.h"
+
+namespace fedsgd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double UnixNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// zmq::poll that treats a signal (EINTR) as "nothing ready": the loop then
+// sees the stop flag the signal handler set.
+void Poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout) {
+  try {
+    zmq::poll(items, count, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
+  }
+}
+
+std::string PeerAddress(zmq::message_t& frame) {
+  try {
+    const char* address = frame.gets("Peer-Address");
+    return address ? address : "";
+  } catch (const zmq::error_t&) {
+    return "";  // not reported for this transport
+  }
+}
+
+}  // namespace
+
+CoordinatorServer::CoordinatorServer(CoordinatorOptions options, std::ostream& log)
+    : options_(std::move(options)),
+      log_(log),
+      router_(context_, zmq::socket_type::router),
+      pub_(context_, zmq::socket_type::pub) {}
+
+CoordinatorServer::~CoordinatorServer() {
+  if (http_) http_->Stop();
+}
+
+double CoordinatorServer::Now() const { return Since(start_); }
+
+void CoordinatorServer::Start() {
+  start_ = Clock::now();
+  plan_ = options_.ToPlan();
+  const RoundSettings settings = options_.ToRoundSettings();
+  const Architecture arch = plan_.architecture();
+
+  if (!options_.eval_data.empty()) {
+    CsvOptions csv;
+    csv.classification = arch.num_classes() > 0;
+    eval_ = LoadDataset(options_.eval_data, Split::kTest, csv);
+    if (eval_->num_features != arch.input_size()) {
+      throw Error(options_.eval_data + ": the evaluation data has " +
+                  std::to_string(eval_->num_features) + " features but model " + arch.ToString() +
+                  " expects " + std::to_string(arch.input_size()));
+    }
+  }
+
+  store_ = CheckpointStore::Open(options_.db);
+  const Model initial = Model::Create(arch, plan_.seed);
+  RunState run = store_->StartRun(plan_.ToJson(), initial.params, options_.new_run);
+  resumed_ = run.resumed;
+  reader_ = CheckpointStore::Open(options_.db, /*read_only=*/true);
+  manager_ = std::make_unique<RoundManager>(plan_, settings, run.run_id, run.round,
+                                            std::move(run.params),
+                                            MakeAggregator(options_.aggregator));
+  if (!resumed_ && run.round == 0) {
+    last_round_.reset();
+  } else if (auto r = store_->GetRound(run.run_id, run.round)) {
+    last_round_ = *r;
+  }
+
+  const std::size_t n = manager_->params().size();
+  router_.set(zmq::sockopt::linger, 0);
+  // libzmq drops anything larger than the largest legal message before it
+  // reaches us: an update (4 bytes a parameter) plus its header.
+  router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(n * sizeof(float) + 65536));
+  pub_.set(zmq::sockopt::linger, 0);
+  pub_.set(zmq::sockopt::sndhwm, 8);  // a slow subscriber misses old models, it does not pile them up
+  try {
+    router_.bind(options_.listen);
+  } catch (const zmq::error_t& e) {
+    throw Error("cannot listen on " + options_.listen + ": " + e.what());
+  }
+  try {
+    pub_.bind(options_.publish);
+  } catch (const zmq::error_t& e) {
+    throw Error("cannot publish on " + options_.publish + ": " + e.what());
+  }
+
+  http_ = std::make_unique<HttpApi>(board_, *reader_, run.run_id);
+  http_->Start(options_.http);
+  PublishStatus();
+
+  const auto [host, port] = ParseHostPort(options_.http);
+  log_ << "fedsgd-coordinator: run " << run.run_id
+       << (resumed_ ? " resumed at round " + std::to_string(run.round) : std::string(" started"))
+       << ", model " << arch.ToString() << " (" << n << " parameters), "
+       << ToString(plan_.algorithm) << ", " << settings.rounds << " rounds, waiting for "
+       << settings.min_devices << " device(s)\n"
+       << "fedsgd-coordinator: listening on " << listen_endpoint() << ", publishing on "
+       << publish_endpoint() << ", database " << options_.db << "\n"
+       << "fedsgd-coordinator: status: http://" << (host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host)
+       << ":" << http_->port() << "/v1/status" << std::endl;
+}
+
+std::string CoordinatorServer::listen_endpoint() const {
+  return router_.get(zmq::sockopt::last_endpoint);
+}
+
+std::string CoordinatorServer::publish_endpoint() const {
+  return pub_.get(zmq::sockopt::last_endpoint);
+}
+
+void CoordinatorServer::Reply(const zmq::message_t& routing_id, wire::Message message) {
+  const bool sent = wire::Send(router_, std::move(message), &routing_id);
+  if (!sent) log_ << "fedsgd-coordinator: a reply could not be sent (peer gone?)\n";
+}
+
+void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
+  const auto t0 = Clock::now();
+  if (frames.size() < 2) return;  // a routing id and nothing else: nothing to answer
+  zmq::message_t routing_id = std::move(frames.front());
+  frames.erase(frames.begin());
+  std::size_t bytes = 0;
+  for (const auto& f : frames) bytes += f.size();
+  bytes_in_ += bytes;
+  const std::string address = PeerAddress(frames.back());
+  const double now = Now();
+  DeviceRegistry& devices = manager_->devices();
+
+  wire::DecodeResult decoded = wire::Decode(frames, wire::Limits{manager_->params().size()});
+  if (!decoded.ok()) {
+    const wire::DecodeError& e = decoded.error();
+    devices.CountReject("", e.reason);
+    log_ << "fedsgd-coordinator: dropped a bad message from " << (address.empty() ? "?" : address)
+         << ": " << wire::ToString(e.reason) << ": " << e.detail << "\n";
+    Reply(routing_id, wire::Reject{e.reason, e.detail});
+    return;
+  }
+  wire::Message& message = decoded.message();
+  const auto unknown = [&](const std::string& id) {
+    devices.CountReject(id, wire::RejectReason::kUnknownDevice);
+    Reply(routing_id, wire::Reject{wire::RejectReason::kUnknownDevice,
+                                   "device '" + id + "' has not joined; send a join first"});
+  };
+
+  if (auto* join = std::get_if<wire::Join>(&message)) {
+    const bool known = devices.Find(join->device) != nullptr;
+    devices.Join(*join, std::string(static_cast<const char*>(routing_id.data()), routing_id.size()),
+                 address, now);
+    log_ << "fedsgd-coordinator: device " << join->device << (known ? " rejoined" : " joined")
+         << " (" << join->samples << " samples, " << join->threads << " threads"
+         << (address.empty() ? "" : ", from " + address) << "), " << devices.online()
+         << " online\n";
+    wire::Welcome w;
+    w.device = join->device;
+    w.run_id = std::to_string(manager_->run_id());
+    w.plan = plan_.ToJson();
+    w.model_version = manager_->version();
+    w.round = manager_->open_round();
+    w.publish_endpoint = options_.publish;
+    w.heartbeat_ms = options_.heartbeat_ms;
+    w.params = manager_->params();
+    bytes_out_ += w.params.size() * sizeof(float);
+    Reply(routing_id, std::move(w));
+  } else if (auto* beat = std::get_if<wire::Heartbeat>(&message)) {
+    DeviceInfo* d = devices.Touch(beat->device, now);
+    if (!d) return unknown(beat->device);
+    d->routing_id.assign(static_cast<const char*>(routing_id.data()), routing_id.size());
+    d->state = beat->state;
+    d->round = beat->round;
+    d->samples_per_second = beat->samples_per_second;
+    d->progress = beat->progress;
+    if (beat->loss > 0) d->last_loss = beat->loss;
+    Reply(routing_id, wire::Ack{manager_->open_round(), manager_->version(), ""});
+  } else if (auto* fetch = std::get_if<wire::FetchModel>(&message)) {
+    if (!devices.Touch(fetch->device, now)) return unknown(fetch->device);
+    bytes_out_ += manager_->params().size() * sizeof(float);
+    Reply(routing_id, wire::Model{std::to_string(manager_->run_id()), manager_->version(),
+                                  manager_->open_round(), manager_->done(), manager_->params()});
+  } else if (auto* update = std::get_if<wire::Update>(&message)) {
+    const auto refused = manager_->OnUpdate(*update, bytes, now);
+    receive_seconds_ += Since(t0);
+    if (refused) {
+      log_ << "fedsgd-coordinator: refused an update from " << update->device << " for round "
+           << update->round << ": " << wire::ToString(refused->reason) << ": " << refused->detail
+           << "\n";
+      Reply(routing_id, *refused);
+    } else {
+      ++updates_accepted_;
+      Reply(routing_id, wire::Ack{manager_->open_round(), manager_->version(), "accepted"});
+    }
+  } else {
+    devices.CountReject("", wire::RejectReason::kUnknownKind);
+    Reply(routing_id, wire::Reject{wire::RejectReason::kUnknownKind,
+                                   std::string(wire::KindName(message)) + " is not a request"});
+  }
+}
+
+void CoordinatorServer::Broadcast(bool final) {
+  const auto t0 = Clock::now();
+  wire::Model m{std::to_string(manager_->run_id()), manager_->version(), manager_->open_round(),
+                final, manager_->params()};
+  bytes_out_ += m.params.size() * sizeof(float);
+  wire::Send(pub_, std::move(m));
+  last_broadcast_seconds_ = Since(t0);
+}
+
+void CoordinatorServer::CloseRound() {
+  const RoundSettings& settings = manager_->settings();
+  ClosedRound closed = manager_->CloseRound(UnixNow());
+  PublishStatus();  // shows "aggregating"
+  RoundRecord& r = closed.record;
+  const Architecture arch = plan_.architecture();
+  if (eval_) {
+    const Evaluation ev = Evaluate(arch, closed.params.data(), *eval_, 2);
+    r.test_accuracy = ev.accuracy;
+    r.test_loss = ev.loss;
+  }
+  const auto t0 = Clock::now();
+  try {
+    store_->CommitRound(r, closed.params);
+  } catch (const Error& e) {
+    log_ << "fedsgd-coordinator: round " << r.round << " could not be committed, running it again: "
+         << e.what() << std::endl;
+    manager_->Discard();
+    return;
+  }
+  last_commit_seconds_ = Since(t0);
+  r.commit_seconds = last_commit_seconds_;
+  const std::uint64_t round = r.round;
+  last_round_ = r;
+  manager_->Commit(std::move(closed));
+  if (!manager_->done() && manager_->ShouldOpen()) manager_->OpenRound(Now(), UnixNow());
+  Broadcast(manager_->done());
+
+  char line[512];
+  std::string acc = "n/a", tloss = "n/a";
+  if (r.test_accuracy) acc = std::to_string(*r.test_accuracy).substr(0, 6);
+  if (r.test_loss) tloss = std::to_string(*r.test_loss).substr(0, 6);
+  const std::size_t updates = r.devices.size();
+  std::snprintf(line, sizeof line,
+                "round %llu/%llu: test accuracy %s, test loss %s, train loss %.4f, %.2f s, %zu "
+                "device(s) (receive %.1f ms, aggregate %.1f ms, commit %.1f ms, broadcast %.1f ms, "
+                "%.0f bytes/update)",
+                static_cast<unsigned long long>(round),
+                static_cast<unsigned long long>(settings.rounds), acc.c_str(), tloss.c_str(),
+                r.train_loss, r.finished_at - r.started_at, updates, receive_seconds_ * 1e3,
+                r.aggregate_seconds * 1e3, last_commit_seconds_ * 1e3,
+                last_broadcast_seconds_ * 1e3,
+                updates ? static_cast<double>(r.bytes_in) / static_cast<double>(updates) : 0.0);
+  log_ << line << std::endl;
+  receive_seconds_ = 0;
+  PublishStatus();
+}
+
+void CoordinatorServer::PublishStatus() {
+  const double now = Now();
+  const DeviceRegistry& devices = manager_->devices();
+  nlohmann::json status = {
+      {"run_id", manager_->run_id()},
+      {"round", manager_->version()},
+      {"rounds", manager_->settings().rounds},
+      {"model_version", manager_->version()},
+      {"open_round", manager_->open_round()},
+      {"state", ToString(manager_->phase())},
+      {"updates_in_round", manager_->accepted()},
+      {"quorum", manager_->open_round() ? manager_->quorum_target() : 0},
+      {"devices_online", devices.online()},
+      {"devices_total", devices.size()},
+      {"model", plan_.architecture().ToString()},
+      {"parameters", manager_->params().size()},
+      {"plan", plan_.ToJson()},
+      {"listen", options_.listen},
+      {"publish", options_.publish},
+      {"database", options_.db},
+      {"resumed", resumed_},
+      {"uptime_seconds", now},
+      {"updates_accepted", updates_accepted_},
+      {"updates_rejected", devices.rejected_total()},
+      {"rejected_by_reason", devices.rejected_by_reason()},
+      {"bytes_in", bytes_in_},
+      {"bytes_out", bytes_out_},
+      {"test_accuracy", nullptr},
+      {"test_loss", nullptr},
+      {"train_loss", nullptr},
+      {"last_round", nullptr},
+  };
+  if (last_round_) {
+    if (last_round_->test_accuracy) status["test_accuracy"] = *last_round_->test_accuracy;
+    if (last_round_->test_loss) status["test_loss"] = *last_round_->test_loss;
+    status["train_loss"] = last_round_->train_loss;
+    nlohmann::json last = last_round_->ToJson();
+    last["commit_seconds"] = last_commit_seconds_;
+    last["broadcast_seconds"] = last_broadcast_seconds_;
+    status["last_round"] = std::move(last);
+  }
+  board_.Publish(std::move(status), devices.ToJson(now));
+}
+
+nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
+  const auto run_start = Clock::now();
+  zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
+  auto last_status = Clock::now();
+  bool stopped = false;
+  while (!manager_->done()) {
+    if (stop.load()) {
+      stopped = true;
+      break;
+    }
+    Poll(items, 1, std::chrono::milliseconds(50));
+    // Drain what is waiting, but bounded, so a flood cannot starve the rounds.
+    for (int i = 0; i < 1000; ++i) {
+      auto frames = wire::ReceiveFrames(router_, zmq::recv_flags::dontwait);
+      if (!frames) break;
+      HandleRequest(*frames);
+    }
+    const double now = Now();
+    for (const std::string& id : manager_->devices().ExpireSilent(now)) {
+      log_ << "fedsgd-coordinator: device " << id << " went silent, marked offline, "
+           << manager_->devices().online() << " online" << std::endl;
+    }
+    if (manager_->ShouldClose(now)) CloseRound();
+    if (manager_->NeedsRebroadcast(now)) {
+      log_ << "fedsgd-coordinator: round " << manager_->open_round()
+           << " reached its deadline with too few updates; waiting longer" << std::endl;
+      Broadcast(false);
+    }
+    if (manager_->ShouldOpen()) {
+      const std::uint64_t round = manager_->OpenRound(now, UnixNow());
+      log_ << "fedsgd-coordinator: round " << round << " open for " << manager_->participants()
+           << " device(s)" << std::endl;
+      Broadcast(false);
+      PublishStatus();
+    }
+    if (Since(last_status) > 0.25) {
+      PublishStatus();
+      last_status = Clock::now();
+    }
+  }
+  if (manager_->done()) {
+    // PUB is fire-and-forget: repeat the final model for daemons that were
+    // busy or reconnecting, and keep answering requests meanwhile.
+    for (int i = 0; i < 5 && !stop.load(); ++i) {
+      Broadcast(true);
+      Poll(items, 1, std::chrono::milliseconds(100));
+      while (auto frames = wire::ReceiveFrames(router_, zmq::recv_flags::dontwait)) {
+        HandleRequest(*frames);
+      }
+    }
+  }
+  PublishStatus();
+  nlohmann::json summary = {{"run_id", manager_->run_id()},
+                            {"round", manager_->version()},
+                            {"rounds", manager_->settings().rounds},
+                            {"done", manager_->done()},
+                            {"stopped", stopped},
+                            {"seconds", Since(run_start)},
+                            {"test_accuracy", nullptr},
+                            {"test_loss", nullptr},
+                            {"updates_accepted", updates_accepted_},
+                            {"updates_rejected", manager_->devices().rejected_total()},
+                            {"database", options_.db}};
+  if (last_round_ && last_round_->test_accuracy) summary["test_accuracy"] = *last_round_->test_accuracy;
+  if (last_round_ && last_round_->test_loss) summary["test_loss"] = *last_round_->test_loss;
+  return summary;
+}
+
+}  // namespace fedsgd

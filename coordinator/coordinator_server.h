@@ -1,0 +1,80 @@
+// CoordinatorServer: the coordinator process's parts wired together.
+//
+// Owns the ZeroMQ ROUTER (requests) and PUB (broadcasts) sockets and uses
+// them from the thread that calls Run() only. Decodes and validates every
+// request, feeds the RoundManager, evaluates and commits each closed round
+// to the CheckpointStore in one transaction, then broadcasts the new model.
+// Publishes status snapshots for the HttpApi, which serves them on its own
+// threads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <zmq.hpp>
+
+#include "checkpoint_store.h"
+#include "coordinator_options.h"
+#include "fedsgd/dataset.h"
+#include "http_api.h"
+#include "round_manager.h"
+#include "status_board.h"
+
+namespace fedsgd {
+
+class CoordinatorServer {
+ public:
+  CoordinatorServer(CoordinatorOptions options, std::ostream& log);
+  ~CoordinatorServer();
+
+  // Opens (resumes) the run in the database, loads the evaluation data, binds
+  // the sockets and starts HTTP. Throws fedsgd::Error with a clear message.
+  void Start();
+  // Serves until the last round is committed or *stop becomes true. Returns
+  // a summary (run_id, round, rounds, test_accuracy, seconds, ...).
+  nlohmann::json Run(const std::atomic<bool>& stop);
+
+  // Bound endpoints (ports resolved when ":0"/"*" was asked for).
+  std::string listen_endpoint() const;
+  std::string publish_endpoint() const;
+  int http_port() const { return http_ ? http_->port() : 0; }
+  std::int64_t run_id() const { return manager_ ? manager_->run_id() : 0; }
+
+ private:
+  double Now() const;
+  void HandleRequest(std::vector<zmq::message_t>& frames);
+  void Reply(const zmq::message_t& routing_id, wire::Message message);
+  void Broadcast(bool final);
+  void CloseRound();
+  void PublishStatus();
+
+  CoordinatorOptions options_;
+  std::ostream& log_;
+  Plan plan_;
+  std::unique_ptr<CheckpointStore> store_;
+  std::unique_ptr<CheckpointStore> reader_;  // the HTTP side's own connection
+  std::unique_ptr<RoundManager> manager_;
+  std::optional<Dataset> eval_;
+  zmq::context_t context_;
+  zmq::socket_t router_;
+  zmq::socket_t pub_;
+  StatusBoard board_;
+  std::unique_ptr<HttpApi> http_;
+  std::chrono::steady_clock::time_point start_;
+
+  // Figures for the status and the per-round log line.
+  std::optional<RoundRecord> last_round_;
+  double last_commit_seconds_ = 0;
+  double last_broadcast_seconds_ = 0;
+  double receive_seconds_ = 0;  // decoding + checking updates, this round
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
+  std::uint64_t updates_accepted_ = 0;
+  bool resumed_ = false;
+};
+
+}  // namespace fedsgd

@@ -1,0 +1,168 @@
+// RoundManager (see round_manager.h and docs/protocol.md).
+#include "round_manager.h"
+
+#include <chrono>
+#include <cmath>
+
+namespace fedsgd {
+
+const char* ToString(RunPhase phase) {
+  switch (phase) {
+    case RunPhase::kWaiting: return "waiting";
+    case RunPhase::kTraining: return "training";
+    case RunPhase::kAggregating: return "aggregating";
+    case RunPhase::kDone: return "done";
+  }
+  return "?";
+}
+
+RoundManager::RoundManager(Plan plan, RoundSettings settings, std::int64_t run_id,
+                           std::uint64_t version, std::vector<float> params,
+                           std::unique_ptr<Aggregator> aggregator)
+    : plan_(std::move(plan)),
+      settings_(settings),
+      run_id_(run_id),
+      version_(version),
+      params_(std::move(params)),
+      aggregator_(std::move(aggregator)),
+      devices_(settings.heartbeat_timeout) {}
+
+RunPhase RoundManager::phase() const {
+  if (done()) return RunPhase::kDone;
+  if (closing_) return RunPhase::kAggregating;
+  return open_ ? RunPhase::kTraining : RunPhase::kWaiting;
+}
+
+std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::size_t bytes,
+                                                   double now) {
+  using wire::RejectReason;
+  auto refuse = [&](RejectReason reason, std::string detail) {
+    devices_.CountReject(u.device, reason);
+    if (open_) ++rejected_in_round_;
+    return wire::Reject{reason, std::move(detail)};
+  };
+  DeviceInfo* device = devices_.Touch(u.device, now);
+  if (!device) return refuse(RejectReason::kUnknownDevice, "device '" + u.device + "' has not joined");
+  if (!open_ || closing_) {
+    return refuse(u.round <= version_ ? RejectReason::kStaleRound : RejectReason::kRoundClosed,
+                  "no round is open (model version " + std::to_string(version_) + ")");
+  }
+  if (u.round != open_round()) {
+    return refuse(u.round < open_round() ? RejectReason::kStaleRound : RejectReason::kRoundClosed,
+                  "round " + std::to_string(u.round) + " is not the open round " +
+                      std::to_string(open_round()));
+  }
+  if (u.model_version != version_) {
+    return refuse(RejectReason::kStaleRound, "trained from model version " +
+                                                 std::to_string(u.model_version) + ", not " +
+                                                 std::to_string(version_));
+  }
+  if (accepted_.count(u.device)) {
+    return refuse(RejectReason::kDuplicate, "already sent an update for round " + std::to_string(u.round));
+  }
+  if (u.payload.size() != params_.size()) {  // Decode checks this too; never trust one layer
+    return refuse(RejectReason::kWrongSize, "payload size differs from the model");
+  }
+  const std::string expected_kind = plan_.algorithm == Algorithm::kFedAvg ? "delta" : "gradient";
+  if (u.kind != expected_kind) {
+    return refuse(RejectReason::kBadField, "this run's plan expects " + expected_kind + " updates");
+  }
+  aggregator_->Add(u.payload, static_cast<double>(u.samples));
+  accepted_.insert(u.device);
+  contributions_.push_back({u.device, u.samples, u.loss, u.train_seconds});
+  bytes_in_round_ += bytes;
+  device->updates_accepted += 1;
+  device->bytes_in += bytes;
+  device->last_loss = u.loss;
+  device->state = "idle";
+  return std::nullopt;
+}
+
+bool RoundManager::ShouldOpen() const {
+  return !done() && !open_ && devices_.online() >= settings_.min_devices;
+}
+
+std::uint64_t RoundManager::OpenRound(double now, double unix_now) {
+  open_ = true;
+  closing_ = false;
+  deadline_ = now + settings_.round_timeout;
+  started_at_ = unix_now;
+  participants_.clear();
+  for (const auto& [id, d] : devices_.devices()) {
+    if (d.online) participants_.insert(id);
+  }
+  accepted_.clear();
+  contributions_.clear();
+  rejected_in_round_ = 0;
+  bytes_in_round_ = 0;
+  aggregator_->Begin(params_.size());
+  return open_round();
+}
+
+std::size_t RoundManager::quorum_target() const {
+  std::size_t online = 0;
+  for (const std::string& id : participants_) {
+    const DeviceInfo* d = devices_.Find(id);
+    online += d && d->online;
+  }
+  const auto target = static_cast<std::size_t>(std::ceil(settings_.quorum * static_cast<double>(online)));
+  return std::max(target, settings_.min_updates);
+}
+
+bool RoundManager::ShouldClose(double now) const {
+  if (!open_ || closing_) return false;
+  const std::size_t got = accepted_.size();
+  if (got >= quorum_target()) return true;
+  return now >= deadline_ && got >= settings_.min_updates;
+}
+
+bool RoundManager::NeedsRebroadcast(double now) {
+  if (!open_ || closing_ || now < deadline_ || accepted_.size() >= settings_.min_updates) return false;
+  deadline_ = now + settings_.round_timeout;
+  return true;
+}
+
+ClosedRound RoundManager::CloseRound(double unix_now) {
+  closing_ = true;
+  const auto t0 = std::chrono::steady_clock::now();
+  ClosedRound out;
+  std::vector<float> mean(params_.size());
+  aggregator_->Finish(mean);
+  out.params = params_;
+  const bool gradient = plan_.algorithm == Algorithm::kFedSgd;
+  const float step = static_cast<float>(gradient ? -plan_.sgd.lr * plan_.server_lr : plan_.server_lr);
+  for (std::size_t i = 0; i < mean.size(); ++i) out.params[i] += step * mean[i];
+  RoundRecord& r = out.record;
+  r.aggregate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.run_id = run_id_;
+  r.round = open_round();
+  r.devices = contributions_;
+  double loss = 0, weight = 0;
+  for (const DeviceContribution& c : contributions_) {
+    loss += c.loss * static_cast<double>(c.samples);
+    weight += static_cast<double>(c.samples);
+  }
+  r.train_loss = weight > 0 ? loss / weight : 0;
+  r.started_at = started_at_;
+  r.finished_at = unix_now;
+  r.rejected_updates = rejected_in_round_;
+  r.bytes_in = bytes_in_round_;
+  return out;
+}
+
+void RoundManager::Commit(ClosedRound&& round) {
+  params_ = std::move(round.params);
+  version_ = round.record.round;
+  for (const DeviceContribution& c : round.record.devices) {
+    if (DeviceInfo* d = devices_.Find(c.device)) d->rounds_joined += 1;
+  }
+  open_ = false;
+  closing_ = false;
+}
+
+void RoundManager::Discard() {
+  open_ = false;
+  closing_ = false;
+}
+
+}  // namespace fedsgd

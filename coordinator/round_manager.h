@@ -1,0 +1,107 @@
+// RoundManager: the synchronous round logic of docs/protocol.md, without
+// sockets, database or wall clock.
+//
+// The coordinator's loop feeds it events (joins and heartbeats go to
+// devices(), updates to OnUpdate) and asks it what to do: ShouldOpen /
+// OpenRound, ShouldClose / CloseRound, NeedsRebroadcast. CloseRound
+// aggregates into a *new* parameter vector; only Commit (called after the
+// database has committed it) makes it the global model, so a failed commit
+// leaves the model as it was (Discard). `now` is seconds on a monotonic
+// clock, passed in, so tests drive time by hand.
+//
+// Not thread-safe: one loop thread owns it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "aggregator.h"
+#include "checkpoint_store.h"
+#include "device_registry.h"
+#include "fedsgd/plan.h"
+#include "fedsgd/wire.h"
+
+namespace fedsgd {
+
+struct RoundSettings {
+  std::uint64_t rounds = 10;      // the run ends when this round is committed
+  std::size_t min_devices = 1;    // online devices needed to open a round
+  double quorum = 1.0;            // fraction of online participants to wait for
+  std::size_t min_updates = 1;    // updates needed to close at the deadline
+  double round_timeout = 60;      // seconds
+  double heartbeat_timeout = 3;   // seconds of silence before a device is offline
+};
+
+enum class RunPhase { kWaiting, kTraining, kAggregating, kDone };
+const char* ToString(RunPhase phase);
+
+struct ClosedRound {
+  RoundRecord record;
+  std::vector<float> params;  // the new global model
+};
+
+class RoundManager {
+ public:
+  RoundManager(Plan plan, RoundSettings settings, std::int64_t run_id, std::uint64_t version,
+               std::vector<float> params, std::unique_ptr<Aggregator> aggregator);
+
+  DeviceRegistry& devices() { return devices_; }
+  const DeviceRegistry& devices() const { return devices_; }
+
+  // Checks a decoded update against the round state. Accepted: its payload
+  // goes into the aggregate and nullopt is returned. Refused: the reason
+  // (counted against the device) and nothing else changes.
+  std::optional<wire::Reject> OnUpdate(const wire::Update& update, std::size_t bytes, double now);
+
+  bool ShouldOpen() const;
+  // Opens round version() + 1 for the devices online now; returns its number.
+  std::uint64_t OpenRound(double now, double unix_now);
+  bool ShouldClose(double now) const;
+  // At a deadline with too few updates: extends it; true means "broadcast the
+  // round again" for devices that missed it.
+  bool NeedsRebroadcast(double now);
+  ClosedRound CloseRound(double unix_now);
+  void Commit(ClosedRound&& round);
+  // The round could not be committed: forget its updates; the same round
+  // number opens again later.
+  void Discard();
+
+  bool done() const { return version_ >= settings_.rounds; }
+  RunPhase phase() const;
+  std::uint64_t version() const { return version_; }
+  std::uint64_t open_round() const { return open_ ? version_ + 1 : 0; }
+  std::size_t accepted() const { return accepted_.size(); }
+  std::size_t participants() const { return participants_.size(); }
+  // ceil(quorum x online participants), at least min_updates.
+  std::size_t quorum_target() const;
+  const std::vector<float>& params() const { return params_; }
+  const Plan& plan() const { return plan_; }
+  const RoundSettings& settings() const { return settings_; }
+  std::int64_t run_id() const { return run_id_; }
+
+ private:
+  Plan plan_;
+  RoundSettings settings_;
+  std::int64_t run_id_;
+  std::uint64_t version_;
+  std::vector<float> params_;
+  std::unique_ptr<Aggregator> aggregator_;
+  DeviceRegistry devices_;
+
+  bool open_ = false;
+  bool closing_ = false;
+  double deadline_ = 0;
+  double started_at_ = 0;  // unix
+  std::set<std::string> participants_;
+  std::set<std::string> accepted_;
+  std::string update_kind_;  // delta | gradient: all updates of a round agree
+  std::vector<DeviceContribution> contributions_;
+  std::uint64_t rejected_in_round_ = 0;
+  std::uint64_t bytes_in_round_ = 0;
+};
+
+}  // namespace fedsgd

@@ -1,0 +1,38 @@
+// StatusBoard: what the round loop shows the HTTP side.
+//
+// The loop publishes JSON snapshots (status, devices) whenever they change;
+// HTTP handlers copy the latest one out under a short lock. Handlers never
+// touch the loop's own state, so a slow or hostile HTTP client cannot stall
+// a round.
+//
+// Thread-safe.
+#pragma once
+
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+namespace fedsgd {
+
+class StatusBoard {
+ public:
+  void Publish(nlohmann::json status, nlohmann::json devices) {
+    std::lock_guard lock(mutex_);
+    status_ = std::move(status);
+    devices_ = std::move(devices);
+  }
+  nlohmann::json status() const {
+    std::lock_guard lock(mutex_);
+    return status_;
+  }
+  nlohmann::json devices() const {
+    std::lock_guard lock(mutex_);
+    return devices_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  nlohmann::json status_ = nlohmann::json::object();
+  nlohmann::json devices_ = nlohmann::json::array();
+};
+
+}  // namespace fedsgd

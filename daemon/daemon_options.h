@@ -1,0 +1,29 @@
+// The daemon's own settings: where to connect, who it is, where its data is
+// and how many threads to use. Everything about how to train comes from the
+// coordinator's plan. Flags and/or a JSON config file, flags winning.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+namespace fedsgd {
+
+struct DaemonOptions {
+  std::string coordinator;
+  std::string id;
+  std::string data;
+  std::string shard = "0/1";
+  std::string split = "iid";
+  int threads = 0;  // 0: all cores
+  std::string mode = "hogwild";
+  std::uint64_t seed = 1;
+  int label_column = -1;
+  bool csv_header = false;
+  bool exit_when_done = false;
+};
+
+// Adds the run-mode flags (and --config) to app.
+void AddDaemonOptions(CLI::App& app, DaemonOptions& options);
+
+}  // namespace fedsgd

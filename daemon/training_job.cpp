@@ -1,0 +1,104 @@
+// TrainingJob (see training_job.h).
+#include "training_job.h"
+
+#include <chrono>
+
+#include "fedsgd/error.h"
+#include "fedsgd/network.h"
+
+namespace fedsgd {
+
+TrainingJob::TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global,
+                         std::uint64_t round, std::uint64_t model_version, int threads,
+                         TrainMode mode, std::uint64_t seed)
+    : plan_(plan),
+      data_(data),
+      global_(std::move(global)),
+      round_(round),
+      model_version_(model_version),
+      threads_(threads),
+      mode_(mode),
+      seed_(seed) {
+  thread_ = std::thread([this] { Work(); });
+}
+
+TrainingJob::~TrainingJob() {
+  Cancel();
+  if (thread_.joinable()) thread_.join();
+}
+
+double TrainingJob::progress() const {
+  const double total = static_cast<double>(progress_.total_samples.load(std::memory_order_relaxed));
+  const double done = static_cast<double>(progress_.samples.load(std::memory_order_relaxed));
+  return total > 0 ? std::min(1.0, done / total) : 0.0;
+}
+
+TrainingResult TrainingJob::TakeResult() {
+  if (thread_.joinable()) thread_.join();
+  return std::move(result_);
+}
+
+void TrainingJob::Work() {
+  TrainingResult& r = result_;
+  r.round = round_;
+  r.model_version = model_version_;
+  r.samples = data_.size();
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    Model model{plan_.architecture(), global_};
+    if (plan_.algorithm == Algorithm::kFedAvg) {
+      TrainOptions o;
+      o.threads = threads_;
+      o.mode = mode_;
+      o.batch = plan_.batch;
+      o.epochs = plan_.local_epochs;
+      o.max_steps = plan_.local_steps;
+      o.sgd = plan_.sgd;
+      // A different shuffle every round, the same for a given round.
+      o.seed = seed_ * 1000003u + round_;
+      const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);
+      r.cancelled = stats.stopped;
+      r.loss = stats.train_loss;
+      r.samples_per_second = stats.samples_per_second();
+      r.kind = "delta";
+      r.payload.resize(global_.size());
+      for (std::size_t i = 0; i < global_.size(); ++i) r.payload[i] = model.params[i] - global_[i];
+    } else {
+      // FedSGD: the full-shard gradient at the global model.
+      const Architecture& arch = model.arch;
+      if (data_.num_features != arch.input_size()) {
+        throw Error("the data has " + std::to_string(data_.num_features) + " features, model " +
+                    arch.ToString() + " expects " + std::to_string(arch.input_size()));
+      }
+      const int batch = plan_.batch;
+      Workspace ws(arch, batch);
+      std::vector<float> grad(global_.size());
+      std::vector<double> sum(global_.size(), 0.0);
+      double loss = 0;
+      progress_.total_samples.store(data_.size());
+      for (std::size_t begin = 0; begin < data_.size() && !cancel_.load(); begin += batch) {
+        const int rows = static_cast<int>(std::min<std::size_t>(batch, data_.size() - begin));
+        loss += static_cast<double>(ForwardBackward(arch, global_.data(), data_.sample(begin),
+                                                    data_.y.data() + begin, rows, grad.data(), ws)) *
+                rows;
+        for (std::size_t i = 0; i < grad.size(); ++i) sum[i] += static_cast<double>(grad[i]) * rows;
+        progress_.samples.fetch_add(static_cast<std::uint64_t>(rows));
+      }
+      r.cancelled = cancel_.load();
+      const double n = static_cast<double>(data_.size());
+      r.kind = "gradient";
+      r.payload.resize(global_.size());
+      for (std::size_t i = 0; i < sum.size(); ++i) r.payload[i] = static_cast<float>(sum[i] / n);
+      r.loss = loss / n;
+    }
+  } catch (const Error& e) {
+    r.error = e.what();
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (r.samples_per_second == 0 && r.seconds > 0) {
+    r.samples_per_second = static_cast<double>(progress_.samples.load()) / r.seconds;
+  }
+  done_.store(true, std::memory_order_release);
+}
+
+}  // namespace fedsgd

@@ -1,0 +1,74 @@
+// TrainingJob: one round's local training, on a thread of its own.
+//
+// Started by the network thread with the global model of a round; it never
+// touches a socket. FedAvg runs LocalTrainer for the plan's local epochs /
+// steps and yields delta = trained - global. FedSGD yields the gradient of
+// the mean loss over the whole shard at the global model (computed in
+// mini-batches of the plan's size on one thread). Cancel() makes it end
+// after the current mini-batch. The network thread polls done() and then
+// takes the result.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fedsgd/dataset.h"
+#include "fedsgd/plan.h"
+#include "fedsgd/trainer.h"
+
+namespace fedsgd {
+
+struct TrainingResult {
+  std::uint64_t round = 0;
+  std::uint64_t model_version = 0;
+  std::string kind;  // delta | gradient
+  std::vector<float> payload;
+  std::uint64_t samples = 0;  // the shard's size: the update's weight
+  double loss = 0;
+  double seconds = 0;
+  double samples_per_second = 0;
+  bool cancelled = false;
+  std::string error;  // set when training failed (e.g. the plan does not fit the data)
+};
+
+class TrainingJob {
+ public:
+  // `data` must outlive the job. threads/mode are the device's own settings.
+  TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global,
+              std::uint64_t round, std::uint64_t model_version, int threads, TrainMode mode,
+              std::uint64_t seed);
+  ~TrainingJob();  // cancels and joins
+  TrainingJob(const TrainingJob&) = delete;
+  TrainingJob& operator=(const TrainingJob&) = delete;
+
+  std::uint64_t round() const { return round_; }
+  bool done() const { return done_.load(std::memory_order_acquire); }
+  void Cancel() { cancel_.store(true); }
+  // Fraction of the planned samples done, and the live rate.
+  double progress() const;
+  // The result; only after done() is true.
+  TrainingResult TakeResult();
+
+ private:
+  void Work();
+
+  Plan plan_;
+  const Dataset& data_;
+  std::vector<float> global_;
+  std::uint64_t round_;
+  std::uint64_t model_version_;
+  int threads_;
+  TrainMode mode_;
+  std::uint64_t seed_;
+  std::atomic<bool> cancel_{false};
+  std::atomic<bool> done_{false};
+  TrainProgress progress_;
+  TrainingResult result_;
+  std::thread thread_;
+};
+
+}  // namespace fedsgd
