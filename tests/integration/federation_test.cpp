@@ -1,0 +1,361 @@
+// End-to-end: the real fedsgd-coordinator and fedsgd-daemon binaries on
+// loopback, real ZeroMQ, a real SQLite file and real Fashion-MNIST shards.
+//
+//   - a full run to the end;
+//   - kill -9 of the coordinator mid-run and a restart on the same database:
+//     it resumes, the daemons come back by themselves, rounds continue;
+//   - a daemon killed mid-round: the round closes with the others;
+//   - malformed and hostile messages: answered or dropped, never a crash,
+//     and the model is untouched by them.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "checkpoint_store.h"
+#include "fedsgd/model.h"
+#include "fedsgd/wire.h"
+#include "process.h"
+
+namespace fedsgd {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using testing::FreePort;
+using testing::Process;
+
+constexpr const char* kData = "/usr/share/datasets/fashion-mnist";
+constexpr const char* kModel = "mlp:784-32-10";
+
+class FederationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kData)) GTEST_SKIP() << kData << " is missing (scripts/install-deps.sh installs it)";
+    dir_ = fs::temp_directory_path() /
+           ("fedsgd_it_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    listen_ = FreePort();
+    publish_ = FreePort();
+    http_ = FreePort();
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      for (const auto& entry : fs::directory_iterator(dir_)) {
+        if (entry.path().extension() == ".log") {
+          std::ifstream in(entry.path());
+          std::cerr << "---- " << entry.path().filename() << "\n" << in.rdbuf() << "\n";
+        }
+      }
+    }
+    fs::remove_all(dir_);
+  }
+
+  std::string db() const { return (dir_ / "run.db").string(); }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  std::unique_ptr<Process> Coordinator(const std::string& tag, std::vector<std::string> extra) {
+    std::vector<std::string> args = {
+        FEDSGD_COORDINATOR_BIN, "--listen", "tcp://127.0.0.1:" + std::to_string(listen_),
+        "--publish", "tcp://127.0.0.1:" + std::to_string(publish_), "--http",
+        "127.0.0.1:" + std::to_string(http_), "--db", db(), "--model", kModel,
+        "--local-steps", "60", "--batch", "32", "--lr", "0.1", "--heartbeat-ms", "200",
+        "--eval-data", kData};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(args, Path(tag + ".out"), Path(tag + ".log"));
+  }
+
+  std::unique_ptr<Process> Daemon(int i, int n) {
+    return std::make_unique<Process>(
+        std::vector<std::string>{FEDSGD_DAEMON_BIN, "--coordinator",
+                                 "tcp://127.0.0.1:" + std::to_string(listen_), "--id",
+                                 "dev" + std::to_string(i), "--data", kData, "--shard",
+                                 std::to_string(i) + "/" + std::to_string(n), "--threads", "1",
+                                 "--exit-when-done"},
+        Path("dev" + std::to_string(i) + ".out"), Path("dev" + std::to_string(i) + ".log"));
+  }
+
+  nlohmann::json Get(const std::string& path) {
+    httplib::Client client("127.0.0.1", http_);
+    client.set_connection_timeout(1, 0);
+    client.set_read_timeout(2, 0);
+    auto res = client.Get(path.c_str());
+    if (!res || res->status != 200) return nullptr;
+    return nlohmann::json::parse(res->body, nullptr, false);
+  }
+
+  // The newest committed round, from /v1/status (0 while it is not up).
+  std::uint64_t CommittedRound() {
+    const nlohmann::json s = Get("/v1/status");
+    return s.is_object() ? s.value("round", std::uint64_t{0}) : 0;
+  }
+
+  static bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      if (done()) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return done();
+  }
+
+  std::string IntegrityCheck() {
+    sqlite3* handle = nullptr;
+    if (sqlite3_open_v2(db().c_str(), &handle, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      sqlite3_close(handle);
+      return "cannot open";
+    }
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(handle, "PRAGMA integrity_check", -1, &st, nullptr);
+    std::string verdict = sqlite3_step(st) == SQLITE_ROW
+                              ? reinterpret_cast<const char*>(sqlite3_column_text(st, 0))
+                              : "no answer";
+    sqlite3_finalize(st);
+    sqlite3_close(handle);
+    return verdict;
+  }
+
+  fs::path dir_;
+  int listen_ = 0, publish_ = 0, http_ = 0;
+};
+
+TEST_F(FederationTest, FullRunToTheEnd) {
+  auto coordinator = Coordinator("coordinator", {"--rounds", "3", "--min-devices", "3"});
+  std::vector<std::unique_ptr<Process>> daemons;
+  for (int i = 0; i < 3; ++i) daemons.push_back(Daemon(i, 3));
+
+  ASSERT_TRUE(WaitFor([&] { return Get("/healthz").is_object(); }, 10s));
+  ASSERT_EQ(coordinator->Wait(90s), 0) << coordinator->Stderr();
+  const nlohmann::json summary = nlohmann::json::parse(coordinator->Stdout());
+  EXPECT_EQ(summary["round"], 3);
+  EXPECT_TRUE(summary["done"].get<bool>());
+  EXPECT_GT(summary["test_accuracy"].get<double>(), 0.6);
+  EXPECT_EQ(summary["updates_rejected"], 0);
+  EXPECT_NE(coordinator->Stderr().find("round 3/3: test accuracy"), std::string::npos);
+  for (auto& d : daemons) EXPECT_EQ(d->Wait(10s), 0) << d->Stderr();
+
+  auto store = CheckpointStore::Open(db(), /*read_only=*/true);
+  const auto rounds = store->ListRounds(1, 0, 100);
+  ASSERT_EQ(rounds.size(), 3u);
+  for (const RoundRecord& r : rounds) {
+    EXPECT_EQ(r.devices.size(), 3u) << "round " << r.round;
+    EXPECT_TRUE(r.test_accuracy.has_value());
+    // Each update: 4 bytes a parameter plus a small CBOR header.
+    const std::uint64_t payload = 3 * Architecture::Parse(kModel).ParameterCount() * 4;
+    EXPECT_GE(r.bytes_in, payload);
+    EXPECT_LE(r.bytes_in, payload + 3 * 512);
+  }
+  EXPECT_GT(*rounds.back().test_accuracy, *rounds.front().test_accuracy - 0.02);
+  EXPECT_EQ(IntegrityCheck(), "ok");
+}
+
+TEST_F(FederationTest, CoordinatorKilledMidRunResumesAndDaemonsReconnect) {
+  const std::vector<std::string> args = {"--rounds", "6", "--min-devices", "2"};
+  auto coordinator = Coordinator("coordinator1", args);
+  auto d0 = Daemon(0, 2), d1 = Daemon(1, 2);
+  ASSERT_TRUE(WaitFor([&] { return CommittedRound() >= 2; }, 60s)) << coordinator->Stderr();
+  coordinator->Signal(SIGKILL);
+  ASSERT_EQ(coordinator->Wait(5s), 128 + SIGKILL);
+  EXPECT_EQ(IntegrityCheck(), "ok");
+  std::uint64_t committed = 0;
+  {
+    auto store = CheckpointStore::Open(db(), /*read_only=*/true);
+    committed = store->LatestRound(1);
+    EXPECT_GE(committed, 2u);
+    for (std::uint64_t r = 1; r <= committed; ++r) {
+      EXPECT_TRUE(store->GetRound(1, r)) << "round " << r << " has weights but no record";
+    }
+  }
+
+  // Stay away longer than the daemons' silence limit (3 s), so they go
+  // through drop-sockets-and-back-off, not only the rejoin on unknown_device.
+  std::this_thread::sleep_for(4s);
+  auto restarted = Coordinator("coordinator2", args);
+  ASSERT_EQ(restarted->Wait(90s), 0) << restarted->Stderr();
+  EXPECT_NE(restarted->Stderr().find("resumed at round " + std::to_string(committed)),
+            std::string::npos)
+      << restarted->Stderr();
+  const nlohmann::json summary = nlohmann::json::parse(restarted->Stdout());
+  EXPECT_EQ(summary["run_id"], 1);
+  EXPECT_EQ(summary["round"], 6);
+  for (Process* d : {d0.get(), d1.get()}) {
+    ASSERT_EQ(d->Wait(10s), 0) << d->Stderr();
+    const std::string log = d->Stderr();
+    EXPECT_NE(log.find("reconnecting in"), std::string::npos) << log;
+    EXPECT_NE(log.find("joined run 1", log.find("reconnecting in")), std::string::npos) << log;
+  }
+  auto store = CheckpointStore::Open(db(), /*read_only=*/true);
+  const auto rounds = store->ListRounds(1, 0, 100);
+  ASSERT_EQ(rounds.size(), 6u);
+  for (std::size_t i = 0; i < rounds.size(); ++i) EXPECT_EQ(rounds[i].round, i + 1);
+  EXPECT_EQ(IntegrityCheck(), "ok");
+}
+
+TEST_F(FederationTest, DaemonKilledMidRoundTheRoundClosesWithTheOthers) {
+  auto coordinator =
+      Coordinator("coordinator", {"--rounds", "3", "--min-devices", "2", "--round-timeout", "8"});
+  auto d0 = Daemon(0, 3), d1 = Daemon(1, 3), d2 = Daemon(2, 3);
+  // When round 1 is committed, round 2 opens at once with all three as
+  // participants; dev2 dies before it can answer.
+  ASSERT_TRUE(WaitFor([&] {
+    const nlohmann::json s = Get("/v1/status");
+    return s.is_object() && s.value("devices_online", 0) == 3;
+  }, 30s));
+  ASSERT_TRUE(WaitFor([&] { return CommittedRound() >= 1; }, 60s)) << coordinator->Stderr();
+  d2->Signal(SIGKILL);
+  ASSERT_EQ(coordinator->Wait(60s), 0) << coordinator->Stderr();
+  EXPECT_EQ(d0->Wait(10s), 0);
+  EXPECT_EQ(d1->Wait(10s), 0);
+
+  auto store = CheckpointStore::Open(db(), /*read_only=*/true);
+  const auto rounds = store->ListRounds(1, 0, 100);
+  ASSERT_EQ(rounds.size(), 3u);
+  EXPECT_EQ(rounds.back().devices.size(), 2u);
+  EXPECT_NE(coordinator->Stderr().find("dev2 went silent"), std::string::npos);
+}
+
+// A raw DEALER speaking (and abusing) the protocol.
+class RawPeer {
+ public:
+  explicit RawPeer(int port) : socket_(context_, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.connect("tcp://127.0.0.1:" + std::to_string(port));
+  }
+  void SendFrames(std::vector<zmq::message_t> frames) {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      socket_.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+  }
+  // The reply, decoded; nullopt when none came within the timeout.
+  std::optional<wire::Message> Ask(wire::Message m) {
+    SendFrames(wire::Encode(std::move(m)));
+    return Reply();
+  }
+  std::optional<wire::Message> Reply(std::chrono::milliseconds timeout = 3000ms) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, timeout) == 0) return std::nullopt;
+    auto frames = wire::ReceiveFrames(socket_);
+    wire::DecodeResult r = wire::Decode(*frames);
+    if (!r.ok()) return std::nullopt;
+    return std::move(r.message());
+  }
+
+ private:
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+};
+
+wire::RejectReason ReasonOf(const std::optional<wire::Message>& m) {
+  if (!m || !std::holds_alternative<wire::Reject>(*m)) return static_cast<wire::RejectReason>(-1);
+  return std::get<wire::Reject>(*m).reason;
+}
+
+TEST_F(FederationTest, HostileMessagesNeverCrashOrTouchTheModel) {
+  auto coordinator = Coordinator("coordinator", {"--rounds", "1", "--min-devices", "1"});
+  ASSERT_TRUE(WaitFor([&] { return Get("/healthz").is_object(); }, 10s));
+  const std::size_t n = Architecture::Parse(kModel).ParameterCount();
+  RawPeer peer(listen_);
+
+  auto welcome = peer.Ask(wire::Join{"mallory", 1, 100, "test"});
+  ASSERT_TRUE(welcome && std::holds_alternative<wire::Welcome>(*welcome));
+  const std::vector<float> initial = std::get<wire::Welcome>(*welcome).params;
+  ASSERT_EQ(initial.size(), n);
+  ASSERT_TRUE(WaitFor([&] { return Get("/v1/status").value("open_round", 0) == 1; }, 5s));
+
+  std::vector<zmq::message_t> garbage;
+  garbage.emplace_back(std::string("\x13\x37 definitely not CBOR"));
+  peer.SendFrames(std::move(garbage));
+  EXPECT_EQ(ReasonOf(peer.Reply()), wire::RejectReason::kMalformed);
+
+  auto update = [&](std::string device, std::uint64_t round, std::vector<float> payload,
+                    std::string kind = "delta") {
+    return wire::Update{std::move(device), round, 0, 100, 0.5, std::move(kind), 1.0, std::move(payload)};
+  };
+  EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 1, std::vector<float>(10, 1.0f)))),
+            wire::RejectReason::kWrongSize);
+  std::vector<float> poisoned(n, 1e3f);
+  poisoned[12345] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 1, poisoned))), wire::RejectReason::kNonFinite);
+  poisoned[12345] = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 1, poisoned))), wire::RejectReason::kNonFinite);
+  EXPECT_EQ(ReasonOf(peer.Ask(update("eve", 1, std::vector<float>(n, 1e3f)))),
+            wire::RejectReason::kUnknownDevice);
+  EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 0, std::vector<float>(n, 1e3f)))),
+            wire::RejectReason::kStaleRound);
+  EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 7, std::vector<float>(n, 1e3f)))),
+            wire::RejectReason::kRoundClosed);
+  EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 1, std::vector<float>(n, 1e3f), "gradient"))),
+            wire::RejectReason::kBadField);
+  EXPECT_EQ(ReasonOf(peer.Ask(wire::Ack{1, 0, "not a request"})), wire::RejectReason::kUnknownKind);
+  // Larger than ZMQ_MAXMSGSIZE: libzmq drops it (and the connection) unread.
+  std::vector<zmq::message_t> huge = wire::Encode(update("mallory", 1, std::vector<float>(n + 100000, 1.0f)));
+  peer.SendFrames(std::move(huge));
+  EXPECT_FALSE(peer.Reply(1000ms)) << "an oversize message was answered";
+
+  ASSERT_TRUE(coordinator->running()) << coordinator->Stderr();
+  const nlohmann::json status = Get("/v1/status");
+  ASSERT_TRUE(status.is_object());
+  EXPECT_EQ(status["round"], 0);
+  EXPECT_EQ(status["updates_accepted"], 0);
+  const nlohmann::json& reasons = status["rejected_by_reason"];
+  EXPECT_EQ(reasons.value("malformed", 0), 1);
+  EXPECT_EQ(reasons.value("wrong_size", 0), 1);
+  EXPECT_EQ(reasons.value("non_finite", 0), 2);
+  EXPECT_EQ(reasons.value("unknown_device", 0), 1);
+  EXPECT_EQ(reasons.value("stale_round", 0), 1);
+  EXPECT_EQ(reasons.value("round_closed", 0), 1);
+  EXPECT_EQ(reasons.value("bad_field", 0), 1);
+
+  // The coordinator still works: an honest (zero) update closes the round,
+  // and the committed model is exactly the initial one.
+  RawPeer honest(listen_);
+  ASSERT_TRUE(honest.Ask(wire::Join{"mallory", 1, 100, "test"}));
+  const auto ack = honest.Ask(update("mallory", 1, std::vector<float>(n, 0.0f)));
+  ASSERT_TRUE(ack && std::holds_alternative<wire::Ack>(*ack));
+  ASSERT_EQ(coordinator->Wait(20s), 0) << coordinator->Stderr();
+  auto store = CheckpointStore::Open(db(), /*read_only=*/true);
+  EXPECT_EQ(*store->LoadParams(1, 1), initial);
+  EXPECT_EQ(*store->LoadParams(1, 0), initial);
+}
+
+TEST_F(FederationTest, BadConfigurationGivesAClearError) {
+  std::ofstream(Path("bad.json")) << R"({"rounds": 3, "min-device": 2})";
+  Process p({FEDSGD_COORDINATOR_BIN, "--config", Path("bad.json")}, Path("a.out"), Path("a.log"));
+  EXPECT_NE(p.Wait(10s).value_or(0), 0);
+  EXPECT_NE(p.Stderr().find("min-device"), std::string::npos) << p.Stderr();
+
+  std::ofstream(Path("foreign.db")) << "this is a text file, not a database";
+  Process q({FEDSGD_COORDINATOR_BIN, "--db", Path("foreign.db"), "--http", "127.0.0.1:0",
+             "--listen", "tcp://127.0.0.1:" + std::to_string(listen_), "--publish",
+             "tcp://127.0.0.1:" + std::to_string(publish_)},
+            Path("b.out"), Path("b.log"));
+  EXPECT_EQ(q.Wait(10s), 1);
+  EXPECT_NE(q.Stderr().find("not a fedsgd database"), std::string::npos) << q.Stderr();
+
+  Process r({FEDSGD_DAEMON_BIN, "--coordinator", "tcp://127.0.0.1:1", "--data", Path("nothing")},
+            Path("c.out"), Path("c.log"));
+  EXPECT_EQ(r.Wait(10s), 1);
+  EXPECT_NE(r.Stderr().find("no such file"), std::string::npos) << r.Stderr();
+}
+
+TEST_F(FederationTest, SigtermStopsBothCleanly) {
+  auto coordinator = Coordinator("coordinator", {"--rounds", "1000", "--min-devices", "1"});
+  auto d0 = Daemon(0, 4);
+  ASSERT_TRUE(WaitFor([&] { return CommittedRound() >= 1; }, 60s)) << coordinator->Stderr();
+  d0->Signal(SIGTERM);
+  coordinator->Signal(SIGTERM);
+  EXPECT_EQ(d0->Wait(3s), 0) << d0->Stderr();
+  EXPECT_EQ(coordinator->Wait(3s), 0) << coordinator->Stderr();
+  EXPECT_FALSE(nlohmann::json::parse(coordinator->Stdout())["done"].get<bool>());
+  EXPECT_EQ(IntegrityCheck(), "ok");
+}
+
+}  // namespace
+}  // namespace fedsgd
