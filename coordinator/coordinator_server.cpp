@@ -165,6 +165,10 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
          << " (" << join->samples << " samples, " << join->threads << " threads"
          << (address.empty() ? "" : ", from " + address) << "), " << devices.online()
          << " online\n";
+    // The device that completes the quorum learns of the round in its
+    // welcome: its SUB socket is not connected yet and would miss the
+    // broadcast.
+    if (manager_->ShouldOpen()) OpenRound();
     wire::Welcome w;
     w.device = join->device;
     w.run_id = std::to_string(manager_->run_id());
@@ -219,6 +223,14 @@ void CoordinatorServer::Broadcast(bool final) {
   last_broadcast_seconds_ = Since(t0);
 }
 
+void CoordinatorServer::OpenRound() {
+  const std::uint64_t round = manager_->OpenRound(Now(), UnixNow());
+  log_ << "fedsgd-coordinator: round " << round << " open for " << manager_->participants()
+       << " device(s)" << std::endl;
+  Broadcast(false);
+  PublishStatus();
+}
+
 void CoordinatorServer::CloseRound() {
   const RoundSettings& settings = manager_->settings();
   ClosedRound closed = manager_->CloseRound(UnixNow());
@@ -244,7 +256,10 @@ void CoordinatorServer::CloseRound() {
   const std::uint64_t round = r.round;
   last_round_ = r;
   manager_->Commit(std::move(closed));
-  if (!manager_->done() && manager_->ShouldOpen()) manager_->OpenRound(Now(), UnixNow());
+  // One broadcast carries the new model and, when enough devices are
+  // online, the next round.
+  const bool open_next = manager_->ShouldOpen();
+  if (open_next) manager_->OpenRound(Now(), UnixNow());
   Broadcast(manager_->done());
 
   char line[512];
@@ -263,6 +278,10 @@ void CoordinatorServer::CloseRound() {
                 last_broadcast_seconds_ * 1e3,
                 updates ? static_cast<double>(r.bytes_in) / static_cast<double>(updates) : 0.0);
   log_ << line << std::endl;
+  if (open_next) {
+    log_ << "fedsgd-coordinator: round " << manager_->open_round() << " open for "
+         << manager_->participants() << " device(s)" << std::endl;
+  }
   receive_seconds_ = 0;
   PublishStatus();
 }
@@ -339,13 +358,7 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
            << " reached its deadline with too few updates; waiting longer" << std::endl;
       Broadcast(false);
     }
-    if (manager_->ShouldOpen()) {
-      const std::uint64_t round = manager_->OpenRound(now, UnixNow());
-      log_ << "fedsgd-coordinator: round " << round << " open for " << manager_->participants()
-           << " device(s)" << std::endl;
-      Broadcast(false);
-      PublishStatus();
-    }
+    if (manager_->ShouldOpen()) OpenRound();
     if (Since(last_status) > 0.25) {
       PublishStatus();
       last_status = Clock::now();

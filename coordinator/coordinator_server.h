@@ -49,6 +49,7 @@ class CoordinatorServer {
   void HandleRequest(std::vector<zmq::message_t>& frames);
   void Reply(const zmq::message_t& routing_id, wire::Message message);
   void Broadcast(bool final);
+  void OpenRound();
   void CloseRound();
   void PublishStatus();
 
