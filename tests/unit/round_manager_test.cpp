@@ -1,0 +1,212 @@
+// RoundManager and DeviceRegistry with a hand-driven clock: when rounds open
+// and close, every refusal, offline devices, and how updates are applied.
+#include "round_manager.h"
+
+#include <gtest/gtest.h>
+
+namespace fedsgd {
+namespace {
+
+using wire::RejectReason;
+
+class RoundManagerTest : public ::testing::Test {
+ protected:
+  RoundManager Make(RoundSettings s, Algorithm algorithm = Algorithm::kFedAvg) {
+    Plan plan;
+    plan.model = "softmax:2-2";  // 6 parameters
+    plan.algorithm = algorithm;
+    plan.sgd.lr = 0.5f;
+    plan.server_lr = 1.0;
+    return RoundManager(plan, s, 1, 0, std::vector<float>(6, 1.0f), MakeAggregator("mean"));
+  }
+  static void Join(RoundManager& m, const std::string& id, double now) {
+    m.devices().Join(wire::Join{id, 1, 100, "test"}, "rid-" + id, "127.0.0.1", now);
+  }
+  static wire::Update Update(const std::string& id, std::uint64_t round, float value,
+                             std::uint64_t samples = 100, std::uint64_t version = 0) {
+    return wire::Update{id, round, version, samples, 0.5, "delta", 1.0, std::vector<float>(6, value)};
+  }
+  static RejectReason Refusal(RoundManager& m, const wire::Update& u, double now) {
+    const auto r = m.OnUpdate(u, 100, now);
+    EXPECT_TRUE(r.has_value()) << "accepted";
+    return r ? r->reason : RejectReason::kMalformed;
+  }
+};
+
+TEST_F(RoundManagerTest, OpensWhenEnoughDevicesAreOnline) {
+  RoundSettings s;
+  s.min_devices = 2;
+  RoundManager m = Make(s);
+  EXPECT_EQ(m.phase(), RunPhase::kWaiting);
+  Join(m, "a", 0);
+  EXPECT_FALSE(m.ShouldOpen());
+  Join(m, "b", 0);
+  ASSERT_TRUE(m.ShouldOpen());
+  EXPECT_EQ(m.OpenRound(0, 1000), 1u);
+  EXPECT_EQ(m.phase(), RunPhase::kTraining);
+  EXPECT_EQ(m.participants(), 2u);
+  EXPECT_FALSE(m.ShouldOpen());
+}
+
+TEST_F(RoundManagerTest, ClosesAtQuorumAndAppliesTheWeightedMean) {
+  RoundSettings s;
+  s.min_devices = 2;
+  s.rounds = 2;
+  RoundManager m = Make(s);
+  Join(m, "a", 0);
+  Join(m, "b", 0);
+  m.OpenRound(0, 1000);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 1, 1.0f, 100), 100, 1));
+  EXPECT_FALSE(m.ShouldClose(1));
+  EXPECT_FALSE(m.OnUpdate(Update("b", 1, -1.0f, 300), 100, 1));
+  ASSERT_TRUE(m.ShouldClose(1));
+  ClosedRound closed = m.CloseRound(1001);
+  EXPECT_EQ(m.phase(), RunPhase::kAggregating);
+  // mean delta = (100 * 1 + 300 * -1) / 400 = -0.5, server_lr 1.
+  for (float p : closed.params) EXPECT_FLOAT_EQ(p, 0.5f);
+  EXPECT_EQ(m.params()[0], 1.0f) << "the model changes only on Commit";
+  EXPECT_EQ(closed.record.round, 1u);
+  EXPECT_EQ(closed.record.devices.size(), 2u);
+  EXPECT_DOUBLE_EQ(closed.record.train_loss, 0.5);
+  m.Commit(std::move(closed));
+  EXPECT_EQ(m.version(), 1u);
+  EXPECT_FLOAT_EQ(m.params()[0], 0.5f);
+  EXPECT_EQ(m.devices().Find("a")->rounds_joined, 1u);
+  EXPECT_TRUE(m.ShouldOpen());
+  EXPECT_EQ(m.OpenRound(2, 1002), 2u);
+}
+
+TEST_F(RoundManagerTest, GradientUpdatesStepAgainstTheGradient) {
+  RoundSettings s;
+  RoundManager m = Make(s, Algorithm::kFedSgd);
+  Join(m, "a", 0);
+  m.OpenRound(0, 0);
+  wire::Update u = Update("a", 1, 2.0f);
+  u.kind = "gradient";
+  EXPECT_FALSE(m.OnUpdate(u, 100, 0));
+  ClosedRound closed = m.CloseRound(0);
+  for (float p : closed.params) EXPECT_FLOAT_EQ(p, 1.0f - 0.5f * 2.0f);  // lr 0.5
+}
+
+TEST_F(RoundManagerTest, RefusesEveryKindOfBadUpdate) {
+  RoundSettings s;
+  s.min_devices = 1;
+  s.quorum = 1.0;
+  RoundManager m = Make(s);
+  Join(m, "a", 0);
+  Join(m, "b", 0);
+  EXPECT_EQ(Refusal(m, Update("a", 1, 1), 0), RejectReason::kRoundClosed);  // nothing open yet
+  m.OpenRound(0, 0);
+  EXPECT_EQ(Refusal(m, Update("eve", 1, 1), 0), RejectReason::kUnknownDevice);
+  EXPECT_EQ(Refusal(m, Update("a", 0, 1), 0), RejectReason::kStaleRound);
+  EXPECT_EQ(Refusal(m, Update("a", 2, 1), 0), RejectReason::kRoundClosed);
+  EXPECT_EQ(Refusal(m, Update("a", 1, 1, 100, 5), 0), RejectReason::kStaleRound);
+  wire::Update gradient = Update("a", 1, 1);
+  gradient.kind = "gradient";
+  EXPECT_EQ(Refusal(m, gradient, 0), RejectReason::kBadField);
+  wire::Update short_update = Update("a", 1, 1);
+  short_update.payload.resize(3);
+  EXPECT_EQ(Refusal(m, short_update, 0), RejectReason::kWrongSize);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 1, 1), 100, 0));
+  EXPECT_EQ(Refusal(m, Update("a", 1, 5), 0), RejectReason::kDuplicate);
+
+  EXPECT_EQ(m.devices().Find("a")->updates_rejected, 7u);
+  EXPECT_EQ(m.devices().Find("a")->updates_accepted, 1u);
+  EXPECT_EQ(m.devices().rejected_total(), 8u);
+  EXPECT_EQ(m.devices().rejected_by_reason().at("stale_round"), 2u);
+  // None of it reached the aggregate: the duplicate's 5s would show.
+  ClosedRound closed = m.CloseRound(0);
+  for (float p : closed.params) EXPECT_FLOAT_EQ(p, 2.0f);
+}
+
+TEST_F(RoundManagerTest, DeadlineClosesWithTheMinimumOrWaitsLonger) {
+  RoundSettings s;
+  s.min_devices = 3;
+  s.min_updates = 2;
+  s.round_timeout = 10;
+  RoundManager m = Make(s);
+  for (const char* id : {"a", "b", "c"}) Join(m, id, 0);
+  m.OpenRound(0, 0);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 1, 1), 100, 1));
+  EXPECT_FALSE(m.ShouldClose(11));
+  EXPECT_TRUE(m.NeedsRebroadcast(11)) << "too few at the deadline: wait again";
+  EXPECT_FALSE(m.NeedsRebroadcast(12)) << "the deadline moved";
+  EXPECT_FALSE(m.OnUpdate(Update("b", 1, 1), 100, 12));
+  EXPECT_FALSE(m.ShouldClose(15)) << "quorum is all three, the new deadline is 21";
+  EXPECT_TRUE(m.ShouldClose(21.5));
+}
+
+TEST_F(RoundManagerTest, OfflineParticipantsNoLongerCountTowardsTheQuorum) {
+  RoundSettings s;
+  s.min_devices = 3;
+  s.heartbeat_timeout = 3;
+  RoundManager m = Make(s);
+  for (const char* id : {"a", "b", "c"}) Join(m, id, 0);
+  m.OpenRound(0, 0);
+  EXPECT_EQ(m.quorum_target(), 3u);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 1, 1), 100, 2));
+  EXPECT_FALSE(m.OnUpdate(Update("b", 1, 1), 100, 2));
+  EXPECT_FALSE(m.ShouldClose(2));
+  m.devices().Touch("a", 3.5);
+  m.devices().Touch("b", 3.5);
+  EXPECT_EQ(m.devices().ExpireSilent(3.5), std::vector<std::string>{"c"});
+  EXPECT_EQ(m.devices().online(), 2u);
+  EXPECT_EQ(m.quorum_target(), 2u);
+  EXPECT_TRUE(m.ShouldClose(3.5));
+  ClosedRound closed = m.CloseRound(4);
+  m.Commit(std::move(closed));
+  EXPECT_FALSE(m.ShouldOpen()) << "only 2 of the 3 needed devices are online";
+}
+
+TEST_F(RoundManagerTest, DiscardKeepsTheModelAndReopensTheSameRound) {
+  RoundSettings s;
+  RoundManager m = Make(s);
+  Join(m, "a", 0);
+  m.OpenRound(0, 0);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 1, 1), 100, 0));
+  ClosedRound closed = m.CloseRound(0);
+  m.Discard();
+  EXPECT_EQ(m.version(), 0u);
+  EXPECT_EQ(m.params()[0], 1.0f);
+  EXPECT_EQ(m.OpenRound(1, 1), 1u);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 1, 1), 100, 1)) << "a fresh round: not a duplicate";
+}
+
+TEST_F(RoundManagerTest, ResumedManagerContinuesTheRoundNumbers) {
+  Plan plan;
+  plan.model = "softmax:2-2";
+  RoundSettings s;
+  s.rounds = 5;
+  RoundManager m(plan, s, 3, 4, std::vector<float>(6), MakeAggregator("mean"));
+  Join(m, "a", 0);
+  EXPECT_EQ(m.OpenRound(0, 0), 5u);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 5, 0, 100, 4), 100, 0));
+  m.Commit(m.CloseRound(0));
+  EXPECT_TRUE(m.done());
+  EXPECT_EQ(m.phase(), RunPhase::kDone);
+  EXPECT_FALSE(m.ShouldOpen());
+}
+
+TEST(DeviceRegistryTest, TracksJoinsCountsAndSilence) {
+  DeviceRegistry r(3.0);
+  r.Join(wire::Join{"a", 2, 500, "v1"}, "id1", "10.0.0.5", 0);
+  r.Join(wire::Join{"a", 2, 500, "v1"}, "id2", "", 1);
+  const DeviceInfo* a = r.Find("a");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->joins, 2u);
+  EXPECT_EQ(a->routing_id, "id2");
+  EXPECT_EQ(a->address, "10.0.0.5");
+  EXPECT_EQ(r.Touch("b", 1), nullptr);
+  r.CountReject("a", RejectReason::kNonFinite);
+  r.CountReject("", RejectReason::kMalformed);
+  EXPECT_EQ(r.rejected_total(), 2u);
+  EXPECT_EQ(a->rejected_by_reason.at("non_finite"), 1u);
+  EXPECT_TRUE(r.ExpireSilent(3.5).empty());
+  EXPECT_EQ(r.ExpireSilent(4.5), std::vector<std::string>{"a"});
+  EXPECT_EQ(r.ToJson(4.5)[0]["state"], "offline");
+  r.Touch("a", 5);
+  EXPECT_EQ(r.online(), 1u);
+}
+
+}  // namespace
+}  // namespace fedsgd
