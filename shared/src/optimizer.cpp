@@ -112,8 +112,15 @@ void SgdStep(float* w, const float* g, float* v, std::size_t n, float lr,
   }
 }
 
-void SgdStepShared(float* w, const float* g, float* v, std::size_t n, float lr,
-                   const SgdOptions& o) {
+namespace {
+
+// The shared step, compiled once per combination of active terms so the
+// common case (plain SGD) is a load, a fused multiply-add and a store per
+// weight: relaxed atomics cannot be vectorised, so every instruction in this
+// loop counts (see bench/network_bench.cpp: BM_SgdStepShared).
+template <bool kMomentum, bool kRegularise>
+void SharedStepLoop(float* w, const float* g, float* v, std::size_t n, float lr,
+                    const SgdOptions& o) {
   constexpr auto kRelaxed = std::memory_order_relaxed;
   const float wd = o.weight_decay, l1 = o.l1, mu = o.momentum;
   // A load and a store, not a compare-and-swap loop: hogwild accepts that a
@@ -121,13 +128,29 @@ void SgdStepShared(float* w, const float* g, float* v, std::size_t n, float lr,
   for (std::size_t i = 0; i < n; ++i) {
     std::atomic_ref<float> wi(w[i]);
     const float wv = wi.load(kRelaxed);
-    float step = g[i] + wd * wv + l1 * Sign(wv);
-    if (mu != 0.0f && v != nullptr) {
+    float step = g[i];
+    if constexpr (kRegularise) step += wd * wv + l1 * Sign(wv);
+    if constexpr (kMomentum) {
       std::atomic_ref<float> vi(v[i]);
       step += mu * vi.load(kRelaxed);
       vi.store(step, kRelaxed);
     }
     wi.store(wv - lr * step, kRelaxed);
+  }
+}
+
+}  // namespace
+
+void SgdStepShared(float* w, const float* g, float* v, std::size_t n, float lr,
+                   const SgdOptions& o) {
+  const bool momentum = o.momentum != 0.0f && v != nullptr;
+  const bool regularise = o.weight_decay != 0.0f || o.l1 != 0.0f;
+  if (momentum) {
+    regularise ? SharedStepLoop<true, true>(w, g, v, n, lr, o)
+               : SharedStepLoop<true, false>(w, g, v, n, lr, o);
+  } else {
+    regularise ? SharedStepLoop<false, true>(w, g, v, n, lr, o)
+               : SharedStepLoop<false, false>(w, g, v, n, lr, o);
   }
 }
 
