@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The main job: a real federation on this machine. Installs what is missing,
+# builds, then starts one fedsgd-coordinator and N fedsgd-daemon processes on
+# loopback, each daemon training on its own shard of Fashion-MNIST. Prints
+# one line per round; stops everything at the end or on Ctrl-C.
+#
+#   scripts/run-fleet.sh [--devices N] [--rounds R] [--split iid|labels:K|dirichlet:A]
+#                        [--model M] [--local-epochs E] [--batch B] [--lr LR]
+#                        [--threads T] [--mode hogwild|sync] [--port P] [--http ADDR:PORT]
+#                        [--dir DIR] [--build DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+devices=4 rounds=10 split=iid model=mlp:784-128-10 local_epochs=1 batch=32 lr=0.05
+threads=1 mode=hogwild port=7070 http=127.0.0.1:8080 dir="" build=build
+data=/usr/share/datasets/fashion-mnist
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --devices) devices=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --split) split=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --local-epochs) local_epochs=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --lr) lr=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --mode) mode=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --http) http=$2; shift 2 ;;
+    --dir) dir=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run-fleet: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$devices" =~ ^[1-9][0-9]*$ ]] || { echo "run-fleet: --devices must be a positive integer" >&2; exit 2; }
+
+scripts/install-deps.sh
+if [[ ! -x "$build/daemon/fedsgd-daemon" || ! -x "$build/coordinator/fedsgd-coordinator" ]] ||
+   [[ -n "$(find shared daemon coordinator CMakeLists.txt -newer "$build/daemon/fedsgd-daemon" -print -quit)" ]]; then
+  echo "run-fleet: building into $build/ ..."
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$build" -j "$(nproc)" --target fedsgd-daemon fedsgd-coordinator >/dev/null
+fi
+
+dir=${dir:-$(mktemp -d -t fedsgd-fleet.XXXXXX)}
+mkdir -p "$dir"
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ $alive -eq 0 ]] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'echo; echo "run-fleet: interrupted, stopping the fleet"; exit 130' INT TERM
+
+echo "run-fleet: $devices devices, $rounds rounds, split $split, model $model; logs and database in $dir"
+"$build/coordinator/fedsgd-coordinator" \
+  --listen "tcp://127.0.0.1:$port" --publish "tcp://127.0.0.1:$((port + 1))" --http "$http" \
+  --db "$dir/fleet.db" --new-run --model "$model" --rounds "$rounds" --min-devices "$devices" \
+  --local-epochs "$local_epochs" --batch "$batch" --lr "$lr" --eval-data "$data" \
+  > "$dir/summary.json" &
+coordinator=$!
+pids+=("$coordinator")
+
+for ((i = 0; i < devices; i++)); do
+  "$build/daemon/fedsgd-daemon" --coordinator "tcp://127.0.0.1:$port" --id "dev$i" \
+    --data "$data" --shard "$i/$devices" --split "$split" --threads "$threads" --mode "$mode" \
+    --exit-when-done 2> "$dir/dev$i.log" &
+  pids+=("$!")
+done
+
+status=0
+wait "$coordinator" || status=$?
+if [[ $status -eq 0 ]]; then
+  echo "run-fleet: done: $(cat "$dir/summary.json")"
+else
+  echo "run-fleet: the coordinator exited with status $status; daemon logs are in $dir" >&2
+fi
+exit "$status"
