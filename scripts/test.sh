@@ -14,7 +14,10 @@ type=Release
 [[ -n "$sanitize" ]] && type=RelWithDebInfo
 jobs=$(nproc)
 
+bench=ON
+[[ -n "$sanitize" ]] && bench=OFF  # benchmarks under a sanitizer measure nothing
+
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE="$type" -DFEDSGD_SANITIZE="$sanitize" \
-      -DFEDSGD_WERROR=ON
+      -DFEDSGD_WERROR=ON -DFEDSGD_BUILD_BENCH="$bench"
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs" "$@"
