@@ -38,9 +38,12 @@ int ParseWidth(std::string_view full, std::string_view w) {
 
 const char* Name(Activation a) {
   switch (a) {
-    case Activation::kRelu: return "relu";
-    case Activation::kTanh: return "tanh";
-    case Activation::kSigmoid: return "sigmoid";
+    case Activation::kRelu:
+      return "relu";
+    case Activation::kTanh:
+      return "tanh";
+    case Activation::kSigmoid:
+      return "sigmoid";
   }
   return "?";
 }
@@ -63,16 +66,19 @@ Architecture Architecture::Parse(std::string_view text) {
     if (widths[1] < 2) Bad(text, "softmax needs at least 2 classes");
     a.kind = ModelKind::kSoftmax;
   } else if (kind == "mlp") {
-    if (widths.size() < 3) Bad(text, "mlp takes INPUTS-HIDDEN...-CLASSES (at least one hidden layer)");
+    if (widths.size() < 3)
+      Bad(text, "mlp takes INPUTS-HIDDEN...-CLASSES (at least one hidden layer)");
     if (widths.back() < 2) Bad(text, "mlp needs at least 2 classes");
     a.kind = ModelKind::kMlp;
   } else {
-    Bad(text, "unknown kind '" + std::string(kind) + "' (expected mlp, softmax, logistic or linear)");
+    Bad(text,
+        "unknown kind '" + std::string(kind) + "' (expected mlp, softmax, logistic or linear)");
   }
   a.widths = std::move(widths);
   for (std::size_t i = 2; i < parts.size(); ++i) {
     const std::string_view opt = parts[i];
-    if (a.kind != ModelKind::kMlp) Bad(text, "options like '" + std::string(opt) + "' are for mlp only");
+    if (a.kind != ModelKind::kMlp)
+      Bad(text, "options like '" + std::string(opt) + "' are for mlp only");
     if (opt == "relu") {
       a.activation = Activation::kRelu;
     } else if (opt == "tanh") {
@@ -88,7 +94,8 @@ Architecture Architecture::Parse(std::string_view text) {
       }
       a.dropout = p;
     } else {
-      Bad(text, "unknown option '" + std::string(opt) + "' (expected relu, tanh, sigmoid or dropout=P)");
+      Bad(text,
+          "unknown option '" + std::string(opt) + "' (expected relu, tanh, sigmoid or dropout=P)");
     }
   }
   if (a.ParameterCount() > (std::size_t{1} << 31)) Bad(text, "too many parameters");
@@ -98,10 +105,16 @@ Architecture Architecture::Parse(std::string_view text) {
 std::string Architecture::ToString() const {
   std::string s;
   switch (kind) {
-    case ModelKind::kLinear: return "linear:" + std::to_string(widths.front());
-    case ModelKind::kLogistic: return "logistic:" + std::to_string(widths.front());
-    case ModelKind::kSoftmax: s = "softmax:"; break;
-    case ModelKind::kMlp: s = "mlp:"; break;
+    case ModelKind::kLinear:
+      return "linear:" + std::to_string(widths.front());
+    case ModelKind::kLogistic:
+      return "logistic:" + std::to_string(widths.front());
+    case ModelKind::kSoftmax:
+      s = "softmax:";
+      break;
+    case ModelKind::kMlp:
+      s = "mlp:";
+      break;
   }
   for (std::size_t i = 0; i < widths.size(); ++i) {
     if (i) s += '-';
@@ -120,17 +133,23 @@ std::string Architecture::ToString() const {
 
 LossKind Architecture::loss() const {
   switch (kind) {
-    case ModelKind::kLinear: return LossKind::kMeanSquaredError;
-    case ModelKind::kLogistic: return LossKind::kBinaryCrossEntropy;
-    default: return LossKind::kCrossEntropy;
+    case ModelKind::kLinear:
+      return LossKind::kMeanSquaredError;
+    case ModelKind::kLogistic:
+      return LossKind::kBinaryCrossEntropy;
+    default:
+      return LossKind::kCrossEntropy;
   }
 }
 
 int Architecture::num_classes() const {
   switch (kind) {
-    case ModelKind::kLinear: return 0;
-    case ModelKind::kLogistic: return 2;
-    default: return widths.back();
+    case ModelKind::kLinear:
+      return 0;
+    case ModelKind::kLogistic:
+      return 2;
+    default:
+      return widths.back();
   }
 }
 

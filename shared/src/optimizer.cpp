@@ -71,9 +71,14 @@ LrSchedule LrSchedule::Parse(std::string_view text) {
 std::string LrSchedule::ToString() const {
   char buf[96];
   switch (kind) {
-    case Kind::kConstant: return "constant";
-    case Kind::kStep: std::snprintf(buf, sizeof buf, "step:%ld:%.17g", step_size, gamma); break;
-    case Kind::kExponential: std::snprintf(buf, sizeof buf, "exp:%.17g", gamma); break;
+    case Kind::kConstant:
+      return "constant";
+    case Kind::kStep:
+      std::snprintf(buf, sizeof buf, "step:%ld:%.17g", step_size, gamma);
+      break;
+    case Kind::kExponential:
+      std::snprintf(buf, sizeof buf, "exp:%.17g", gamma);
+      break;
     case Kind::kInverseTime:
       if (power == 1.0) {
         std::snprintf(buf, sizeof buf, "inv:%.17g", gamma);
@@ -88,16 +93,19 @@ std::string LrSchedule::ToString() const {
 double LrSchedule::Rate(double base_lr, long step) const {
   const double t = static_cast<double>(step);
   switch (kind) {
-    case Kind::kConstant: return base_lr;
-    case Kind::kStep: return base_lr * std::pow(gamma, std::floor(t / static_cast<double>(step_size)));
-    case Kind::kExponential: return base_lr * std::pow(gamma, t);
-    case Kind::kInverseTime: return base_lr / std::pow(1.0 + gamma * t, power);
+    case Kind::kConstant:
+      return base_lr;
+    case Kind::kStep:
+      return base_lr * std::pow(gamma, std::floor(t / static_cast<double>(step_size)));
+    case Kind::kExponential:
+      return base_lr * std::pow(gamma, t);
+    case Kind::kInverseTime:
+      return base_lr / std::pow(1.0 + gamma * t, power);
   }
   return base_lr;
 }
 
-void SgdStep(float* w, const float* g, float* v, std::size_t n, float lr,
-             const SgdOptions& o) {
+void SgdStep(float* w, const float* g, float* v, std::size_t n, float lr, const SgdOptions& o) {
   const float wd = o.weight_decay, l1 = o.l1, mu = o.momentum;
   if (mu != 0.0f && v != nullptr) {
     for (std::size_t i = 0; i < n; ++i) {

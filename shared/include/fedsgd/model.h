@@ -41,9 +41,9 @@ struct LayerLayout {
 
 struct Architecture {
   ModelKind kind = ModelKind::kSoftmax;
-  std::vector<int> widths;  // input, hidden..., output; e.g. {784, 128, 10}
+  std::vector<int> widths;                    // input, hidden..., output; e.g. {784, 128, 10}
   Activation activation = Activation::kRelu;  // hidden layers of an MLP
-  float dropout = 0.0f;                        // hidden layers, training only
+  float dropout = 0.0f;                       // hidden layers, training only
 
   // Parses the text form above. Throws fedsgd::Error naming the text and
   // what is wrong (unknown kind, bad width, missing layers, bad option).

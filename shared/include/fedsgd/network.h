@@ -37,6 +37,14 @@ class Workspace {
   std::vector<std::vector<float>> deltas_;
   std::vector<std::vector<float>> masks_;
   std::vector<std::vector<float>> inputs_;
+  // Packing buffers for the matrix products: Eigen's GEMM would otherwise
+  // allocate them (hundreds of KB) on every product. Sized for the largest
+  // product; gemm_blocking_ holds each product's cache-block sizes
+  // (kc, mc, nc), three products per layer: forward, weight and input
+  // gradient.
+  std::vector<float> gemm_lhs_;
+  std::vector<float> gemm_rhs_;
+  std::vector<std::ptrdiff_t> gemm_blocking_;
 };
 
 // Mean loss over the n samples (regularisation not included), and the
@@ -44,9 +52,8 @@ class Workspace {
 // floats, overwritten). n must be in [1, ws.max_batch()]. dropout_rng may be
 // null (no dropout, as at evaluation); with it, hidden units are dropped with
 // probability arch.dropout (inverted dropout).
-float ForwardBackward(const Architecture& arch, const float* params, const float* x,
-                      const float* y, int n, float* grad, Workspace& ws,
-                      std::mt19937_64* dropout_rng = nullptr);
+float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
+                      int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng = nullptr);
 
 // Mean loss and the number of correct predictions over n samples, no
 // gradient (classifiers: argmax, or p >= 0.5 for logistic; regression
