@@ -18,6 +18,10 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->capture_default_str();
   app.add_option("--http", o.http, "HTTP address for the JSON endpoints, HOST:PORT")
       ->capture_default_str();
+  app.add_option("--http-token", o.http_token,
+                 "Require 'Authorization: Bearer TOKEN' on every HTTP endpoint but /healthz (use it "
+                 "when --http is not bound to 127.0.0.1; better in a --config file than on the "
+                 "command line)");
   app.add_option("--db", o.db, "SQLite database of runs, rounds and checkpoints")
       ->capture_default_str();
   app.add_flag("--new-run", o.new_run,

@@ -14,6 +14,7 @@ struct CoordinatorOptions {
   std::string listen = "tcp://127.0.0.1:7070";
   std::string publish = "tcp://127.0.0.1:7071";
   std::string http = "127.0.0.1:8080";
+  std::string http_token;  // empty: no authentication
   std::string db = "fedsgd.db";
   bool new_run = false;
   std::string eval_data;

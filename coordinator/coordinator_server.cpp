@@ -12,6 +12,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Upper bounds of the round-duration histogram, in seconds.
+constexpr double kDurationBuckets[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+
 double UnixNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -100,7 +103,7 @@ void CoordinatorServer::Start() {
     throw Error("cannot publish on " + options_.publish + ": " + e.what());
   }
 
-  http_ = std::make_unique<HttpApi>(board_, *reader_, run.run_id);
+  http_ = std::make_unique<HttpApi>(board_, *reader_, run.run_id, arch, options_.http_token);
   http_->Start(options_.http);
   PublishStatus();
 
@@ -255,6 +258,13 @@ void CoordinatorServer::CloseRound() {
   r.commit_seconds = last_commit_seconds_;
   const std::uint64_t round = r.round;
   last_round_ = r;
+  ++rounds_committed_;
+  const double duration = r.finished_at - r.started_at;
+  duration_sum_ += duration;
+  if (duration_buckets_.empty()) duration_buckets_.assign(std::size(kDurationBuckets), 0);
+  for (std::size_t b = 0; b < std::size(kDurationBuckets); ++b) {
+    if (duration <= kDurationBuckets[b]) ++duration_buckets_[b];
+  }
   manager_->Commit(std::move(closed));
   // One broadcast carries the new model and, when enough devices are
   // online, the next round.
@@ -327,7 +337,69 @@ void CoordinatorServer::PublishStatus() {
     last["broadcast_seconds"] = last_broadcast_seconds_;
     status["last_round"] = std::move(last);
   }
-  board_.Publish(std::move(status), devices.ToJson(now));
+  board_.Publish(std::move(status), devices.ToJson(now), Metrics());
+}
+
+std::string CoordinatorServer::Metrics() const {
+  const DeviceRegistry& devices = manager_->devices();
+  std::string out;
+  char line[256];
+  auto metric = [&](const char* name, const char* type, const char* help, double value) {
+    std::snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name,
+                  type, name, value);
+    out += line;
+  };
+  auto u = [](std::uint64_t v) { return static_cast<double>(v); };
+  metric("fedsgd_round", "gauge", "Newest committed round (the model version).", u(manager_->version()));
+  metric("fedsgd_rounds_target", "gauge", "Rounds this run is to complete.", u(manager_->settings().rounds));
+  metric("fedsgd_open_round", "gauge", "The round open for training, 0 if none.", u(manager_->open_round()));
+  metric("fedsgd_rounds_completed_total", "counter", "Rounds committed by this process.",
+         u(rounds_committed_));
+  metric("fedsgd_devices_online", "gauge", "Devices heard from recently.", u(devices.online()));
+  metric("fedsgd_devices_known", "gauge", "Devices that have joined.", u(devices.size()));
+  metric("fedsgd_updates_accepted_total", "counter", "Updates accepted into an aggregate.",
+         u(updates_accepted_));
+  out += "# HELP fedsgd_updates_rejected_total Messages refused, by reason.\n"
+         "# TYPE fedsgd_updates_rejected_total counter\n";
+  for (int i = 0; i < wire::kRejectReasonCount; ++i) {
+    const std::string reason(wire::ToString(static_cast<wire::RejectReason>(i)));
+    const auto it = devices.rejected_by_reason().find(reason);
+    std::snprintf(line, sizeof line, "fedsgd_updates_rejected_total{reason=\"%s\"} %llu\n",
+                  reason.c_str(),
+                  static_cast<unsigned long long>(it == devices.rejected_by_reason().end() ? 0 : it->second));
+    out += line;
+  }
+  metric("fedsgd_received_bytes_total", "counter", "Bytes of requests received.", u(bytes_in_));
+  metric("fedsgd_sent_bytes_total", "counter", "Bytes of model weights sent.", u(bytes_out_));
+  out += "# HELP fedsgd_round_duration_seconds Seconds from opening a round to committing it.\n"
+         "# TYPE fedsgd_round_duration_seconds histogram\n";
+  for (std::size_t b = 0; b < std::size(kDurationBuckets); ++b) {
+    std::snprintf(line, sizeof line, "fedsgd_round_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                  kDurationBuckets[b],
+                  static_cast<unsigned long long>(duration_buckets_.empty() ? 0 : duration_buckets_[b]));
+    out += line;
+  }
+  std::snprintf(line, sizeof line,
+                "fedsgd_round_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                "fedsgd_round_duration_seconds_sum %.17g\nfedsgd_round_duration_seconds_count %llu\n",
+                static_cast<unsigned long long>(rounds_committed_), duration_sum_,
+                static_cast<unsigned long long>(rounds_committed_));
+  out += line;
+  const double aggregate = last_round_ ? last_round_->aggregate_seconds : 0;
+  metric("fedsgd_aggregate_seconds", "gauge", "Aggregation time of the last round.", aggregate);
+  metric("fedsgd_commit_seconds", "gauge", "SQLite commit time of the last round.", last_commit_seconds_);
+  metric("fedsgd_broadcast_seconds", "gauge", "Broadcast time of the last model.", last_broadcast_seconds_);
+  if (last_round_ && last_round_->test_accuracy) {
+    metric("fedsgd_test_accuracy", "gauge", "Test accuracy of the newest model.", *last_round_->test_accuracy);
+  }
+  if (last_round_ && last_round_->test_loss) {
+    metric("fedsgd_test_loss", "gauge", "Test loss of the newest model.", *last_round_->test_loss);
+  }
+  if (last_round_) {
+    metric("fedsgd_train_loss", "gauge", "Sample-weighted training loss of the last round.",
+           last_round_->train_loss);
+  }
+  return out;
 }
 
 nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {

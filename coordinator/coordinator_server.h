@@ -52,6 +52,7 @@ class CoordinatorServer {
   void OpenRound();
   void CloseRound();
   void PublishStatus();
+  std::string Metrics() const;
 
   CoordinatorOptions options_;
   std::ostream& log_;
@@ -75,6 +76,10 @@ class CoordinatorServer {
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::uint64_t updates_accepted_ = 0;
+  std::uint64_t rounds_committed_ = 0;  // by this process
+  // Round durations (open to commit) as a Prometheus histogram.
+  std::vector<std::uint64_t> duration_buckets_;
+  double duration_sum_ = 0;
   bool resumed_ = false;
 };
 

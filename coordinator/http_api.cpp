@@ -1,9 +1,10 @@
-// HttpApi on cpp-httplib (see http_api.h).
+// HttpApi on cpp-httplib (see http_api.h and docs/api.md).
 #include "http_api.h"
 
 #include <httplib.h>
 
 #include <charconv>
+#include <cstring>
 
 #include "checkpoint_store.h"
 #include "fedsgd/error.h"
@@ -20,14 +21,17 @@ void JsonError(httplib::Response& res, int status, const std::string& message) {
   Json(res, {{"error", message}, {"status", status}}, status);
 }
 
-// A non-negative integer query parameter, or `fallback` when absent.
-bool QueryNumber(const httplib::Request& req, const char* name, std::uint64_t fallback,
-                 std::uint64_t& out) {
+// A non-negative integer from text; false when it is not one.
+bool ParseCount(const std::string& text, std::uint64_t& out) {
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return !text.empty() && ec == std::errc() && p == text.data() + text.size();
+}
+
+// A query parameter as a count, or `fallback` when absent.
+bool QueryCount(const httplib::Request& req, const char* name, std::uint64_t fallback,
+                std::uint64_t& out) {
   out = fallback;
-  if (!req.has_param(name)) return true;
-  const std::string v = req.get_param_value(name);
-  const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  return ec == std::errc() && p == v.data() + v.size();
+  return !req.has_param(name) || ParseCount(req.get_param_value(name), out);
 }
 
 }  // namespace
@@ -47,8 +51,32 @@ std::pair<std::string, int> ParseHostPort(const std::string& address) {
   return {address.substr(0, colon), port};
 }
 
-HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::int64_t run_id)
-    : board_(board), store_(store), run_id_(run_id), server_(std::make_unique<httplib::Server>()) {
+std::string NpyFile(const std::vector<float>& values) {
+  static_assert(std::endian::native == std::endian::little, "the .npy header says '<f4'");
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" +
+                       std::to_string(values.size()) + ",), }";
+  // magic (6) + version (2) + header length (2) + header + '\n': a multiple of 64.
+  const std::size_t unpadded = 10 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  out += header;
+  const std::size_t at = out.size();
+  out.resize(at + values.size() * sizeof(float));
+  if (!values.empty()) std::memcpy(out.data() + at, values.data(), values.size() * sizeof(float));
+  return out;
+}
+
+HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::int64_t run_id,
+                 Architecture arch, std::string token)
+    : board_(board),
+      store_(store),
+      run_id_(run_id),
+      arch_(std::move(arch)),
+      token_(std::move(token)),
+      server_(std::make_unique<httplib::Server>()) {
   httplib::Server& s = *server_;
   // A slow client holds one worker thread for at most these, never the loop.
   s.set_read_timeout(5, 0);
@@ -56,18 +84,52 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
   s.set_keep_alive_timeout(5);
   s.set_payload_max_length(64 * 1024);
 
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (req.method != "GET" && req.method != "HEAD") {
+      JsonError(res, 405, "only GET and HEAD are supported");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (!token_.empty() && req.path != "/healthz") {
+      const std::string bearer = "Bearer " + token_;
+      const bool ok = req.get_header_value("Authorization") == bearer ||
+                      (req.has_param("token") && req.get_param_value("token") == token_);
+      if (!ok) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        JsonError(res, 401, "this endpoint needs Authorization: Bearer <token>");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(kDashboardHtml, "text/html; charset=utf-8");
+  });
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     Json(res, {{"ok", true}});
+  });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(board_.metrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
   s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {
     Json(res, board_.status());
   });
+  s.Get("/v1/plan", [this](const httplib::Request&, httplib::Response& res) {
+    Json(res, board_.status().value("plan", nlohmann::json::object()));
+  });
   s.Get("/v1/devices", [this](const httplib::Request&, httplib::Response& res) {
     Json(res, board_.devices());
   });
+  s.Get(R"(/v1/devices/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    const std::string id = req.matches[1];
+    for (const auto& d : board_.devices()) {
+      if (d.value("id", "") == id) return Json(res, d);
+    }
+    JsonError(res, 404, "no device '" + id + "'");
+  });
   s.Get("/v1/rounds", [this](const httplib::Request& req, httplib::Response& res) {
     std::uint64_t since = 0, limit = 100;
-    if (!QueryNumber(req, "since", 0, since) || !QueryNumber(req, "limit", 100, limit)) {
+    if (!QueryCount(req, "since", 0, since) || !QueryCount(req, "limit", 100, limit)) {
       return JsonError(res, 400, "since and limit must be non-negative integers");
     }
     limit = std::min<std::uint64_t>(limit, 1000);
@@ -79,21 +141,56 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
     }
     Json(res, rounds);
   });
-  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (res.status == 404) return JsonError(res, 404, "no such endpoint: " + req.path);
-    if (res.status == 405 || res.status == 400) {
-      return JsonError(res, res.status, res.status == 405 ? "only GET and HEAD are supported" : "bad request");
+  s.Get(R"(/v1/rounds/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::uint64_t n = 0;
+    if (!ParseCount(req.matches[1], n)) return JsonError(res, 400, "a round is a number");
+    try {
+      const auto r = store_.GetRound(run_id_, n);
+      if (!r) return JsonError(res, 404, "round " + std::to_string(n) + " is not committed");
+      Json(res, r->ToJson());
+    } catch (const Error& e) {
+      JsonError(res, 500, e.what());
     }
-    JsonError(res, res.status, "error");
   });
-  // Only GET and HEAD exist: refuse every other method with a JSON 405.
-  const auto refuse = [](const httplib::Request&, httplib::Response& res) {
-    JsonError(res, 405, "only GET and HEAD are supported");
-  };
-  s.Post(".*", refuse);
-  s.Put(".*", refuse);
-  s.Delete(".*", refuse);
-  s.Patch(".*", refuse);
+  s.Get("/v1/model", [this](const httplib::Request& req, httplib::Response& res) {
+    const std::string format = req.has_param("format") ? req.get_param_value("format") : "json";
+    if (format != "json" && format != "npy") return JsonError(res, 400, "format is json or npy");
+    try {
+      const std::uint64_t latest = store_.LatestRound(run_id_);
+      std::uint64_t round = latest;
+      if (!QueryCount(req, "round", latest, round)) return JsonError(res, 400, "round is a number");
+      const auto params = store_.LoadParams(run_id_, round);
+      if (!params) return JsonError(res, 404, "no checkpoint for round " + std::to_string(round));
+      if (format == "npy") {
+        res.set_header("Content-Disposition", "attachment; filename=\"fedsgd-run" +
+                                                  std::to_string(run_id_) + "-round" +
+                                                  std::to_string(round) + ".npy\"");
+        res.set_content(NpyFile(*params), "application/octet-stream");
+        return;
+      }
+      nlohmann::json layers = nlohmann::json::array();
+      for (const LayerLayout& l : arch_.Layout()) {
+        layers.push_back({{"in", l.in},
+                          {"out", l.out},
+                          {"weight_offset", l.weight_offset},
+                          {"bias_offset", l.bias_offset}});
+      }
+      Json(res, {{"run_id", run_id_},
+                 {"model", arch_.ToString()},
+                 {"model_version", round},
+                 {"round", round},
+                 {"parameters", params->size()},
+                 {"layout", layers},
+                 {"params", *params}});
+    } catch (const Error& e) {
+      JsonError(res, 500, e.what());
+    }
+  });
+  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;  // a handler already explained
+    if (res.status == 404) return JsonError(res, 404, "no such endpoint: " + req.path);
+    JsonError(res, res.status, res.status == 400 ? "bad request" : "error");
+  });
 }
 
 HttpApi::~HttpApi() { Stop(); }

@@ -1,24 +1,26 @@
 // StatusBoard: what the round loop shows the HTTP side.
 //
-// The loop publishes JSON snapshots (status, devices) whenever they change;
-// HTTP handlers copy the latest one out under a short lock. Handlers never
-// touch the loop's own state, so a slow or hostile HTTP client cannot stall
-// a round.
+// The loop publishes snapshots (status and devices as JSON, metrics as
+// Prometheus text) whenever they change; HTTP handlers copy the latest one
+// out under a short lock. Handlers never touch the loop's own state, so a
+// slow or hostile HTTP client cannot stall a round.
 //
 // Thread-safe.
 #pragma once
 
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace fedsgd {
 
 class StatusBoard {
  public:
-  void Publish(nlohmann::json status, nlohmann::json devices) {
+  void Publish(nlohmann::json status, nlohmann::json devices, std::string metrics) {
     std::lock_guard lock(mutex_);
     status_ = std::move(status);
     devices_ = std::move(devices);
+    metrics_ = std::move(metrics);
   }
   nlohmann::json status() const {
     std::lock_guard lock(mutex_);
@@ -28,11 +30,16 @@ class StatusBoard {
     std::lock_guard lock(mutex_);
     return devices_;
   }
+  std::string metrics() const {
+    std::lock_guard lock(mutex_);
+    return metrics_;
+  }
 
  private:
   mutable std::mutex mutex_;
   nlohmann::json status_ = nlohmann::json::object();
   nlohmann::json devices_ = nlohmann::json::array();
+  std::string metrics_;
 };
 
 }  // namespace fedsgd

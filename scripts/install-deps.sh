@@ -11,9 +11,12 @@ packages=(
   zlib1g-dev libcli11-dev libcpp-httplib-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  # used by tests only: the dashboard in a real browser, the metrics format,
+  # and numpy.load of the model download
+  chromium prometheus python3-numpy
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3 python3-torch python3-numpy)
+  packages+=(python3 python3-torch)
 fi
 
 sudo=()
