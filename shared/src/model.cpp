@@ -75,21 +75,27 @@ Architecture Architecture::Parse(std::string_view text) {
         "unknown kind '" + std::string(kind) + "' (expected mlp, softmax, logistic or linear)");
   }
   a.widths = std::move(widths);
+  // Each option at most once: "mlp:4-3-2:tanh:relu" is a typo, not a choice.
+  bool have_activation = false, have_dropout = false;
   for (std::size_t i = 2; i < parts.size(); ++i) {
     const std::string_view opt = parts[i];
     if (a.kind != ModelKind::kMlp)
       Bad(text, "options like '" + std::string(opt) + "' are for mlp only");
-    if (opt == "relu") {
-      a.activation = Activation::kRelu;
-    } else if (opt == "tanh") {
-      a.activation = Activation::kTanh;
-    } else if (opt == "sigmoid") {
-      a.activation = Activation::kSigmoid;
+    if (opt == "relu" || opt == "tanh" || opt == "sigmoid") {
+      if (have_activation) Bad(text, "more than one activation");
+      have_activation = true;
+      a.activation = opt == "relu"   ? Activation::kRelu
+                     : opt == "tanh" ? Activation::kTanh
+                                     : Activation::kSigmoid;
     } else if (opt.starts_with("dropout=")) {
-      const std::string value(opt.substr(8));
-      char* end = nullptr;
-      const float p = std::strtof(value.c_str(), &end);
-      if (value.empty() || *end != '\0' || !(p >= 0.0f && p < 1.0f)) {
+      if (have_dropout) Bad(text, "dropout given twice");
+      have_dropout = true;
+      const std::string_view value = opt.substr(8);
+      // from_chars, not strtof: the text form must not depend on the locale.
+      float p = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), p);
+      if (value.empty() || ec != std::errc() || end != value.data() + value.size() ||
+          !(p >= 0.0f && p < 1.0f)) {
         Bad(text, "dropout must be a number in [0, 1)");
       }
       a.dropout = p;
@@ -123,9 +129,12 @@ std::string Architecture::ToString() const {
   if (kind == ModelKind::kMlp) {
     if (activation != Activation::kRelu || dropout > 0) s += std::string(":") + Name(activation);
     if (dropout > 0) {
+      // The shortest text that reads back as the same float, so that
+      // Parse(ToString()) == *this for any dropout, not just short ones.
       char buf[32];
-      std::snprintf(buf, sizeof buf, ":dropout=%g", static_cast<double>(dropout));
-      s += buf;
+      const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, dropout);
+      s += ":dropout=";
+      s.append(buf, end);
     }
   }
   return s;

@@ -4,7 +4,7 @@
 #include <atomic>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "fedsgd/error.h"
@@ -24,6 +24,14 @@ double Number(std::string_view full, std::string_view s) {
     BadSchedule(full, "'" + std::string(s) + "' is not a number");
   }
   return v;
+}
+
+// Shortest text that reads back as the same double ("exp:0.99", not
+// "exp:0.98999999999999999"), so Parse(ToString()) gives the same schedule.
+std::string Shortest(double v) {
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, end);
 }
 
 inline float Sign(float w) { return static_cast<float>((w > 0.0f) - (w < 0.0f)); }
@@ -69,25 +77,17 @@ LrSchedule LrSchedule::Parse(std::string_view text) {
 }
 
 std::string LrSchedule::ToString() const {
-  char buf[96];
   switch (kind) {
     case Kind::kConstant:
       return "constant";
     case Kind::kStep:
-      std::snprintf(buf, sizeof buf, "step:%ld:%.17g", step_size, gamma);
-      break;
+      return "step:" + std::to_string(step_size) + ":" + Shortest(gamma);
     case Kind::kExponential:
-      std::snprintf(buf, sizeof buf, "exp:%.17g", gamma);
-      break;
+      return "exp:" + Shortest(gamma);
     case Kind::kInverseTime:
-      if (power == 1.0) {
-        std::snprintf(buf, sizeof buf, "inv:%.17g", gamma);
-      } else {
-        std::snprintf(buf, sizeof buf, "inv:%.17g:%.17g", gamma, power);
-      }
-      break;
+      return "inv:" + Shortest(gamma) + (power == 1.0 ? "" : ":" + Shortest(power));
   }
-  return buf;
+  return "constant";
 }
 
 double LrSchedule::Rate(double base_lr, long step) const {

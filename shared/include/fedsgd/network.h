@@ -4,6 +4,12 @@
 // contiguous, as they are in a Dataset. Targets are one float per sample:
 // the class index for classifiers, the value for regression.
 //
+// Losses per sample, for output o (logits z):
+//   linear     0.5 * (o - y)^2          (so the gradient is o - y)
+//   logistic   -y log s(z) - (1 - y) log(1 - s(z)), s = sigmoid, computed
+//              as softplus(z) - y z, stable for any z
+//   softmax, mlp   log sum_k exp(z_k) - z_y, with the max subtracted first
+//
 // A Workspace holds all scratch memory for batches of up to max_batch
 // samples, so the training loop never allocates. One Workspace per thread;
 // the functions themselves keep no state and are safe to call concurrently
