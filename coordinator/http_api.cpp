@@ -78,10 +78,12 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
       token_(std::move(token)),
       server_(std::make_unique<httplib::Server>()) {
   httplib::Server& s = *server_;
-  // A slow client holds one worker thread for at most these, never the loop.
-  s.set_read_timeout(5, 0);
+  // A slow client holds one HTTP worker for at most these, never the loop;
+  // a few dozen workers keep the API up beside a handful of them.
+  s.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  s.set_read_timeout(2, 0);
   s.set_write_timeout(5, 0);
-  s.set_keep_alive_timeout(5);
+  s.set_keep_alive_timeout(2);
   s.set_payload_max_length(64 * 1024);
 
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
