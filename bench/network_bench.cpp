@@ -1,11 +1,18 @@
 // Kernel micro-benchmarks (Google Benchmark), each beside its reference:
 //   ForwardBackward of MLP 784-128-10 at batch 32   vs  Eigen GEMM of the same shapes
+//   one hogwild step (snapshot, ForwardBackward, shared SGD step) on 1 and 2 threads
 //   SgdStepShared (std::atomic_ref, relaxed)        vs  SgdStep (plain, vectorised)
 //   LoadShared (relaxed atomic snapshot)            vs  memcpy
 //   WeightedMeanAggregator::Add (coordinator)       vs  a streaming read+write (bandwidth)
+//
+// The forward/backward benchmarks also count heap allocations per step
+// (counter "allocs"; it must be 0): this program is linked with
+// -Wl,--wrap=malloc,--wrap=_Znwm, so every call to malloc or operator new
+// from fedsgd's code (Eigen's included) lands in a counting wrapper below.
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -15,13 +22,33 @@
 #include "fedsgd/network.h"
 #include "fedsgd/optimizer.h"
 
+// Heap allocations made by this thread (thread-local, so Google Benchmark's
+// own threads do not count).
+thread_local long t_allocations = 0;
+
+extern "C" {
+void* __real_malloc(std::size_t size);
+void* __wrap_malloc(std::size_t size) {
+  ++t_allocations;
+  return __real_malloc(size);
+}
+// operator new(std::size_t), by its mangled name.
+void* __real__Znwm(std::size_t size);
+void* __wrap__Znwm(std::size_t size) {
+  ++t_allocations;
+  return __real__Znwm(size);
+}
+}
+
 namespace fedsgd {
 namespace {
 
 constexpr int kBatch = 32;
 
 // FLOPs of one SGD step per sample on 784-128-10: forward 2*(784*128 + 128*10),
-// backward dW1 = 2*784*128 (the input gradient is skipped), dW2 + dA1 = 4*128*10.
+// backward dW1 = 2*784*128 (the input gradient is skipped), dW2 + dA1 = 4*128*10;
+// in all 2*(784*128*2 + 128*10*3) = 409,088 FLOPs per sample (bias, activation
+// and softmax work, O(128 + 10) per sample, is left out).
 constexpr double kFlopsPerSample = 2.0 * (784 * 128 + 128 * 10) + 2.0 * 784 * 128 + 4.0 * 128 * 10;
 
 std::vector<float> Random(std::size_t n, unsigned seed) {
@@ -32,24 +59,82 @@ std::vector<float> Random(std::size_t n, unsigned seed) {
   return v;
 }
 
+// One batch of 784-128-10 (MNIST-shaped) samples with labels.
+struct Batch {
+  std::vector<float> x = Random(784 * kBatch, 1);
+  std::vector<float> y = [] {
+    std::vector<float> labels(kBatch);
+    for (int i = 0; i < kBatch; ++i) labels[i] = static_cast<float>(i % 10);
+    return labels;
+  }();
+};
+
+// ForwardBackward of mlp:784-128-10 at batch 32; state.range(0) = 1 turns
+// on dropout (0.2, with an RNG) to price the masks.
 void BM_ForwardBackward(benchmark::State& state) {
-  const Architecture arch = Architecture::Parse("mlp:784-128-10");
+  const bool dropout = state.range(0) == 1;
+  const Architecture arch =
+      Architecture::Parse(dropout ? "mlp:784-128-10:relu:dropout=0.2" : "mlp:784-128-10");
   const Model m = Model::Create(arch, 1);
-  const std::vector<float> x = Random(784 * kBatch, 1);
-  std::vector<float> y(kBatch);
-  for (int i = 0; i < kBatch; ++i) y[i] = static_cast<float>(i % 10);
+  const Batch b;
   Workspace ws(arch, kBatch);
   std::vector<float> grad(arch.ParameterCount());
+  std::mt19937_64 rng(1);
+  std::mt19937_64* mask_rng = dropout ? &rng : nullptr;
+  // Allocations of one step, after a warm-up step.
+  ForwardBackward(arch, m.params.data(), b.x.data(), b.y.data(), kBatch, grad.data(), ws, mask_rng);
+  const long before = t_allocations;
+  ForwardBackward(arch, m.params.data(), b.x.data(), b.y.data(), kBatch, grad.data(), ws, mask_rng);
+  state.counters["allocs"] = static_cast<double>(t_allocations - before);
   for (auto _ : state) {
-    benchmark::DoNotOptimize(
-        ForwardBackward(arch, m.params.data(), x.data(), y.data(), kBatch, grad.data(), ws));
+    benchmark::DoNotOptimize(ForwardBackward(arch, m.params.data(), b.x.data(), b.y.data(), kBatch,
+                                             grad.data(), ws, mask_rng));
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
-  state.counters["GFLOP/s"] = benchmark::Counter(kFlopsPerSample * kBatch / 1e9 * static_cast<double>(state.iterations()),
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(kFlopsPerSample * kBatch / 1e9 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_ForwardBackward);
+BENCHMARK(BM_ForwardBackward)->ArgName("dropout")->Arg(0)->Arg(1);
+
+// Evaluation-only forward pass at the same shape.
+void BM_Score(benchmark::State& state) {
+  const Architecture arch = Architecture::Parse("mlp:784-128-10");
+  const Model m = Model::Create(arch, 1);
+  const Batch b;
+  Workspace ws(arch, kBatch);
+  Score(arch, m.params.data(), b.x.data(), b.y.data(), kBatch, ws);
+  const long before = t_allocations;
+  Score(arch, m.params.data(), b.x.data(), b.y.data(), kBatch, ws);
+  state.counters["allocs"] = static_cast<double>(t_allocations - before);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(Score(arch, m.params.data(), b.x.data(), b.y.data(), kBatch, ws));
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+BENCHMARK(BM_Score);
+
+// What a hogwild trainer thread does per mini-batch: snapshot the shared
+// weights, ForwardBackward on the snapshot, SgdStepShared into the shared
+// weights. On 1 and 2 threads (real time, so items/s is the total rate):
+// the project's target is >= 110k samples/s on 2 threads.
+void BM_HogwildStep(benchmark::State& state) {
+  static const Architecture arch = Architecture::Parse("mlp:784-128-10");
+  static std::vector<float> shared = Model::Create(arch, 1).params;
+  const Batch b;
+  Workspace ws(arch, kBatch);
+  std::vector<float> weights(shared.size()), grad(shared.size());
+  const SgdOptions o;
+  for (auto _ : state) {
+    LoadShared(shared.data(), weights.data(), shared.size());
+    ForwardBackward(arch, weights.data(), b.x.data(), b.y.data(), kBatch, grad.data(), ws);
+    SgdStepShared(shared.data(), grad.data(), nullptr, shared.size(), 1e-4f, o);
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+BENCHMARK(BM_HogwildStep)->Threads(1)->Threads(2)->UseRealTime();
 
 // The machine's matrix-multiply speed for the step's two big products.
 void BM_Gemm(benchmark::State& state) {
@@ -58,6 +143,15 @@ void BM_Gemm(benchmark::State& state) {
   Eigen::MatrixXf a = Eigen::MatrixXf::Random(784, kBatch);
   Eigen::MatrixXf d = Eigen::MatrixXf::Random(128, kBatch);
   Eigen::MatrixXf z(128, kBatch), dw(128, 784);
+  // The expression form heap-allocates its packing buffers per product
+  // (which is why network.cpp calls the GEMM kernel with its own).
+  const long before = t_allocations;
+  if (forward) {
+    z.noalias() = w * a;
+  } else {
+    dw.noalias() = d * a.transpose();
+  }
+  state.counters["allocs"] = static_cast<double>(t_allocations - before);
   for (auto _ : state) {
     if (forward) {
       z.noalias() = w * a;  // Z = W A
@@ -69,8 +163,9 @@ void BM_Gemm(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetLabel(forward ? "128x784 * 784x32" : "128x32 * 32x784");
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 128 * 784 * kBatch / 1e9 * static_cast<double>(state.iterations()),
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * 128 * 784 * kBatch / 1e9 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Gemm)->Arg(0)->Arg(1);
 
