@@ -132,7 +132,10 @@ void SharedStepLoop(float* w, const float* g, float* v, std::size_t n, float lr,
   constexpr auto kRelaxed = std::memory_order_relaxed;
   const float wd = o.weight_decay, l1 = o.l1, mu = o.momentum;
   // A load and a store, not a compare-and-swap loop: hogwild accepts that a
-  // concurrent update to the same weight is occasionally lost.
+  // concurrent update to the same weight is occasionally lost. Unrolled:
+  // atomics are never vectorised, and rolled, the loop's own bookkeeping
+  // was half the instructions (36 -> 28 us per step for 101,770 weights).
+#pragma GCC unroll 8
   for (std::size_t i = 0; i < n; ++i) {
     std::atomic_ref<float> wi(w[i]);
     const float wv = wi.load(kRelaxed);
@@ -163,6 +166,8 @@ void SgdStepShared(float* w, const float* g, float* v, std::size_t n, float lr,
 }
 
 void LoadShared(float* shared, float* out, std::size_t n) {
+  // Unrolled as the shared step is (24 -> 13 us for 101,770 floats).
+#pragma GCC unroll 8
   for (std::size_t i = 0; i < n; ++i) {
     out[i] = std::atomic_ref<float>(shared[i]).load(std::memory_order_relaxed);
   }
