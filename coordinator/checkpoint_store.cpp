@@ -32,7 +32,6 @@ CREATE TABLE rounds (
   started_at REAL,
   finished_at REAL,
   aggregate_seconds REAL,
-  commit_seconds REAL,
   rejected_updates INTEGER,
   bytes_in INTEGER,
   devices TEXT NOT NULL,
@@ -139,10 +138,9 @@ RoundRecord ReadRound(const Statement& s) {
   r.started_at = s.Double(5);
   r.finished_at = s.Double(6);
   r.aggregate_seconds = s.Double(7);
-  r.commit_seconds = s.Double(8);
-  r.rejected_updates = static_cast<std::uint64_t>(s.Int(9));
-  r.bytes_in = static_cast<std::uint64_t>(s.Int(10));
-  const nlohmann::json devices = nlohmann::json::parse(s.Text(11), nullptr, false);
+  r.rejected_updates = static_cast<std::uint64_t>(s.Int(8));
+  r.bytes_in = static_cast<std::uint64_t>(s.Int(9));
+  const nlohmann::json devices = nlohmann::json::parse(s.Text(10), nullptr, false);
   if (devices.is_array()) {
     for (const auto& d : devices) {
       if (!d.is_object()) continue;
@@ -155,7 +153,7 @@ RoundRecord ReadRound(const Statement& s) {
 
 constexpr const char* kRoundColumns =
     "run_id, round, train_loss, test_accuracy, test_loss, started_at, finished_at, "
-    "aggregate_seconds, commit_seconds, rejected_updates, bytes_in, devices";
+    "aggregate_seconds, rejected_updates, bytes_in, devices";
 
 }  // namespace
 
@@ -177,7 +175,6 @@ nlohmann::json RoundRecord::ToJson() const {
                       {"finished_at", finished_at},
                       {"seconds", finished_at - started_at},
                       {"aggregate_seconds", aggregate_seconds},
-                      {"commit_seconds", commit_seconds},
                       {"rejected_updates", rejected_updates},
                       {"bytes_in", bytes_in}};
   if (test_accuracy) j["test_accuracy"] = *test_accuracy;
@@ -314,12 +311,12 @@ void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> p
     nlohmann::json devices = r.ToJson()["devices"];
     Statement rec(db_, path_,
                   "INSERT INTO rounds (run_id, round, train_loss, test_accuracy, test_loss, "
-                  "started_at, finished_at, aggregate_seconds, commit_seconds, rejected_updates, "
-                  "bytes_in, devices) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                  "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     rec.Bind(1, r.run_id).Bind(2, r.round).Bind(3, r.train_loss).Bind(4, r.test_accuracy);
     rec.Bind(5, r.test_loss).Bind(6, r.started_at).Bind(7, r.finished_at);
-    rec.Bind(8, r.aggregate_seconds).Bind(9, r.commit_seconds).Bind(10, r.rejected_updates);
-    rec.Bind(11, r.bytes_in).Bind(12, devices.dump()).Step();
+    rec.Bind(8, r.aggregate_seconds).Bind(9, r.rejected_updates).Bind(10, r.bytes_in);
+    rec.Bind(11, devices.dump()).Step();
     Statement cp(db_, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, ?, ?)");
     cp.Bind(1, r.run_id).Bind(2, r.round).BindFloats(3, params).Step();
     Exec(db_, path_, "COMMIT");

@@ -47,7 +47,8 @@ struct RoundRecord {
   double started_at = 0;   // unix seconds
   double finished_at = 0;  // unix seconds
   double aggregate_seconds = 0;
-  double commit_seconds = 0;  // of the previous commit (this one is in flight)
+  // (The commit's own duration cannot be stored in the transaction it
+  // times: /v1/status and /metrics report it.)
   std::uint64_t rejected_updates = 0;
   std::uint64_t bytes_in = 0;
 

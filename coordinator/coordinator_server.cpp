@@ -255,7 +255,6 @@ void CoordinatorServer::CloseRound() {
     return;
   }
   last_commit_seconds_ = Since(t0);
-  r.commit_seconds = last_commit_seconds_;
   const std::uint64_t round = r.round;
   last_round_ = r;
   ++rounds_committed_;
