@@ -3,8 +3,13 @@
 
 #include <algorithm>
 
+#include <filesystem>
+
+#include "checkpoint_store.h"
 #include "fedsgd/error.h"
 #include "fedsgd/json_config.h"
+#include "fedsgd/wire.h"
+#include "http_api.h"
 
 namespace fedsgd {
 
@@ -24,6 +29,8 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "command line)");
   app.add_option("--db", o.db, "SQLite database of runs, rounds and checkpoints")
       ->capture_default_str();
+  app.add_flag("--check-config", o.check_config,
+               "Check the configuration (flags and --config file) and exit: 0 when it is usable");
   app.add_flag("--new-run", o.new_run,
                "Start a new run even if the database holds one (default: resume it)");
   app.add_option("--eval-data", o.eval_data,
@@ -95,6 +102,23 @@ Plan CoordinatorOptions::ToPlan() const {
   p.seed = seed;
   p.Validate();
   return p;
+}
+
+void CoordinatorOptions::Check() const {
+  ToPlan();
+  if (min_updates > min_devices) {
+    throw Error("--min-updates (" + std::to_string(min_updates) + ") cannot exceed --min-devices (" +
+                std::to_string(min_devices) + ")");
+  }
+  wire::CheckEndpoint(listen, /*for_bind=*/true);
+  wire::CheckEndpoint(publish, /*for_bind=*/true);
+  if (listen == publish) throw Error("--listen and --publish must differ");
+  ParseHostPort(http);
+  namespace fs = std::filesystem;
+  if (!eval_data.empty() && !fs::exists(eval_data)) throw Error("--eval-data " + eval_data + ": no such file or directory");
+  const fs::path parent = fs::absolute(db).parent_path();
+  if (!fs::is_directory(parent)) throw Error("--db " + db + ": directory " + parent.string() + " does not exist");
+  if (fs::exists(db)) CheckpointStore::Open(db, /*read_only=*/true);
 }
 
 RoundSettings CoordinatorOptions::ToRoundSettings() const {

@@ -17,6 +17,7 @@ struct CoordinatorOptions {
   std::string http_token;  // empty: no authentication
   std::string db = "fedsgd.db";
   bool new_run = false;
+  bool check_config = false;
   std::string eval_data;
   int heartbeat_ms = 1000;
   std::string aggregator = "mean";
@@ -42,6 +43,10 @@ struct CoordinatorOptions {
   // Validated plan and round settings; throw fedsgd::Error naming the flag.
   Plan ToPlan() const;
   RoundSettings ToRoundSettings() const;
+  // Everything that can be checked without starting: the plan, endpoints,
+  // the HTTP address, that --eval-data exists, and, when --db exists, that it
+  // is a sound fedsgd database. Throws fedsgd::Error.
+  void Check() const;
 };
 
 // Adds every flag (and --config) to app, bound to options.

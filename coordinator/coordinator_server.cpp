@@ -117,6 +117,8 @@ void CoordinatorServer::Start() {
        << publish_endpoint() << ", database " << options_.db << "\n"
        << "fedsgd-coordinator: status: http://" << (host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host)
        << ":" << http_->port() << "/v1/status" << std::endl;
+  notifier_.Ready();
+  notifier_.Status("run " + std::to_string(run.run_id) + ": waiting for devices");
 }
 
 std::string CoordinatorServer::listen_endpoint() const {
@@ -148,7 +150,7 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
   if (!decoded.ok()) {
     const wire::DecodeError& e = decoded.error();
     devices.CountReject("", e.reason);
-    log_ << "fedsgd-coordinator: dropped a bad message from " << (address.empty() ? "?" : address)
+    log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: dropped a bad message from " << (address.empty() ? "?" : address)
          << ": " << wire::ToString(e.reason) << ": " << e.detail << "\n";
     Reply(routing_id, wire::Reject{e.reason, e.detail});
     return;
@@ -202,7 +204,7 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
     const auto refused = manager_->OnUpdate(*update, bytes, now);
     receive_seconds_ += Since(t0);
     if (refused) {
-      log_ << "fedsgd-coordinator: refused an update from " << update->device << " for round "
+      log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: refused an update from " << update->device << " for round "
            << update->round << ": " << wire::ToString(refused->reason) << ": " << refused->detail
            << "\n";
       Reply(routing_id, *refused);
@@ -249,7 +251,7 @@ void CoordinatorServer::CloseRound() {
   try {
     store_->CommitRound(r, closed.params);
   } catch (const Error& e) {
-    log_ << "fedsgd-coordinator: round " << r.round << " could not be committed, running it again: "
+    log_ << LogPriority(LogLevel::kError) << "fedsgd-coordinator: round " << r.round << " could not be committed, running it again: "
          << e.what() << std::endl;
     manager_->Discard();
     return;
@@ -287,6 +289,7 @@ void CoordinatorServer::CloseRound() {
                 last_broadcast_seconds_ * 1e3,
                 updates ? static_cast<double>(r.bytes_in) / static_cast<double>(updates) : 0.0);
   log_ << line << std::endl;
+  notifier_.Status(line);
   if (open_next) {
     log_ << "fedsgd-coordinator: round " << manager_->open_round() << " open for "
          << manager_->participants() << " device(s)" << std::endl;
@@ -412,6 +415,7 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
       break;
     }
     Poll(items, 1, std::chrono::milliseconds(50));
+    notifier_.Watchdog();
     // Drain what is waiting, but bounded, so a flood cannot starve the rounds.
     for (int i = 0; i < 1000; ++i) {
       auto frames = wire::ReceiveFrames(router_, zmq::recv_flags::dontwait);
@@ -420,7 +424,7 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
     }
     const double now = Now();
     for (const std::string& id : manager_->devices().ExpireSilent(now)) {
-      log_ << "fedsgd-coordinator: device " << id << " went silent, marked offline, "
+      log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: device " << id << " went silent, marked offline, "
            << manager_->devices().online() << " online" << std::endl;
     }
     if (manager_->ShouldClose(now)) CloseRound();
@@ -446,6 +450,7 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
       }
     }
   }
+  notifier_.Stopping();
   PublishStatus();
   nlohmann::json summary = {{"run_id", manager_->run_id()},
                             {"round", manager_->version()},

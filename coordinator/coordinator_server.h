@@ -20,6 +20,7 @@
 #include "checkpoint_store.h"
 #include "coordinator_options.h"
 #include "fedsgd/dataset.h"
+#include "fedsgd/service_notifier.h"
 #include "http_api.h"
 #include "round_manager.h"
 #include "status_board.h"
@@ -65,6 +66,7 @@ class CoordinatorServer {
   zmq::socket_t router_;
   zmq::socket_t pub_;
   StatusBoard board_;
+  ServiceNotifier notifier_;
   std::unique_ptr<HttpApi> http_;
   std::chrono::steady_clock::time_point start_;
 

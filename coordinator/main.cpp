@@ -8,6 +8,7 @@
 #include "coordinator_options.h"
 #include "coordinator_server.h"
 #include "fedsgd/error.h"
+#include "fedsgd/service_notifier.h"
 
 namespace {
 
@@ -32,6 +33,11 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   try {
+    if (options.check_config) {
+      options.Check();
+      std::cout << "fedsgd-coordinator: configuration ok" << std::endl;
+      return 0;
+    }
     fedsgd::CoordinatorServer server(options, std::cerr);
     server.Start();
     const nlohmann::json summary = server.Run(g_stop);
@@ -40,7 +46,8 @@ int main(int argc, char** argv) {
               << (summary["done"].get<bool>() ? "run complete" : "stopped") << " at round "
               << summary["round"] << std::endl;
   } catch (const fedsgd::Error& e) {
-    std::cerr << "fedsgd-coordinator: " << e.what() << std::endl;
+    std::cerr << fedsgd::LogPriority(fedsgd::LogLevel::kError) << "fedsgd-coordinator: " << e.what()
+              << std::endl;
     return 1;
   }
   return 0;

@@ -1,7 +1,16 @@
 // The daemon's run-mode flags (see daemon_options.h).
 #include "daemon_options.h"
 
+#include <unistd.h>
+
+#include <cctype>
+#include <filesystem>
+
+#include "fedsgd/error.h"
 #include "fedsgd/json_config.h"
+#include "fedsgd/shard.h"
+#include "fedsgd/trainer.h"
+#include "fedsgd/wire.h"
 
 namespace fedsgd {
 
@@ -29,9 +38,39 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
   app.add_option("--label-column", o.label_column, "CSV: 0-based label column (-1: last)")
       ->capture_default_str();
   app.add_flag("--csv-header", o.csv_header, "CSV: the first line is a header");
+  app.add_flag("--check-config", o.check_config,
+               "Check the configuration (flags and --config file) and exit: 0 when it is usable");
   app.add_flag("--exit-when-done", o.exit_when_done,
                "Exit when the coordinator announces the end of the run (default: stay up for the "
                "next run, as a service does)");
+}
+
+namespace {
+
+std::string Hostname() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "device";
+  std::string id(name);
+  for (char& c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '-';
+  }
+  return id.substr(0, 64);
+}
+
+}  // namespace
+
+void DaemonOptions::Check() {
+  if (coordinator.empty()) throw Error("--coordinator is required (e.g. tcp://192.168.1.10:7070)");
+  wire::CheckEndpoint(coordinator, /*for_bind=*/false);
+  if (data.empty()) throw Error("--data is required");
+  if (!std::filesystem::exists(data)) throw Error("--data " + data + ": no such file or directory");
+  if (id.empty()) id = Hostname();
+  if (!wire::ValidDeviceId(id)) {
+    throw Error("--id '" + id + "' is not a device id (1-64 characters of A-Z a-z 0-9 . _ -)");
+  }
+  ShardIndex::Parse(shard);
+  ShardSpec::Parse(split);
+  ParseTrainMode(mode);
 }
 
 }  // namespace fedsgd

@@ -21,6 +21,12 @@ struct DaemonOptions {
   int label_column = -1;
   bool csv_header = false;
   bool exit_when_done = false;
+  bool check_config = false;
+
+  // Everything that can be checked without connecting or loading the data:
+  // the endpoint, that --data exists, the id, shard, split and mode. Fills
+  // in the default id. Throws fedsgd::Error.
+  void Check();
 };
 
 // Adds the run-mode flags (and --config) to app.

@@ -44,7 +44,9 @@ double DeviceClient::Now() const {
   return std::chrono::duration<double>(Clock::now() - start_).count();
 }
 
-void DeviceClient::Log(const std::string& line) { log_ << options_.id << ": " << line << std::endl; }
+void DeviceClient::Log(const std::string& line, LogLevel level) {
+  log_ << LogPriority(level) << options_.id << ": " << line << std::endl;
+}
 
 void DeviceClient::Connect() {
   dealer_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
@@ -103,7 +105,7 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
     plan_ = std::move(plan);
     plan_unusable_ = false;
   } catch (const Error& e) {
-    if (!plan_unusable_) Log(std::string("cannot take part in this run: ") + e.what());
+    if (!plan_unusable_) Log(std::string("cannot take part in this run: ") + e.what(), LogLevel::kError);
     plan_unusable_ = true;
   }
   joined_ = true;
@@ -131,6 +133,11 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   }
   Log("joined run " + run_id_ + " at model version " + std::to_string(model_version_) +
       (w.round ? " (round " + std::to_string(w.round) + " open)" : " (no round open)"));
+  if (!ready_) {
+    notifier_.Ready();
+    ready_ = true;
+  }
+  notifier_.Status("joined run " + run_id_ + " at " + options_.coordinator);
   if (w.round > 0 && w.round > last_trained_round_ && !plan_unusable_) StartTraining(w.round);
 }
 
@@ -206,7 +213,7 @@ void DeviceClient::FinishTraining() {
   TrainingResult r = job_->TakeResult();
   job_.reset();
   if (!r.error.empty()) {
-    Log("training failed: " + r.error);
+    Log("training failed: " + r.error, LogLevel::kError);
     plan_unusable_ = true;
     return;
   }
@@ -232,6 +239,7 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
     std::vector<zmq::pollitem_t> items = {{dealer_->handle(), 0, ZMQ_POLLIN, 0}};
     if (sub_) items.push_back({sub_->handle(), 0, ZMQ_POLLIN, 0});
     Poll(items, std::chrono::milliseconds(50));
+    notifier_.Watchdog();
     while (dealer_) {
       auto frames = wire::ReceiveFrames(*dealer_, zmq::recv_flags::dontwait);
       if (!frames) break;
@@ -271,17 +279,21 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
     const double silence = std::max(3.0, 3.0 * beat);
     if (now - last_reply_ > silence) {
       const double delay = backoff_.Next();
-      Log(Format("coordinator silent for %.1f s, reconnecting in %.2f s", now - last_reply_, delay));
+      Log(Format("coordinator silent for %.1f s, reconnecting in %.2f s", now - last_reply_, delay),
+          LogLevel::kWarning);
+      notifier_.Status("coordinator " + options_.coordinator + " unreachable, retrying");
       Disconnect();
       const auto until = Clock::now() + std::chrono::duration<double>(delay);
       while (!stop.load() && Clock::now() < until) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        notifier_.Watchdog();
       }
       if (stop.load()) break;
       Connect();
     }
   }
   job_.reset();
+  notifier_.Stopping();
   Log("stopped");
   return 0;
 }

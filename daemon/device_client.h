@@ -21,6 +21,7 @@
 #include "daemon_options.h"
 #include "fedsgd/dataset.h"
 #include "fedsgd/plan.h"
+#include "fedsgd/service_notifier.h"
 #include "fedsgd/wire.h"
 #include "training_job.h"
 
@@ -52,7 +53,7 @@ class DeviceClient {
   void StartTraining(std::uint64_t round);
   void FinishTraining();
   std::string PublishEndpoint(const std::string& announced) const;
-  void Log(const std::string& line);
+  void Log(const std::string& line, LogLevel level = LogLevel::kInfo);
 
   DaemonOptions options_;
   const Dataset& shard_;
@@ -64,6 +65,8 @@ class DeviceClient {
   std::unique_ptr<zmq::socket_t> sub_;
   Backoff backoff_;
   Clock::time_point start_;
+  ServiceNotifier notifier_;
+  bool ready_ = false;  // told systemd once, at the first welcome
 
   // Session state, reset on every reconnect.
   bool joined_ = false;

@@ -6,7 +6,6 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
-#include <cctype>
 #include <csignal>
 #include <iostream>
 
@@ -14,6 +13,7 @@
 #include "device_client.h"
 #include "fedsgd/dataset.h"
 #include "fedsgd/error.h"
+#include "fedsgd/service_notifier.h"
 #include "fedsgd/shard.h"
 #include "train_command.h"
 
@@ -23,22 +23,9 @@ std::atomic<bool> g_stop{false};
 
 extern "C" void OnSignal(int) { g_stop.store(true); }
 
-std::string Hostname() {
-  char name[256] = {};
-  if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "device";
-  std::string id(name);
-  for (char& c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '-';
-  }
-  return id.substr(0, 64);
-}
-
 int RunDaemon(fedsgd::DaemonOptions options) {
   using namespace fedsgd;
-  if (options.coordinator.empty()) throw Error("--coordinator is required (e.g. tcp://127.0.0.1:7070)");
-  if (options.data.empty()) throw Error("--data is required");
-  if (options.id.empty()) options.id = Hostname();
-  ParseTrainMode(options.mode);
+  options.Check();
   const ShardIndex shard = ShardIndex::Parse(options.shard);
   const ShardSpec split = ShardSpec::Parse(options.split);
   CsvOptions csv;
@@ -80,9 +67,14 @@ int main(int argc, char** argv) {
       fedsgd::RunTrainCommand(train, std::cout, std::cerr);
       return 0;
     }
+    if (options.check_config) {
+      options.Check();
+      std::cout << "fedsgd-daemon: configuration ok" << std::endl;
+      return 0;
+    }
     return RunDaemon(options);
   } catch (const fedsgd::Error& e) {
-    std::cerr << "fedsgd-daemon: " << e.what() << "\n";
+    std::cerr << fedsgd::LogPriority(fedsgd::LogLevel::kError) << "fedsgd-daemon: " << e.what() << "\n";
     return 1;
   }
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Installs everything fedsgd needs to build, test and run, from Debian's
-# package archive only. Safe to run again. Needs root (or sudo).
-#   scripts/install-deps.sh          build + test dependencies and the data set
-#   scripts/install-deps.sh --bench  also PyTorch, the benchmark's reference
+# Installs everything fedsgd needs, from Debian's package archive only. Safe
+# to run again. Needs root (or sudo).
+#   scripts/install-deps.sh            build, test and run (incl. the data set)
+#   scripts/install-deps.sh --bench    also PyTorch, the benchmark's reference
+#   scripts/install-deps.sh --package  also the Debian packaging tools
+#   scripts/install-deps.sh --arm64    also the aarch64 cross compiler, qemu-user
+#                                      and the arm64 libraries (adds the arch)
 set -euo pipefail
 
 packages=(
@@ -12,15 +15,34 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   # used by tests only: the dashboard in a real browser, the metrics format,
-  # and numpy.load of the model download
-  chromium prometheus python3-numpy
+  # numpy.load of the model download, systemd-analyze for the units, the
+  # compose file's YAML
+  chromium prometheus python3-numpy systemd yamllint
 )
-if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3 python3-torch)
-fi
+add_arm64=false
+for arg in "$@"; do
+  case "$arg" in
+    --bench) packages+=(python3 python3-torch) ;;
+    --package) packages+=(dpkg-dev fakeroot file lintian) ;;
+    --arm64)
+      add_arm64=true
+      packages+=(g++-aarch64-linux-gnu qemu-user-static dpkg-dev fakeroot file lintian
+                 libzmq3-dev:arm64 libsqlite3-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
+                 zlib1g-dev:arm64 libsystemd-dev:arm64 libcpp-httplib-dev:arm64) ;;
+    *) echo "install-deps: unknown option '$arg'" >&2; exit 2 ;;
+  esac
+done
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+
+updated=false
+if $add_arm64 && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  "${sudo[@]}" dpkg --add-architecture arm64
+  "${sudo[@]}" apt-get update -q
+  updated=true
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -31,6 +53,5 @@ if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
 echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -q
+$updated || "${sudo[@]}" apt-get update -q
 "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -2,10 +2,13 @@
 #include "fedsgd/wire.h"
 
 #include <bit>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <iterator>
 #include <zmq_addon.hpp>
+
+#include "fedsgd/error.h"
 
 namespace fedsgd::wire {
 namespace {
@@ -47,9 +50,7 @@ struct Reader {
   std::string Device(const char* key = "device") {
     std::string id = String(key, kMaxDeviceId);
     if (!error.empty()) return id;
-    const bool ok = !id.empty() && id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
-                                                        "qrstuvwxyz0123456789._-") == std::string::npos;
-    if (!ok) Fail("device id must be 1-64 characters of A-Z a-z 0-9 . _ -");
+    if (!ValidDeviceId(id)) Fail("device id must be 1-64 characters of A-Z a-z 0-9 . _ -");
     return id;
   }
   std::uint64_t Uint(const char* key) {
@@ -343,6 +344,35 @@ bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_
     }
   }
   return true;
+}
+
+bool ValidDeviceId(std::string_view id) {
+  return !id.empty() && id.size() <= kMaxDeviceId &&
+         id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+             std::string_view::npos;
+}
+
+void CheckEndpoint(const std::string& endpoint, bool for_bind) {
+  auto bad = [&](const std::string& why) {
+    throw Error("invalid ZeroMQ endpoint '" + endpoint + "': " + why +
+                " (expected tcp://HOST:PORT, ipc://PATH or inproc://NAME)");
+  };
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) {
+    if (endpoint.size() <= endpoint.find("//") + 2) bad("empty path");
+    return;
+  }
+  if (endpoint.rfind("tcp://", 0) != 0) bad("unknown transport");
+  const std::string rest = endpoint.substr(6);
+  const std::size_t colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0) bad("no HOST:PORT");
+  const std::string host = rest.substr(0, colon), port = rest.substr(colon + 1);
+  if (host == "*" && !for_bind) bad("'*' is only for binding; name the host to connect to");
+  int p = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  const bool wildcard_port = for_bind && port == "*";
+  if (!wildcard_port && (ec != std::errc() || end != port.data() + port.size() || p < 1 || p > 65535)) {
+    bad("port must be 1-65535");
+  }
 }
 
 std::optional<std::vector<zmq::message_t>> ReceiveFrames(zmq::socket_t& socket,

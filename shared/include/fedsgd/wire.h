@@ -150,4 +150,11 @@ bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_
 std::optional<std::vector<zmq::message_t>> ReceiveFrames(
     zmq::socket_t& socket, zmq::recv_flags flags = zmq::recv_flags::none);
 
+// Checks the form of a ZeroMQ endpoint: tcp://HOST:PORT (HOST may be * when
+// binding), ipc://PATH or inproc://NAME. Throws fedsgd::Error naming it.
+void CheckEndpoint(const std::string& endpoint, bool for_bind);
+
+// Device ids: 1-64 characters of A-Z a-z 0-9 . _ -
+bool ValidDeviceId(std::string_view id);
+
 }  // namespace fedsgd::wire
