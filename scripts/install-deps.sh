@@ -2,6 +2,7 @@
 # Installs everything fedsgd needs, from Debian's package archive only. Safe
 # to run again. Needs root (or sudo).
 #   scripts/install-deps.sh            build, test and run (incl. the data set)
+#   scripts/install-deps.sh --build-only   build and run, no test tools (images)
 #   scripts/install-deps.sh --bench    also PyTorch, the benchmark's reference
 #   scripts/install-deps.sh --package  also the Debian packaging tools
 #   scripts/install-deps.sh --arm64    also the aarch64 cross compiler, qemu-user
@@ -14,14 +15,16 @@ packages=(
   zlib1g-dev libcli11-dev libcpp-httplib-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
-  # used by tests only: the dashboard in a real browser, the metrics format,
-  # numpy.load of the model download, systemd-analyze for the units, the
-  # compose file's YAML
-  chromium prometheus python3-numpy systemd yamllint
 )
+# Used by tests only: the dashboard in a real browser, the metrics format,
+# numpy.load of the model download, systemd-analyze for the units, the
+# compose file's YAML.
+test_tools=(chromium prometheus python3-numpy python3-yaml systemd yamllint)
 add_arm64=false
+with_test_tools=true
 for arg in "$@"; do
   case "$arg" in
+    --build-only) with_test_tools=false ;;
     --bench) packages+=(python3 python3-torch) ;;
     --package) packages+=(dpkg-dev fakeroot file lintian) ;;
     --arm64)
@@ -32,6 +35,8 @@ for arg in "$@"; do
     *) echo "install-deps: unknown option '$arg'" >&2; exit 2 ;;
   esac
 done
+
+$with_test_tools && packages+=("${test_tools[@]}")
 
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi

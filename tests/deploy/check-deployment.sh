@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Checks what can be checked of the deployment files without systemd as
+# PID 1 or a Docker engine:
+#   - both systemd units pass `systemd-analyze verify` and rate an exposure
+#     of 4.0 or lower in `systemd-analyze security --offline=yes`;
+#   - the example configs pass --check-config with the real binaries;
+#   - docker/compose.yaml passes yamllint, and every service's command line
+#     passes --check-config with the real binaries;
+#   - the Dockerfile builds with the project's own install script.
+# Usage: check-deployment.sh DAEMON_BINARY COORDINATOR_BINARY
+set -euo pipefail
+daemon=$(realpath "$1") coordinator=$(realpath "$2")
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+pass() { echo "ok:   $*"; }
+
+# systemd units, with ExecStart pointing at the binaries under test.
+for unit in fedsgd-daemon fedsgd-coordinator; do
+  sed -e "s#/usr/bin/fedsgd-daemon#$daemon#g" -e "s#/usr/bin/fedsgd-coordinator#$coordinator#g" \
+      "$root/systemd/$unit.service" > "$work/$unit.service"
+  if out=$(cd "$work" && systemd-analyze verify --man=no "./$unit.service" 2>&1) && [[ -z "$out" ]]; then
+    pass "systemd-analyze verify $unit.service"
+  else
+    fail "systemd-analyze verify $unit.service: $out"
+  fi
+  level=$(cd "$work" && systemd-analyze security --offline=yes "./$unit.service" 2>/dev/null |
+          sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p' || true)
+  if [[ -n "$level" ]] && awk -v l="$level" 'BEGIN { exit !(l <= 4.0) }'; then
+    pass "$unit.service exposure $level <= 4.0"
+  else
+    fail "$unit.service exposure '${level:-?}' (want <= 4.0)"
+  fi
+  grep -q '^Type=notify' "$root/systemd/$unit.service" || fail "$unit.service is not Type=notify"
+  grep -q '^WatchdogSec=' "$root/systemd/$unit.service" || fail "$unit.service has no WatchdogSec="
+  grep -q -- '--check-config' "$root/systemd/$unit.service" || fail "$unit.service does not check its config"
+done
+
+# The shipped example configs, with their state paths moved somewhere that exists.
+mkdir -p "$work/state/daemon/data" "$work/state/coordinator"
+sed "s#/var/lib/fedsgd#$work/state#g" "$root/systemd/daemon.json" > "$work/daemon.json"
+sed "s#/var/lib/fedsgd#$work/state#g" "$root/systemd/coordinator.json" > "$work/coordinator.json"
+"$daemon" --config "$work/daemon.json" --check-config > /dev/null && pass "daemon.json --check-config" ||
+  fail "systemd/daemon.json does not pass --check-config"
+"$coordinator" --config "$work/coordinator.json" --check-config > /dev/null && pass "coordinator.json --check-config" ||
+  fail "systemd/coordinator.json does not pass --check-config"
+# ... and --check-config does fail on a broken config.
+echo '{"coordinator": "tcp://nowhere", "data": "/nonexistent"}' > "$work/bad.json"
+if "$daemon" --config "$work/bad.json" --check-config > /dev/null 2>&1; then
+  fail "a broken daemon config passed --check-config"
+else
+  pass "a broken daemon config fails --check-config"
+fi
+
+# The compose file.
+if yamllint -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}' \
+     "$root/docker/compose.yaml"; then
+  pass "yamllint docker/compose.yaml"
+else
+  fail "yamllint docker/compose.yaml"
+fi
+services=0
+while IFS=$'\t' read -r name program args; do
+  services=$((services + 1))
+  binary=$daemon
+  [[ "$program" == fedsgd-coordinator ]] && binary=$coordinator
+  # Paths inside the container that the host does not have.
+  args=${args//\/var\/lib\/fedsgd/$work\/state}
+  # shellcheck disable=SC2086
+  if out=$("$binary" $args --check-config 2>&1); then
+    pass "compose service $name: $program --check-config"
+  else
+    fail "compose service $name: $out"
+  fi
+done < <(/usr/bin/python3 - "$root/docker/compose.yaml" <<'PY'
+import sys, yaml
+compose = yaml.safe_load(open(sys.argv[1]))
+for name, service in compose["services"].items():
+    command = service["command"]
+    print(name, command[0], " ".join(command[1:]), sep="\t")
+PY
+)
+[[ $services -ge 5 ]] || fail "compose.yaml should run a coordinator and several daemons (found $services services)"
+grep -q 'scripts/install-deps.sh' "$root/docker/Dockerfile" && pass "Dockerfile uses scripts/install-deps.sh" ||
+  fail "the Dockerfile does not build with scripts/install-deps.sh"
+grep -q '^USER ' "$root/docker/Dockerfile" && pass "Dockerfile runs as a non-root user" ||
+  fail "the Dockerfile runs as root"
+grep -q 'bookworm-slim' "$root/docker/Dockerfile" || fail "the run-time stage is not bookworm-slim"
+
+echo "$((failures == 0 ? 1 : 0)) passed, $((failures > 0 ? 1 : 0)) failed: deployment ($failures problem(s))"
+exit $((failures > 0))
