@@ -63,7 +63,8 @@ class Statement {
   Statement& Bind(int i, std::uint64_t v) { return Bind(i, static_cast<std::int64_t>(v)); }
   Statement& Bind(int i, double v) { return Check(sqlite3_bind_double(stmt_, i, v)); }
   Statement& Bind(int i, const std::string& v) {
-    return Check(sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
+    return Check(
+        sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
   }
   Statement& Bind(int i, const std::optional<double>& v) {
     return v ? Bind(i, *v) : Check(sqlite3_bind_null(stmt_, i));
@@ -97,7 +98,8 @@ class Statement {
                   " bytes, not whole floats: the database is damaged");
     }
     std::vector<float> out(static_cast<std::size_t>(bytes) / sizeof(float));
-    if (bytes > 0) std::memcpy(out.data(), sqlite3_column_blob(stmt_, c), static_cast<std::size_t>(bytes));
+    if (bytes > 0)
+      std::memcpy(out.data(), sqlite3_column_blob(stmt_, c), static_cast<std::size_t>(bytes));
     return out;
   }
 
@@ -190,8 +192,7 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
   const bool existed = std::filesystem::exists(path) && std::filesystem::file_size(path) > 0;
   if (read_only && !existed) throw Error(path + ": no such database");
   sqlite3* db = nullptr;
-  const int flags = read_only ? SQLITE_OPEN_READONLY
-                              : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  const int flags = read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
   if (sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
     const std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);
@@ -208,8 +209,11 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
     const std::int64_t app = PragmaInt(db, path, "PRAGMA application_id");
     if (tables > 0 || app != 0) {
       if (app != kApplicationId) {
-        throw Error(path + ": this SQLite database belongs to another application "
-                    "(application_id " + std::to_string(app) + "), not to fedsgd; "
+        throw Error(path +
+                    ": this SQLite database belongs to another application "
+                    "(application_id " +
+                    std::to_string(app) +
+                    "), not to fedsgd; "
                     "choose another --db file");
       }
       const std::int64_t version = PragmaInt(db, path, "PRAGMA user_version");
@@ -222,14 +226,16 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
       if (verdict != "ok") throw Error(path + ": the database is damaged (" + verdict + ")");
     }
     if (!read_only) {
-      Exec(db, path, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-                     "PRAGMA foreign_keys = ON;");
+      Exec(db, path,
+           "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+           "PRAGMA foreign_keys = ON;");
       if (tables == 0) {
         Exec(db, path, "BEGIN IMMEDIATE");
         Exec(db, path, kSchema);
-        Exec(db, path, ("PRAGMA application_id = " + std::to_string(kApplicationId) +
-                        "; PRAGMA user_version = " + std::to_string(kSchemaVersion) + ";")
-                           .c_str());
+        Exec(db, path,
+             ("PRAGMA application_id = " + std::to_string(kApplicationId) +
+              "; PRAGMA user_version = " + std::to_string(kSchemaVersion) + ";")
+                 .c_str());
         Exec(db, path, "COMMIT");
       }
     }
@@ -254,8 +260,9 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
       const std::int64_t id = newest.Int(0);
       const nlohmann::json stored = nlohmann::json::parse(newest.Text(1), nullptr, false);
       if (stored != plan) {
-        throw Error(path_ + " holds run " + std::to_string(id) + " with a different plan:\n  stored:    " +
-                    stored.dump() + "\n  requested: " + plan.dump() +
+        throw Error(path_ + " holds run " + std::to_string(id) +
+                    " with a different plan:\n  stored:    " + stored.dump() +
+                    "\n  requested: " + plan.dump() +
                     "\nStart the same plan to resume it, or pass --new-run to start a new run in "
                     "this database.");
       }
@@ -269,7 +276,8 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
                      "SELECT round, params FROM checkpoints WHERE run_id = ? "
                      "ORDER BY round DESC LIMIT 1");
     latest.Bind(1, state.run_id);
-    if (!latest.Step()) throw Error(path_ + ": run " + std::to_string(state.run_id) + " has no checkpoint");
+    if (!latest.Step())
+      throw Error(path_ + ": run " + std::to_string(state.run_id) + " has no checkpoint");
     state.round = static_cast<std::uint64_t>(latest.Int(0));
     state.params = latest.Floats(1);
     if (state.params.size() != initial_params.size()) {
@@ -309,10 +317,11 @@ void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> p
                   std::to_string(newest));
     }
     nlohmann::json devices = r.ToJson()["devices"];
-    Statement rec(db_, path_,
-                  "INSERT INTO rounds (run_id, round, train_loss, test_accuracy, test_loss, "
-                  "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    Statement rec(
+        db_, path_,
+        "INSERT INTO rounds (run_id, round, train_loss, test_accuracy, test_loss, "
+        "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     rec.Bind(1, r.run_id).Bind(2, r.round).Bind(3, r.train_loss).Bind(4, r.test_accuracy);
     rec.Bind(5, r.test_loss).Bind(6, r.started_at).Bind(7, r.finished_at);
     rec.Bind(8, r.aggregate_seconds).Bind(9, r.rejected_updates).Bind(10, r.bytes_in);
@@ -342,9 +351,10 @@ std::vector<RoundRecord> CheckpointStore::ListRounds(std::int64_t run_id, std::u
 std::optional<RoundRecord> CheckpointStore::GetRound(std::int64_t run_id,
                                                      std::uint64_t round) const {
   std::lock_guard lock(mutex_);
-  Statement s(db_, path_,
-              (std::string("SELECT ") + kRoundColumns + " FROM rounds WHERE run_id = ? AND round = ?")
-                  .c_str());
+  Statement s(
+      db_, path_,
+      (std::string("SELECT ") + kRoundColumns + " FROM rounds WHERE run_id = ? AND round = ?")
+          .c_str());
   s.Bind(1, run_id).Bind(2, round);
   if (!s.Step()) return std::nullopt;
   return ReadRound(s);

@@ -2,7 +2,6 @@
 #include "coordinator_options.h"
 
 #include <algorithm>
-
 #include <filesystem>
 
 #include "checkpoint_store.h"
@@ -23,10 +22,11 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->capture_default_str();
   app.add_option("--http", o.http, "HTTP address for the JSON endpoints, HOST:PORT")
       ->capture_default_str();
-  app.add_option("--http-token", o.http_token,
-                 "Require 'Authorization: Bearer TOKEN' on every HTTP endpoint but /healthz (use it "
-                 "when --http is not bound to 127.0.0.1; better in a --config file than on the "
-                 "command line)");
+  app.add_option(
+      "--http-token", o.http_token,
+      "Require 'Authorization: Bearer TOKEN' on every HTTP endpoint but /healthz (use it "
+      "when --http is not bound to 127.0.0.1; better in a --config file than on the "
+      "command line)");
   app.add_option("--db", o.db, "SQLite database of runs, rounds and checkpoints")
       ->capture_default_str();
   app.add_flag("--check-config", o.check_config,
@@ -44,7 +44,8 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
 
   app.add_option("--model", o.model, "Architecture, e.g. mlp:784-128-10, softmax:784-10")
       ->capture_default_str();
-  app.add_option("--algorithm", o.algorithm, "fedavg (local epochs, model deltas) or fedsgd "
+  app.add_option("--algorithm", o.algorithm,
+                 "fedavg (local epochs, model deltas) or fedsgd "
                  "(one full-shard gradient per round)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fedavg", "fedsgd"}));
@@ -55,10 +56,12 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "FedAvg: at most this many local mini-batches per round (0: no limit)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--batch", o.batch, "Local mini-batch size")->capture_default_str()->check(
-      CLI::PositiveNumber);
-  app.add_option("--lr", o.lr, "Local learning rate")->capture_default_str()->check(
-      CLI::PositiveNumber);
+  app.add_option("--batch", o.batch, "Local mini-batch size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lr", o.lr, "Local learning rate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--momentum", o.momentum, "Local SGD momentum")->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "Local L2 regularisation")
       ->capture_default_str();
@@ -107,17 +110,19 @@ Plan CoordinatorOptions::ToPlan() const {
 void CoordinatorOptions::Check() const {
   ToPlan();
   if (min_updates > min_devices) {
-    throw Error("--min-updates (" + std::to_string(min_updates) + ") cannot exceed --min-devices (" +
-                std::to_string(min_devices) + ")");
+    throw Error("--min-updates (" + std::to_string(min_updates) +
+                ") cannot exceed --min-devices (" + std::to_string(min_devices) + ")");
   }
   wire::CheckEndpoint(listen, /*for_bind=*/true);
   wire::CheckEndpoint(publish, /*for_bind=*/true);
   if (listen == publish) throw Error("--listen and --publish must differ");
   ParseHostPort(http);
   namespace fs = std::filesystem;
-  if (!eval_data.empty() && !fs::exists(eval_data)) throw Error("--eval-data " + eval_data + ": no such file or directory");
+  if (!eval_data.empty() && !fs::exists(eval_data))
+    throw Error("--eval-data " + eval_data + ": no such file or directory");
   const fs::path parent = fs::absolute(db).parent_path();
-  if (!fs::is_directory(parent)) throw Error("--db " + db + ": directory " + parent.string() + " does not exist");
+  if (!fs::is_directory(parent))
+    throw Error("--db " + db + ": directory " + parent.string() + " does not exist");
   if (fs::exists(db)) CheckpointStore::Open(db, /*read_only=*/true);
 }
 

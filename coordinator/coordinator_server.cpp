@@ -19,7 +19,9 @@ double UnixNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // zmq::poll that treats a signal (EINTR) as "nothing ready": the loop then
 // sees the stop flag the signal handler set.
@@ -76,9 +78,9 @@ void CoordinatorServer::Start() {
   RunState run = store_->StartRun(plan_.ToJson(), initial.params, options_.new_run);
   resumed_ = run.resumed;
   reader_ = CheckpointStore::Open(options_.db, /*read_only=*/true);
-  manager_ = std::make_unique<RoundManager>(plan_, settings, run.run_id, run.round,
-                                            std::move(run.params),
-                                            MakeAggregator(options_.aggregator));
+  manager_ =
+      std::make_unique<RoundManager>(plan_, settings, run.run_id, run.round, std::move(run.params),
+                                     MakeAggregator(options_.aggregator));
   if (!resumed_ && run.round == 0) {
     last_round_.reset();
   } else if (auto r = store_->GetRound(run.run_id, run.round)) {
@@ -91,7 +93,8 @@ void CoordinatorServer::Start() {
   // reaches us: an update (4 bytes a parameter) plus its header.
   router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(n * sizeof(float) + 65536));
   pub_.set(zmq::sockopt::linger, 0);
-  pub_.set(zmq::sockopt::sndhwm, 8);  // a slow subscriber misses old models, it does not pile them up
+  pub_.set(zmq::sockopt::sndhwm,
+           8);  // a slow subscriber misses old models, it does not pile them up
   try {
     router_.bind(options_.listen);
   } catch (const zmq::error_t& e) {
@@ -115,8 +118,9 @@ void CoordinatorServer::Start() {
        << settings.min_devices << " device(s)\n"
        << "fedsgd-coordinator: listening on " << listen_endpoint() << ", publishing on "
        << publish_endpoint() << ", database " << options_.db << "\n"
-       << "fedsgd-coordinator: status: http://" << (host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host)
-       << ":" << http_->port() << "/v1/status" << std::endl;
+       << "fedsgd-coordinator: status: http://"
+       << (host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host) << ":" << http_->port()
+       << "/v1/status" << std::endl;
   notifier_.Ready();
   notifier_.Status("run " + std::to_string(run.run_id) + ": waiting for devices");
 }
@@ -150,8 +154,9 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
   if (!decoded.ok()) {
     const wire::DecodeError& e = decoded.error();
     devices.CountReject("", e.reason);
-    log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: dropped a bad message from " << (address.empty() ? "?" : address)
-         << ": " << wire::ToString(e.reason) << ": " << e.detail << "\n";
+    log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: dropped a bad message from "
+         << (address.empty() ? "?" : address) << ": " << wire::ToString(e.reason) << ": "
+         << e.detail << "\n";
     Reply(routing_id, wire::Reject{e.reason, e.detail});
     return;
   }
@@ -204,9 +209,9 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
     const auto refused = manager_->OnUpdate(*update, bytes, now);
     receive_seconds_ += Since(t0);
     if (refused) {
-      log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: refused an update from " << update->device << " for round "
-           << update->round << ": " << wire::ToString(refused->reason) << ": " << refused->detail
-           << "\n";
+      log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: refused an update from "
+           << update->device << " for round " << update->round << ": "
+           << wire::ToString(refused->reason) << ": " << refused->detail << "\n";
       Reply(routing_id, *refused);
     } else {
       ++updates_accepted_;
@@ -251,8 +256,8 @@ void CoordinatorServer::CloseRound() {
   try {
     store_->CommitRound(r, closed.params);
   } catch (const Error& e) {
-    log_ << LogPriority(LogLevel::kError) << "fedsgd-coordinator: round " << r.round << " could not be committed, running it again: "
-         << e.what() << std::endl;
+    log_ << LogPriority(LogLevel::kError) << "fedsgd-coordinator: round " << r.round
+         << " could not be committed, running it again: " << e.what() << std::endl;
     manager_->Discard();
     return;
   }
@@ -352,47 +357,57 @@ std::string CoordinatorServer::Metrics() const {
     out += line;
   };
   auto u = [](std::uint64_t v) { return static_cast<double>(v); };
-  metric("fedsgd_round", "gauge", "Newest committed round (the model version).", u(manager_->version()));
-  metric("fedsgd_rounds_target", "gauge", "Rounds this run is to complete.", u(manager_->settings().rounds));
-  metric("fedsgd_open_round", "gauge", "The round open for training, 0 if none.", u(manager_->open_round()));
+  metric("fedsgd_round", "gauge", "Newest committed round (the model version).",
+         u(manager_->version()));
+  metric("fedsgd_rounds_target", "gauge", "Rounds this run is to complete.",
+         u(manager_->settings().rounds));
+  metric("fedsgd_open_round", "gauge", "The round open for training, 0 if none.",
+         u(manager_->open_round()));
   metric("fedsgd_rounds_completed_total", "counter", "Rounds committed by this process.",
          u(rounds_committed_));
   metric("fedsgd_devices_online", "gauge", "Devices heard from recently.", u(devices.online()));
   metric("fedsgd_devices_known", "gauge", "Devices that have joined.", u(devices.size()));
   metric("fedsgd_updates_accepted_total", "counter", "Updates accepted into an aggregate.",
          u(updates_accepted_));
-  out += "# HELP fedsgd_updates_rejected_total Messages refused, by reason.\n"
-         "# TYPE fedsgd_updates_rejected_total counter\n";
+  out +=
+      "# HELP fedsgd_updates_rejected_total Messages refused, by reason.\n"
+      "# TYPE fedsgd_updates_rejected_total counter\n";
   for (int i = 0; i < wire::kRejectReasonCount; ++i) {
     const std::string reason(wire::ToString(static_cast<wire::RejectReason>(i)));
     const auto it = devices.rejected_by_reason().find(reason);
-    std::snprintf(line, sizeof line, "fedsgd_updates_rejected_total{reason=\"%s\"} %llu\n",
-                  reason.c_str(),
-                  static_cast<unsigned long long>(it == devices.rejected_by_reason().end() ? 0 : it->second));
+    std::snprintf(
+        line, sizeof line, "fedsgd_updates_rejected_total{reason=\"%s\"} %llu\n", reason.c_str(),
+        static_cast<unsigned long long>(it == devices.rejected_by_reason().end() ? 0 : it->second));
     out += line;
   }
   metric("fedsgd_received_bytes_total", "counter", "Bytes of requests received.", u(bytes_in_));
   metric("fedsgd_sent_bytes_total", "counter", "Bytes of model weights sent.", u(bytes_out_));
-  out += "# HELP fedsgd_round_duration_seconds Seconds from opening a round to committing it.\n"
-         "# TYPE fedsgd_round_duration_seconds histogram\n";
+  out +=
+      "# HELP fedsgd_round_duration_seconds Seconds from opening a round to committing it.\n"
+      "# TYPE fedsgd_round_duration_seconds histogram\n";
   for (std::size_t b = 0; b < std::size(kDurationBuckets); ++b) {
-    std::snprintf(line, sizeof line, "fedsgd_round_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                  kDurationBuckets[b],
-                  static_cast<unsigned long long>(duration_buckets_.empty() ? 0 : duration_buckets_[b]));
+    std::snprintf(
+        line, sizeof line, "fedsgd_round_duration_seconds_bucket{le=\"%g\"} %llu\n",
+        kDurationBuckets[b],
+        static_cast<unsigned long long>(duration_buckets_.empty() ? 0 : duration_buckets_[b]));
     out += line;
   }
-  std::snprintf(line, sizeof line,
-                "fedsgd_round_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
-                "fedsgd_round_duration_seconds_sum %.17g\nfedsgd_round_duration_seconds_count %llu\n",
-                static_cast<unsigned long long>(rounds_committed_), duration_sum_,
-                static_cast<unsigned long long>(rounds_committed_));
+  std::snprintf(
+      line, sizeof line,
+      "fedsgd_round_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+      "fedsgd_round_duration_seconds_sum %.17g\nfedsgd_round_duration_seconds_count %llu\n",
+      static_cast<unsigned long long>(rounds_committed_), duration_sum_,
+      static_cast<unsigned long long>(rounds_committed_));
   out += line;
   const double aggregate = last_round_ ? last_round_->aggregate_seconds : 0;
   metric("fedsgd_aggregate_seconds", "gauge", "Aggregation time of the last round.", aggregate);
-  metric("fedsgd_commit_seconds", "gauge", "SQLite commit time of the last round.", last_commit_seconds_);
-  metric("fedsgd_broadcast_seconds", "gauge", "Broadcast time of the last model.", last_broadcast_seconds_);
+  metric("fedsgd_commit_seconds", "gauge", "SQLite commit time of the last round.",
+         last_commit_seconds_);
+  metric("fedsgd_broadcast_seconds", "gauge", "Broadcast time of the last model.",
+         last_broadcast_seconds_);
   if (last_round_ && last_round_->test_accuracy) {
-    metric("fedsgd_test_accuracy", "gauge", "Test accuracy of the newest model.", *last_round_->test_accuracy);
+    metric("fedsgd_test_accuracy", "gauge", "Test accuracy of the newest model.",
+           *last_round_->test_accuracy);
   }
   if (last_round_ && last_round_->test_loss) {
     metric("fedsgd_test_loss", "gauge", "Test loss of the newest model.", *last_round_->test_loss);
@@ -424,8 +439,9 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
     }
     const double now = Now();
     for (const std::string& id : manager_->devices().ExpireSilent(now)) {
-      log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: device " << id << " went silent, marked offline, "
-           << manager_->devices().online() << " online" << std::endl;
+      log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: device " << id
+           << " went silent, marked offline, " << manager_->devices().online() << " online"
+           << std::endl;
     }
     if (manager_->ShouldClose(now)) CloseRound();
     if (manager_->NeedsRebroadcast(now)) {
@@ -463,7 +479,8 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
                             {"updates_accepted", updates_accepted_},
                             {"updates_rejected", manager_->devices().rejected_total()},
                             {"database", options_.db}};
-  if (last_round_ && last_round_->test_accuracy) summary["test_accuracy"] = *last_round_->test_accuracy;
+  if (last_round_ && last_round_->test_accuracy)
+    summary["test_accuracy"] = *last_round_->test_accuracy;
   if (last_round_ && last_round_->test_loss) summary["test_loss"] = *last_round_->test_loss;
   return summary;
 }

@@ -113,15 +113,13 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(board_.metrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {
-    Json(res, board_.status());
-  });
+  s.Get("/v1/status",
+        [this](const httplib::Request&, httplib::Response& res) { Json(res, board_.status()); });
   s.Get("/v1/plan", [this](const httplib::Request&, httplib::Response& res) {
     Json(res, board_.status().value("plan", nlohmann::json::object()));
   });
-  s.Get("/v1/devices", [this](const httplib::Request&, httplib::Response& res) {
-    Json(res, board_.devices());
-  });
+  s.Get("/v1/devices",
+        [this](const httplib::Request&, httplib::Response& res) { Json(res, board_.devices()); });
   s.Get(R"(/v1/devices/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     const std::string id = req.matches[1];
     for (const auto& d : board_.devices()) {
@@ -137,7 +135,8 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
     limit = std::min<std::uint64_t>(limit, 1000);
     nlohmann::json rounds = nlohmann::json::array();
     try {
-      for (const RoundRecord& r : store_.ListRounds(run_id_, since, limit)) rounds.push_back(r.ToJson());
+      for (const RoundRecord& r : store_.ListRounds(run_id_, since, limit))
+        rounds.push_back(r.ToJson());
     } catch (const Error& e) {
       return JsonError(res, 500, e.what());
     }
@@ -204,7 +203,8 @@ void HttpApi::Start(const std::string& address) {
   } else {
     port_ = server_->bind_to_port(host, port) ? port : -1;
   }
-  if (port_ <= 0) throw Error("cannot serve HTTP on " + address + " (address in use or not local?)");
+  if (port_ <= 0)
+    throw Error("cannot serve HTTP on " + address + " (address in use or not local?)");
   thread_ = std::thread([this] { server_->listen_after_bind(); });
 }
 

@@ -8,10 +8,14 @@ namespace fedsgd {
 
 const char* ToString(RunPhase phase) {
   switch (phase) {
-    case RunPhase::kWaiting: return "waiting";
-    case RunPhase::kTraining: return "training";
-    case RunPhase::kAggregating: return "aggregating";
-    case RunPhase::kDone: return "done";
+    case RunPhase::kWaiting:
+      return "waiting";
+    case RunPhase::kTraining:
+      return "training";
+    case RunPhase::kAggregating:
+      return "aggregating";
+    case RunPhase::kDone:
+      return "done";
   }
   return "?";
 }
@@ -42,7 +46,8 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
     return wire::Reject{reason, std::move(detail)};
   };
   DeviceInfo* device = devices_.Touch(u.device, now);
-  if (!device) return refuse(RejectReason::kUnknownDevice, "device '" + u.device + "' has not joined");
+  if (!device)
+    return refuse(RejectReason::kUnknownDevice, "device '" + u.device + "' has not joined");
   if (!open_ || closing_) {
     return refuse(u.round <= version_ ? RejectReason::kStaleRound : RejectReason::kRoundClosed,
                   "no round is open (model version " + std::to_string(version_) + ")");
@@ -58,7 +63,8 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
                                                  std::to_string(version_));
   }
   if (accepted_.count(u.device)) {
-    return refuse(RejectReason::kDuplicate, "already sent an update for round " + std::to_string(u.round));
+    return refuse(RejectReason::kDuplicate,
+                  "already sent an update for round " + std::to_string(u.round));
   }
   if (u.payload.size() != params_.size()) {  // Decode checks this too; never trust one layer
     return refuse(RejectReason::kWrongSize, "payload size differs from the model");
@@ -105,7 +111,8 @@ std::size_t RoundManager::quorum_target() const {
     const DeviceInfo* d = devices_.Find(id);
     online += d && d->online;
   }
-  const auto target = static_cast<std::size_t>(std::ceil(settings_.quorum * static_cast<double>(online)));
+  const auto target =
+      static_cast<std::size_t>(std::ceil(settings_.quorum * static_cast<double>(online)));
   return std::max(target, settings_.min_updates);
 }
 
@@ -117,7 +124,8 @@ bool RoundManager::ShouldClose(double now) const {
 }
 
 bool RoundManager::NeedsRebroadcast(double now) {
-  if (!open_ || closing_ || now < deadline_ || accepted_.size() >= settings_.min_updates) return false;
+  if (!open_ || closing_ || now < deadline_ || accepted_.size() >= settings_.min_updates)
+    return false;
   deadline_ = now + settings_.round_timeout;
   return true;
 }
@@ -130,10 +138,12 @@ ClosedRound RoundManager::CloseRound(double unix_now) {
   aggregator_->Finish(mean);
   out.params = params_;
   const bool gradient = plan_.algorithm == Algorithm::kFedSgd;
-  const float step = static_cast<float>(gradient ? -plan_.sgd.lr * plan_.server_lr : plan_.server_lr);
+  const float step =
+      static_cast<float>(gradient ? -plan_.sgd.lr * plan_.server_lr : plan_.server_lr);
   for (std::size_t i = 0; i < mean.size(); ++i) out.params[i] += step * mean[i];
   RoundRecord& r = out.record;
-  r.aggregate_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.aggregate_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.run_id = run_id_;
   r.round = open_round();
   r.devices = contributions_;

@@ -101,11 +101,13 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
       throw Error("model " + arch.ToString() + " has " + std::to_string(arch.num_classes()) +
                   " classes but this device's data has " + std::to_string(shard_.num_classes));
     }
-    if (w.params.size() != arch.ParameterCount()) throw Error("the welcome's model has the wrong size");
+    if (w.params.size() != arch.ParameterCount())
+      throw Error("the welcome's model has the wrong size");
     plan_ = std::move(plan);
     plan_unusable_ = false;
   } catch (const Error& e) {
-    if (!plan_unusable_) Log(std::string("cannot take part in this run: ") + e.what(), LogLevel::kError);
+    if (!plan_unusable_)
+      Log(std::string("cannot take part in this run: ") + e.what(), LogLevel::kError);
     plan_unusable_ = true;
   }
   joined_ = true;
@@ -156,7 +158,8 @@ void DeviceClient::HandleModel(wire::Model& m, const char* via) {
     params_ = std::move(m.params);
   }
   if (m.final) {
-    if (!finished_) Log("run " + run_id_ + " finished at model version " + std::to_string(model_version_));
+    if (!finished_)
+      Log("run " + run_id_ + " finished at model version " + std::to_string(model_version_));
     finished_ = true;
     job_.reset();
     return;
@@ -172,8 +175,8 @@ void DeviceClient::HandleReply(std::vector<zmq::message_t>& frames) {
   const std::size_t expected = plan_ && joined_ ? params_.size() : 0;
   wire::DecodeResult d = wire::Decode(frames, wire::Limits{expected});
   if (!d.ok()) {
-    Log("dropped a bad message from the coordinator: " + std::string(wire::ToString(d.error().reason)) +
-        ": " + d.error().detail);
+    Log("dropped a bad message from the coordinator: " +
+        std::string(wire::ToString(d.error().reason)) + ": " + d.error().detail);
     return;
   }
   wire::Message& msg = d.message();
@@ -222,13 +225,14 @@ void DeviceClient::FinishTraining() {
   last_loss_ = r.loss;
   last_samples_per_second_ = r.samples_per_second;
   const std::size_t bytes = r.payload.size() * sizeof(float);
-  wire::Update u{options_.id, r.round,  r.model_version, r.samples, r.loss,
-                 r.kind,      r.seconds, std::move(r.payload)};
+  wire::Update u{options_.id, r.round, r.model_version, r.samples,
+                 r.loss,      r.kind,  r.seconds,       std::move(r.payload)};
   const bool sent = Send(std::move(u));
   if (sent) ++updates_sent_;
   Log("round " + std::to_string(r.round) + ": trained " + std::to_string(r.samples) + " samples" +
       Format(" in %.2f s (loss %.4f, %.0f samples/s), ", r.seconds, r.loss, r.samples_per_second) +
-      (sent ? "update sent (" + std::to_string(bytes) + " bytes)" : "update NOT sent (coordinator away)"));
+      (sent ? "update sent (" + std::to_string(bytes) + " bytes)"
+            : "update NOT sent (coordinator away)"));
 }
 
 int DeviceClient::Run(const std::atomic<bool>& stop) {
@@ -262,7 +266,8 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
     const double beat = heartbeat_ms_ / 1000.0;
     if (!joined_) {
       if (join_sent_at_ < 0 || now - join_sent_at_ > 1.0) {
-        if (Send(wire::Join{options_.id, threads_, shard_.size(), "fedsgd-daemon " FEDSGD_VERSION})) {
+        if (Send(wire::Join{options_.id, threads_, shard_.size(),
+                            "fedsgd-daemon " FEDSGD_VERSION})) {
           join_sent_at_ = now;
         }
       }

@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
     }
     return RunDaemon(options);
   } catch (const fedsgd::Error& e) {
-    std::cerr << fedsgd::LogPriority(fedsgd::LogLevel::kError) << "fedsgd-daemon: " << e.what() << "\n";
+    std::cerr << fedsgd::LogPriority(fedsgd::LogLevel::kError) << "fedsgd-daemon: " << e.what()
+              << "\n";
     return 1;
   }
 }

@@ -40,17 +40,19 @@ CLI::App* AddTrainCommand(CLI::App& app, TrainCommandOptions& o) {
       ->capture_default_str();
   cmd->add_option("--max-steps", o.max_steps, "Stop after this many mini-batches (0: no limit)")
       ->capture_default_str();
-  cmd->add_option("--batch", o.batch, "Mini-batch size")->capture_default_str()->check(
-      CLI::PositiveNumber);
-  cmd->add_option("--lr", o.lr, "Learning rate")->capture_default_str()->check(
-      CLI::PositiveNumber);
-  cmd->add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str()->check(
-      CLI::Range(0.0, 0.9999));
+  cmd->add_option("--batch", o.batch, "Mini-batch size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--lr", o.lr, "Learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--momentum", o.momentum, "SGD momentum")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.9999));
   cmd->add_option("--weight-decay", o.weight_decay, "L2 regularisation")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--l1", o.l1, "L1 regularisation")->capture_default_str()->check(
-      CLI::NonNegativeNumber);
+  cmd->add_option("--l1", o.l1, "L1 regularisation")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--lr-schedule", o.lr_schedule,
                   "constant, step:S:G, exp:G or inv:G[:P] (per mini-batch step)")
       ->capture_default_str();
@@ -93,8 +95,9 @@ void RunTrainCommand(const TrainCommandOptions& o, std::ostream& out, std::ostre
   const CsvOptions csv = CsvOptionsFor(o, arch);
 
   TrainOptions train;
-  train.threads = o.threads > 0 ? o.threads
-                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  train.threads = o.threads > 0
+                      ? o.threads
+                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   train.mode = ParseTrainMode(o.mode);
   train.batch = o.batch;
   train.epochs = o.epochs;
@@ -131,11 +134,10 @@ void RunTrainCommand(const TrainCommandOptions& o, std::ostream& out, std::ostre
   LocalTrainer trainer(train);
   const TrainStats stats = trainer.Train(model, data, [&](const EpochReport& e) {
     char line[160];
-    std::snprintf(line, sizeof line, "epoch %d: loss %.4f, %.2f s, %.0f samples/s", e.epoch,
-                  e.train_loss, e.seconds,
-                  e.seconds > 0 ? static_cast<double>(std::min(e.samples, data.size())) /
-                                      e.seconds
-                                : 0.0);
+    std::snprintf(
+        line, sizeof line, "epoch %d: loss %.4f, %.2f s, %.0f samples/s", e.epoch, e.train_loss,
+        e.seconds,
+        e.seconds > 0 ? static_cast<double>(std::min(e.samples, data.size())) / e.seconds : 0.0);
     log << line << std::endl;
   });
 

@@ -78,9 +78,10 @@ void TrainingJob::Work() {
       progress_.total_samples.store(data_.size());
       for (std::size_t begin = 0; begin < data_.size() && !cancel_.load(); begin += batch) {
         const int rows = static_cast<int>(std::min<std::size_t>(batch, data_.size() - begin));
-        loss += static_cast<double>(ForwardBackward(arch, global_.data(), data_.sample(begin),
-                                                    data_.y.data() + begin, rows, grad.data(), ws)) *
-                rows;
+        loss +=
+            static_cast<double>(ForwardBackward(arch, global_.data(), data_.sample(begin),
+                                                data_.y.data() + begin, rows, grad.data(), ws)) *
+            rows;
         for (std::size_t i = 0; i < grad.size(); ++i) sum[i] += static_cast<double>(grad[i]) * rows;
         progress_.samples.fetch_add(static_cast<std::uint64_t>(rows));
       }

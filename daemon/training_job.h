@@ -38,9 +38,8 @@ struct TrainingResult {
 class TrainingJob {
  public:
   // `data` must outlive the job. threads/mode are the device's own settings.
-  TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global,
-              std::uint64_t round, std::uint64_t model_version, int threads, TrainMode mode,
-              std::uint64_t seed);
+  TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global, std::uint64_t round,
+              std::uint64_t model_version, int threads, TrainMode mode, std::uint64_t seed);
   ~TrainingJob();  // cancels and joins
   TrainingJob(const TrainingJob&) = delete;
   TrainingJob& operator=(const TrainingJob&) = delete;

@@ -78,7 +78,8 @@ std::vector<std::size_t> IdxDims(const std::string& path, const std::string& d, 
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The file `name` or `name.gz` in dir, whichever exists.
@@ -179,8 +180,9 @@ Dataset LoadCsv(const std::string& path, const CsvOptions& options) {
       }
       const int lc = options.label_column;
       if (lc < -1 || lc >= static_cast<int>(columns)) {
-        throw Error(path + ": label column " + std::to_string(lc) + " does not exist (the file has " +
-                    std::to_string(columns) + " columns, numbered from 0)");
+        throw Error(path + ": label column " + std::to_string(lc) +
+                    " does not exist (the file has " + std::to_string(columns) +
+                    " columns, numbered from 0)");
       }
       d.num_features = static_cast<int>(columns - 1);
     } else if (row.size() != columns) {
@@ -230,7 +232,8 @@ Dataset LoadDataset(const std::string& path, Split split, const CsvOptions& csv)
       EndsWith(name, ".txt.gz")) {
     return LoadCsv(path, csv);
   }
-  throw Error(path + ": unknown data format (expected a directory of IDX files, an "
+  throw Error(path +
+              ": unknown data format (expected a directory of IDX files, an "
               "*images-idx3* file, or a .csv / .csv.gz file)");
 }
 

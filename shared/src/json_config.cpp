@@ -5,8 +5,7 @@
 
 namespace fedsgd {
 
-std::string JsonConfig::to_config(const CLI::App* app, bool default_also, bool,
-                                  std::string) const {
+std::string JsonConfig::to_config(const CLI::App* app, bool default_also, bool, std::string) const {
   nlohmann::json j = nlohmann::json::object();
   for (const CLI::Option* opt : app->get_options({})) {
     if (opt->get_lnames().empty() || !opt->get_configurable()) continue;
@@ -61,7 +60,8 @@ std::vector<CLI::ConfigItem> JsonConfig::from_config(std::istream& input) const 
 CLI::Option* AddJsonConfig(CLI::App& app) {
   app.config_formatter(std::make_shared<JsonConfig>());
   app.allow_config_extras(CLI::config_extras_mode::error);
-  return app.set_config("--config", "", "JSON config file: {\"flag-name\": value, ...}; flags "
+  return app.set_config("--config", "",
+                        "JSON config file: {\"flag-name\": value, ...}; flags "
                         "given on the command line win");
 }
 

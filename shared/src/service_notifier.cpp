@@ -34,9 +34,12 @@ const char* LogPriority(LogLevel level) {
   static const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
   if (!journal) return "";
   switch (level) {
-    case LogLevel::kError: return "<3>";
-    case LogLevel::kWarning: return "<4>";
-    case LogLevel::kInfo: return "<6>";
+    case LogLevel::kError:
+      return "<3>";
+    case LogLevel::kWarning:
+      return "<4>";
+    case LogLevel::kInfo:
+      return "<6>";
   }
   return "";
 }

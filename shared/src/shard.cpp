@@ -34,7 +34,8 @@ std::vector<std::size_t> Shuffled(std::size_t n, std::mt19937_64& rng) {
 // Part i of n equal parts of v (the first n % size parts one longer).
 std::vector<std::size_t> Part(const std::vector<std::size_t>& v, int i, int n) {
   const std::size_t begin = v.size() * i / n, end = v.size() * (i + 1) / n;
-  return {v.begin() + static_cast<std::ptrdiff_t>(begin), v.begin() + static_cast<std::ptrdiff_t>(end)};
+  return {v.begin() + static_cast<std::ptrdiff_t>(begin),
+          v.begin() + static_cast<std::ptrdiff_t>(end)};
 }
 
 }  // namespace
@@ -67,8 +68,10 @@ ShardSpec ShardSpec::Parse(std::string_view text) {
 
 std::string ShardSpec::ToString() const {
   switch (kind) {
-    case Kind::kIid: return "iid";
-    case Kind::kLabels: return "labels:" + std::to_string(labels_per_shard);
+    case Kind::kIid:
+      return "iid";
+    case Kind::kLabels:
+      return "labels:" + std::to_string(labels_per_shard);
     case Kind::kDirichlet: {
       char buf[48];
       std::snprintf(buf, sizeof buf, "dirichlet:%g", alpha);
@@ -90,7 +93,8 @@ ShardIndex ShardIndex::Parse(std::string_view text) {
          rb.ptr == b.data() + b.size() && s.count >= 1 && s.index >= 0 && s.index < s.count;
   }
   if (!ok) {
-    throw Error("invalid shard '" + std::string(text) + "' (expected i/n with 0 <= i < n, e.g. 0/4)");
+    throw Error("invalid shard '" + std::string(text) +
+                "' (expected i/n with 0 <= i < n, e.g. 0/4)");
   }
   return s;
 }
@@ -99,8 +103,8 @@ std::vector<std::size_t> MakeShard(const Dataset& data, ShardIndex shard, const 
                                    std::uint64_t seed) {
   const int n = shard.count, i = shard.index;
   if (static_cast<std::size_t>(n) > data.size()) {
-    throw Error("cannot cut " + std::to_string(data.size()) + " samples into " +
-                std::to_string(n) + " shards");
+    throw Error("cannot cut " + std::to_string(data.size()) + " samples into " + std::to_string(n) +
+                " shards");
   }
   std::mt19937_64 rng(seed);
   switch (spec.kind) {
@@ -108,7 +112,8 @@ std::vector<std::size_t> MakeShard(const Dataset& data, ShardIndex shard, const 
       return Part(Shuffled(data.size(), rng), i, n);
 
     case ShardSpec::Kind::kLabels: {
-      if (data.num_classes == 0) throw Error("labels:K shards need class labels, not regression data");
+      if (data.num_classes == 0)
+        throw Error("labels:K shards need class labels, not regression data");
       // McMahan et al. 2017: sort by label, cut into n*K pieces, deal K
       // random pieces to each shard.
       std::vector<std::size_t> order = Shuffled(data.size(), rng);
@@ -123,7 +128,8 @@ std::vector<std::size_t> MakeShard(const Dataset& data, ShardIndex shard, const 
       std::vector<std::size_t> piece_order = Shuffled(static_cast<std::size_t>(pieces), rng);
       std::vector<std::size_t> out;
       for (int k = 0; k < spec.labels_per_shard; ++k) {
-        const int piece = static_cast<int>(piece_order[static_cast<std::size_t>(i * spec.labels_per_shard + k)]);
+        const int piece =
+            static_cast<int>(piece_order[static_cast<std::size_t>(i * spec.labels_per_shard + k)]);
         const std::vector<std::size_t> part = Part(order, piece, pieces);
         out.insert(out.end(), part.begin(), part.end());
       }
@@ -132,7 +138,8 @@ std::vector<std::size_t> MakeShard(const Dataset& data, ShardIndex shard, const 
     }
 
     case ShardSpec::Kind::kDirichlet: {
-      if (data.num_classes == 0) throw Error("dirichlet shards need class labels, not regression data");
+      if (data.num_classes == 0)
+        throw Error("dirichlet shards need class labels, not regression data");
       std::vector<std::vector<std::size_t>> by_class(data.num_classes);
       for (std::size_t s : Shuffled(data.size(), rng)) {
         by_class[static_cast<std::size_t>(data.y[s])].push_back(s);
@@ -151,8 +158,10 @@ std::vector<std::size_t> MakeShard(const Dataset& data, ShardIndex shard, const 
         double before = 0;
         for (int k = 0; k < i; ++k) before += p[k];
         const std::size_t m = members.size();
-        const auto begin = static_cast<std::size_t>(std::llround(before / total * static_cast<double>(m)));
-        const auto end = static_cast<std::size_t>(std::llround((before + p[i]) / total * static_cast<double>(m)));
+        const auto begin =
+            static_cast<std::size_t>(std::llround(before / total * static_cast<double>(m)));
+        const auto end = static_cast<std::size_t>(
+            std::llround((before + p[i]) / total * static_cast<double>(m)));
         out.insert(out.end(), members.begin() + static_cast<std::ptrdiff_t>(begin),
                    members.begin() + static_cast<std::ptrdiff_t>(std::min(end, m)));
       }

@@ -149,8 +149,7 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       const float loss =
           ForwardBackward(run.arch, buf.weights.data(), buf.x.data(), buf.y.data(), rows,
                           buf.grad.data(), buf.workspace, dropout ? &rngs[t] : nullptr);
-      const auto lr =
-          static_cast<float>(run.opt.sgd.schedule.Rate(run.opt.sgd.lr, first_step + b));
+      const auto lr = static_cast<float>(run.opt.sgd.schedule.Rate(run.opt.sgd.lr, first_step + b));
       SgdStepShared(shared, buf.grad.data(), shared_velocity, count, lr, run.opt.sgd);
       r.loss_sum += loss;
       r.batches += 1;
@@ -189,8 +188,8 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
   std::vector<float> losses(threads, 0.0f);
   std::vector<std::size_t> rows(threads, 0);
   EpochResult total;
-  long step = 0;       // written only in the barrier's completion step
-  bool stop = false;   // likewise
+  long step = 0;      // written only in the barrier's completion step
+  bool stop = false;  // likewise
 
   // Runs once per phase with every thread waiting: a safe place for the
   // bookkeeping that all threads then read.
@@ -282,9 +281,10 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
   const std::size_t n = data.size();
   const std::size_t batch = static_cast<std::size_t>(opt.batch);
   RunPlan run{model.arch, data, opt, stop, progress, (n + batch - 1) / batch, 0};
-  run.total_steps = opt.epochs > 0
-                        ? static_cast<long>(std::ceil(opt.epochs * static_cast<double>(run.steps_per_epoch)))
-                        : std::numeric_limits<long>::max();
+  run.total_steps =
+      opt.epochs > 0
+          ? static_cast<long>(std::ceil(opt.epochs * static_cast<double>(run.steps_per_epoch)))
+          : std::numeric_limits<long>::max();
   if (opt.max_steps > 0) run.total_steps = std::min(run.total_steps, opt.max_steps);
   if (progress) {
     double planned = static_cast<double>(run.total_steps) * static_cast<double>(batch);
@@ -294,9 +294,8 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
   }
 
   const int threads = opt.threads;
-  const int max_rows = opt.mode == TrainMode::kSync
-                           ? static_cast<int>((batch + threads - 1) / threads)
-                           : opt.batch;
+  const int max_rows =
+      opt.mode == TrainMode::kSync ? static_cast<int>((batch + threads - 1) / threads) : opt.batch;
   std::vector<ThreadBuffers> buffers;
   buffers.reserve(threads);
   std::vector<std::mt19937_64> rngs;
@@ -330,8 +329,8 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
     stats.samples += r.samples;
     if (r.batches > 0) stats.train_loss = r.loss_sum / static_cast<double>(r.batches);
     if (on_epoch && r.batches > 0) {
-      on_epoch(EpochReport{stats.epochs, stats.train_loss, SecondsSince(epoch_start),
-                           stats.samples});
+      on_epoch(
+          EpochReport{stats.epochs, stats.train_loss, SecondsSince(epoch_start), stats.samples});
     }
     if (r.stopped) {
       stats.stopped = true;

@@ -20,8 +20,8 @@ constexpr std::size_t kMaxString = 256;
 constexpr std::size_t kMaxDeviceId = 64;
 
 constexpr std::string_view kReasonNames[kRejectReasonCount] = {
-    "malformed",      "bad_version", "unknown_kind", "bad_field",  "wrong_size",   "non_finite",
-    "oversize",       "unknown_device", "stale_round", "round_closed", "duplicate", "not_selected"};
+    "malformed", "bad_version",    "unknown_kind", "bad_field",    "wrong_size", "non_finite",
+    "oversize",  "unknown_device", "stale_round",  "round_closed", "duplicate",  "not_selected"};
 
 // Field readers: each returns an error text for the field or "" when fine.
 struct Reader {
@@ -62,7 +62,8 @@ struct Reader {
   }
   int Int(const char* key, int lo, int hi) {
     const std::uint64_t v = Uint(key);
-    if (error.empty() && (v < static_cast<std::uint64_t>(lo) || v > static_cast<std::uint64_t>(hi))) {
+    if (error.empty() &&
+        (v < static_cast<std::uint64_t>(lo) || v > static_cast<std::uint64_t>(hi))) {
       Fail(std::string("field '") + key + "' is out of range");
     }
     return static_cast<int>(v);
@@ -141,7 +142,8 @@ std::optional<DecodeError> ReadTensor(const zmq::message_t& frame, const Limits&
   if (probe != 0.0f) {
     std::size_t at = 0;
     while (at < count && std::isfinite(out[at])) ++at;
-    return DecodeError{RejectReason::kNonFinite, "tensor value " + std::to_string(at) + " is not finite"};
+    return DecodeError{RejectReason::kNonFinite,
+                       "tensor value " + std::to_string(at) + " is not finite"};
   }
   return std::nullopt;
 }
@@ -153,9 +155,7 @@ bool HasTensor(const Message& m) {
 
 }  // namespace
 
-std::string_view ToString(RejectReason reason) {
-  return kReasonNames[static_cast<int>(reason)];
-}
+std::string_view ToString(RejectReason reason) { return kReasonNames[static_cast<int>(reason)]; }
 
 std::optional<RejectReason> ParseRejectReason(std::string_view name) {
   for (int i = 0; i < kRejectReasonCount; ++i) {
@@ -235,7 +235,8 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
     return DecodeResult{DecodeError{r, std::move(detail)}};
   };
   if (frames.empty() || frames.size() > 2) {
-    return fail(RejectReason::kMalformed, "expected 1 or 2 frames, got " + std::to_string(frames.size()));
+    return fail(RejectReason::kMalformed,
+                "expected 1 or 2 frames, got " + std::to_string(frames.size()));
   }
   if (frames[0].size() > kMaxHeaderBytes) return fail(RejectReason::kOversize, "header too large");
   const auto* bytes = static_cast<const std::uint8_t*>(frames[0].data());
@@ -255,7 +256,8 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
   }
   const auto v = h.find("v");
   if (v == h.end() || !v->is_number_unsigned() || v->get<std::uint64_t>() != kProtocolVersion) {
-    return fail(RejectReason::kBadVersion, "protocol version must be " + std::to_string(kProtocolVersion));
+    return fail(RejectReason::kBadVersion,
+                "protocol version must be " + std::to_string(kProtocolVersion));
   }
   const auto k = h.find("kind");
   if (k == h.end() || !k->is_string()) return fail(RejectReason::kBadField, "missing field 'kind'");
@@ -278,7 +280,8 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
     w.heartbeat_ms = r.Int("heartbeat_ms", 10, 3600 * 1000);
     message = std::move(w);
   } else if (kind == "heartbeat") {
-    Heartbeat b{r.Device(), r.String("state", 16), r.Uint("round"), r.Double("samples_per_second"),
+    Heartbeat b{r.Device(),       r.String("state", 16),
+                r.Uint("round"),  r.Double("samples_per_second"),
                 r.Double("loss"), r.Double("progress")};
     if (r.error.empty() && b.state != "idle" && b.state != "training" && b.state != "sending") {
       r.Fail("field 'state' must be idle, training or sending");
@@ -287,7 +290,8 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
   } else if (kind == "fetch_model") {
     message = FetchModel{r.Device()};
   } else if (kind == "model") {
-    message = Model{r.String("run_id"), r.Uint("model_version"), r.Uint("round"), r.Bool("final"), {}};
+    message =
+        Model{r.String("run_id"), r.Uint("model_version"), r.Uint("round"), r.Bool("final"), {}};
   } else if (kind == "update") {
     Update u;
     u.device = r.Device();
@@ -316,7 +320,8 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
 
   const bool tensor = HasTensor(message);
   if (frames.size() != (tensor ? 2u : 1u)) {
-    return fail(RejectReason::kMalformed, kind + (tensor ? " needs a tensor frame" : " takes no tensor frame"));
+    return fail(RejectReason::kMalformed,
+                kind + (tensor ? " needs a tensor frame" : " takes no tensor frame"));
   }
   if (tensor) {
     std::vector<float>* out = nullptr;
@@ -348,7 +353,8 @@ bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_
 
 bool ValidDeviceId(std::string_view id) {
   return !id.empty() && id.size() <= kMaxDeviceId &&
-         id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+         id.find_first_not_of(
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
              std::string_view::npos;
 }
 
@@ -370,7 +376,8 @@ void CheckEndpoint(const std::string& endpoint, bool for_bind) {
   int p = 0;
   const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
   const bool wildcard_port = for_bind && port == "*";
-  if (!wildcard_port && (ec != std::errc() || end != port.data() + port.size() || p < 1 || p > 65535)) {
+  if (!wildcard_port &&
+      (ec != std::errc() || end != port.data() + port.size() || p < 1 || p > 65535)) {
     bad("port must be 1-65535");
   }
 }

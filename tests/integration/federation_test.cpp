@@ -38,7 +38,8 @@ constexpr const char* kModel = "mlp:784-32-10";
 class FederationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(kData)) GTEST_SKIP() << kData << " is missing (scripts/install-deps.sh installs it)";
+    if (!fs::exists(kData))
+      GTEST_SKIP() << kData << " is missing (scripts/install-deps.sh installs it)";
     dir_ = fs::temp_directory_path() /
            ("fedsgd_it_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -64,23 +65,37 @@ class FederationTest : public ::testing::Test {
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
 
   std::unique_ptr<Process> Coordinator(const std::string& tag, std::vector<std::string> extra) {
-    std::vector<std::string> args = {
-        FEDSGD_COORDINATOR_BIN, "--listen", "tcp://127.0.0.1:" + std::to_string(listen_),
-        "--publish", "tcp://127.0.0.1:" + std::to_string(publish_), "--http",
-        "127.0.0.1:" + std::to_string(http_), "--db", db(), "--model", kModel,
-        "--local-steps", "60", "--batch", "32", "--lr", "0.1", "--heartbeat-ms", "200",
-        "--eval-data", kData};
+    std::vector<std::string> args = {FEDSGD_COORDINATOR_BIN,
+                                     "--listen",
+                                     "tcp://127.0.0.1:" + std::to_string(listen_),
+                                     "--publish",
+                                     "tcp://127.0.0.1:" + std::to_string(publish_),
+                                     "--http",
+                                     "127.0.0.1:" + std::to_string(http_),
+                                     "--db",
+                                     db(),
+                                     "--model",
+                                     kModel,
+                                     "--local-steps",
+                                     "60",
+                                     "--batch",
+                                     "32",
+                                     "--lr",
+                                     "0.1",
+                                     "--heartbeat-ms",
+                                     "200",
+                                     "--eval-data",
+                                     kData};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(args, Path(tag + ".out"), Path(tag + ".log"));
   }
 
   std::unique_ptr<Process> Daemon(int i, int n) {
     return std::make_unique<Process>(
-        std::vector<std::string>{FEDSGD_DAEMON_BIN, "--coordinator",
-                                 "tcp://127.0.0.1:" + std::to_string(listen_), "--id",
-                                 "dev" + std::to_string(i), "--data", kData, "--shard",
-                                 std::to_string(i) + "/" + std::to_string(n), "--threads", "1",
-                                 "--exit-when-done"},
+        std::vector<std::string>{
+            FEDSGD_DAEMON_BIN, "--coordinator", "tcp://127.0.0.1:" + std::to_string(listen_),
+            "--id", "dev" + std::to_string(i), "--data", kData, "--shard",
+            std::to_string(i) + "/" + std::to_string(n), "--threads", "1", "--exit-when-done"},
         Path("dev" + std::to_string(i) + ".out"), Path("dev" + std::to_string(i) + ".log"));
   }
 
@@ -205,15 +220,18 @@ TEST_F(FederationTest, DaemonKilledMidRoundTheRoundClosesWithTheOthers) {
   auto coordinator = Coordinator(
       "coordinator", {"--rounds", "100000", "--min-devices", "2", "--round-timeout", "8"});
   auto d0 = Daemon(0, 3), d1 = Daemon(1, 3), d2 = Daemon(2, 3);
-  ASSERT_TRUE(WaitFor([&] {
-    const nlohmann::json s = Get("/v1/status");
-    return s.is_object() && s.value("devices_online", 0) == 3 && s.value("round", 0) >= 1;
-  }, 60s)) << coordinator->Stderr();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const nlohmann::json s = Get("/v1/status");
+        return s.is_object() && s.value("devices_online", 0) == 3 && s.value("round", 0) >= 1;
+      },
+      60s))
+      << coordinator->Stderr();
   // A round is always open now (the next opens as the last commits), and
   // dev2 is one of its participants, or of the next one if it already sent.
   d2->Signal(SIGKILL);
-  ASSERT_TRUE(WaitFor([&] { return coordinator->Stderr().find("dev2 went silent") != std::string::npos; },
-                      20s));
+  ASSERT_TRUE(WaitFor(
+      [&] { return coordinator->Stderr().find("dev2 went silent") != std::string::npos; }, 20s));
   auto store = CheckpointStore::Open(db(), /*read_only=*/true);
   const std::uint64_t silent_at = store->LatestRound(1);
   ASSERT_TRUE(WaitFor([&] { return store->LatestRound(1) >= silent_at + 2; }, 30s))
@@ -244,7 +262,8 @@ class RawPeer {
   }
   void SendFrames(std::vector<zmq::message_t> frames) {
     for (std::size_t i = 0; i < frames.size(); ++i) {
-      socket_.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      socket_.send(frames[i],
+                   i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
   }
   // The reply, decoded; nullopt when none came within the timeout.
@@ -290,7 +309,8 @@ TEST_F(FederationTest, HostileMessagesNeverCrashOrTouchTheModel) {
 
   auto update = [&](std::string device, std::uint64_t round, std::vector<float> payload,
                     std::string kind = "delta") {
-    return wire::Update{std::move(device), round, 0, 100, 0.5, std::move(kind), 1.0, std::move(payload)};
+    return wire::Update{std::move(device), round, 0, 100, 0.5, std::move(kind), 1.0,
+                        std::move(payload)};
   };
   EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 1, std::vector<float>(10, 1.0f)))),
             wire::RejectReason::kWrongSize);
@@ -309,7 +329,8 @@ TEST_F(FederationTest, HostileMessagesNeverCrashOrTouchTheModel) {
             wire::RejectReason::kBadField);
   EXPECT_EQ(ReasonOf(peer.Ask(wire::Ack{1, 0, "not a request"})), wire::RejectReason::kUnknownKind);
   // Larger than ZMQ_MAXMSGSIZE: libzmq drops it (and the connection) unread.
-  std::vector<zmq::message_t> huge = wire::Encode(update("mallory", 1, std::vector<float>(n + 100000, 1.0f)));
+  std::vector<zmq::message_t> huge =
+      wire::Encode(update("mallory", 1, std::vector<float>(n + 100000, 1.0f)));
   peer.SendFrames(std::move(huge));
   EXPECT_FALSE(peer.Reply(1000ms)) << "an oversize message was answered";
 
@@ -438,9 +459,8 @@ TEST_F(FederationTest, MonitoringMetricsModelDownloadAndDashboard) {
   const auto download = client.Get("/v1/model?format=npy&round=2");
   ASSERT_TRUE(download && download->status == 200);
   std::ofstream(npy, std::ios::binary) << download->body;
-  const auto [np_rc, np_out] = Shell(
-      "/usr/bin/python3 -c \"import numpy; a = numpy.load('" + npy +
-      "'); print(a.dtype, a.shape[0])\"");
+  const auto [np_rc, np_out] = Shell("/usr/bin/python3 -c \"import numpy; a = numpy.load('" + npy +
+                                     "'); print(a.dtype, a.shape[0])\"");
   EXPECT_EQ(np_rc, 0) << np_out;
   EXPECT_NE(np_out.find("float32 " + std::to_string(Architecture::Parse(kModel).ParameterCount())),
             std::string::npos)
@@ -471,7 +491,8 @@ TEST_F(FederationTest, MonitoringMetricsModelDownloadAndDashboard) {
       Shell("timeout 90 /usr/bin/chromium " + flags + "--user-data-dir=" + Path("chrome1") +
             " --dump-dom " + base + "/");
   ASSERT_EQ(dom_rc, 0) << dom.substr(0, 2000);
-  EXPECT_NE(dom.find("data-loaded=\"true\""), std::string::npos) << "the page's script did not finish";
+  EXPECT_NE(dom.find("data-loaded=\"true\""), std::string::npos)
+      << "the page's script did not finish";
   EXPECT_GE(Count(dom, "class=\"point test_accuracy\""), 3u);
   EXPECT_EQ(Count(dom, "<tr class=\"device\""), 2u);
   EXPECT_NE(dom.find("data-id=\"dev0\""), std::string::npos);

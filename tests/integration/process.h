@@ -3,11 +3,11 @@
 // kills what is still running, so a failed test leaves nothing behind.
 #pragma once
 
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>

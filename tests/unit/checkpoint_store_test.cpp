@@ -66,7 +66,8 @@ TEST_F(CheckpointStoreTest, CommitsAndResumesBitIdentical) {
     EXPECT_FALSE(s.resumed);
     EXPECT_EQ(s.round, 0u);
     run = s.run_id;
-    for (std::uint64_t r = 1; r <= 3; ++r) store->CommitRound(Record(run, r), Params(0.1f * static_cast<float>(r)));
+    for (std::uint64_t r = 1; r <= 3; ++r)
+      store->CommitRound(Record(run, r), Params(0.1f * static_cast<float>(r)));
   }
   auto store = CheckpointStore::Open(path_);
   RunState s = store->StartRun(plan_, Params(0.0f), false);
@@ -142,11 +143,10 @@ TEST_F(CheckpointStoreTest, RefusesFilesThatAreNotOurs) {
 
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir_ / "foreign.db").c_str(), &db), SQLITE_OK);
-  sqlite3_exec(db, "CREATE TABLE invoices (id INTEGER); INSERT INTO invoices VALUES (1);",
-               nullptr, nullptr, nullptr);
+  sqlite3_exec(db, "CREATE TABLE invoices (id INTEGER); INSERT INTO invoices VALUES (1);", nullptr,
+               nullptr, nullptr);
   sqlite3_close(db);
-  EXPECT_NE(ErrorOf((dir_ / "foreign.db").string()).find("another application"),
-            std::string::npos);
+  EXPECT_NE(ErrorOf((dir_ / "foreign.db").string()).find("another application"), std::string::npos);
 }
 
 TEST_F(CheckpointStoreTest, DetectsACorruptedPage) {
@@ -196,7 +196,8 @@ TEST_F(CheckpointStoreTest, KilledWriterLosesAtMostTheRoundInFlight) {
   if (child == 0) {
     auto store = CheckpointStore::Open(path_);
     const auto run = store->StartRun(plan_, Params(0), false).run_id;
-    for (std::uint64_t r = 1;; ++r) store->CommitRound(Record(run, r), Params(static_cast<float>(r)));
+    for (std::uint64_t r = 1;; ++r)
+      store->CommitRound(Record(run, r), Params(static_cast<float>(r)));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   kill(child, SIGKILL);

@@ -73,7 +73,8 @@ TEST(TrainingJobTest, FedAvgDeltaLowersTheLoss) {
   std::vector<float> after = global.params;
   for (std::size_t i = 0; i < after.size(); ++i) after[i] += r.payload[i];
   const Architecture arch = plan.architecture();
-  EXPECT_LT(Evaluate(arch, after.data(), data).loss, Evaluate(arch, global.params.data(), data).loss);
+  EXPECT_LT(Evaluate(arch, after.data(), data).loss,
+            Evaluate(arch, global.params.data(), data).loss);
   EXPECT_GT(r.samples_per_second, 0);
 }
 

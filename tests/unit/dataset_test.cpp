@@ -1,5 +1,7 @@
 // Loaders (IDX and CSV, plain and gzip), their error messages, scaling, and
 // shards (iid, labels:K, dirichlet) on synthetic and on real data.
+#include "fedsgd/dataset.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -8,7 +10,6 @@
 #include <fstream>
 #include <set>
 
-#include "fedsgd/dataset.h"
 #include "fedsgd/error.h"
 #include "fedsgd/shard.h"
 
@@ -92,15 +93,19 @@ TEST_F(DatasetTest, FindsTheStandardFilesInADirectory) {
 
 TEST_F(DatasetTest, IdxErrorsNameTheFile) {
   const std::string labels = Write("l", Labels(4));
-  EXPECT_NE(ErrorOf([&] { LoadIdx(Write("bad-magic", "\x00\x00\x09\x03" + Images(4).substr(4)), labels); })
-                .find("bad-magic: not an IDX file"),
+  EXPECT_NE(ErrorOf([&] {
+              LoadIdx(Write("bad-magic", "\x00\x00\x09\x03" + Images(4).substr(4)), labels);
+            }).find("bad-magic: not an IDX file"),
             std::string::npos);
   const std::string truncated = Images(4).substr(0, 30);
-  EXPECT_NE(ErrorOf([&] { LoadIdx(Write("short", truncated), labels); }).find("short: the header promises"),
+  EXPECT_NE(ErrorOf([&] {
+              LoadIdx(Write("short", truncated), labels);
+            }).find("short: the header promises"),
             std::string::npos);
   EXPECT_NE(ErrorOf([&] { LoadIdx(Write("five", Images(5)), labels); }).find("5 images"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadIdx(Write("nope", ""), labels); }).find("too short"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { LoadIdx(Write("nope", ""), labels); }).find("too short"),
+            std::string::npos);
   EXPECT_NE(ErrorOf([&] { LoadIdx((dir_ / "missing").string(), labels); }).find("no such file"),
             std::string::npos);
   // A gzip stream cut in half.
@@ -135,22 +140,32 @@ TEST_F(DatasetTest, ReadsCsvWithLabelColumnAndHeader) {
 }
 
 TEST_F(DatasetTest, CsvErrorsNameFileLineAndColumn) {
-  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("a.csv", "1,2,0\n1,abc,1\n")); }).find("a.csv:2:2: expected a number, found \"abc\""),
+  EXPECT_NE(ErrorOf([&] {
+              LoadCsv(Write("a.csv", "1,2,0\n1,abc,1\n"));
+            }).find("a.csv:2:2: expected a number, found \"abc\""),
             std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("b.csv", "1,2,0\n1,2\n")); }).find("b.csv:2: expected 3 columns"),
-            std::string::npos);
+  EXPECT_NE(
+      ErrorOf([&] { LoadCsv(Write("b.csv", "1,2,0\n1,2\n")); }).find("b.csv:2: expected 3 columns"),
+      std::string::npos);
   EXPECT_NE(ErrorOf([&] { LoadCsv(Write("c.csv", "1,2,0.5\n")); }).find("c.csv:1:3: a class label"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("d.csv", "1,2,-1\n")); }).find("class label"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("e.csv", "")); }).find("e.csv: no data rows"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("f.csv", "1,2,0\n\n1,2,0\n")); }).find("f.csv:2: empty line"),
+  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("d.csv", "1,2,-1\n")); }).find("class label"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("g.csv", "1,,0\n")); }).find("g.csv:1:2"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("h.csv", "1,nan,0\n")); }).find("h.csv:1:2"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("i.csv", "1,2,0\n"), CsvOptions{7}); }).find("label column 7"),
+  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("e.csv", "")); }).find("e.csv: no data rows"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([&] { LoadDataset(Write("j.dat", "x"), Split::kTrain); }).find("unknown data format"),
+  EXPECT_NE(
+      ErrorOf([&] { LoadCsv(Write("f.csv", "1,2,0\n\n1,2,0\n")); }).find("f.csv:2: empty line"),
+      std::string::npos);
+  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("g.csv", "1,,0\n")); }).find("g.csv:1:2"),
             std::string::npos);
+  EXPECT_NE(ErrorOf([&] { LoadCsv(Write("h.csv", "1,nan,0\n")); }).find("h.csv:1:2"),
+            std::string::npos);
+  EXPECT_NE(
+      ErrorOf([&] { LoadCsv(Write("i.csv", "1,2,0\n"), CsvOptions{7}); }).find("label column 7"),
+      std::string::npos);
+  EXPECT_NE(
+      ErrorOf([&] { LoadDataset(Write("j.dat", "x"), Split::kTrain); }).find("unknown data format"),
+      std::string::npos);
 }
 
 TEST_F(DatasetTest, StandardizerFitsAndApplies) {
@@ -201,7 +216,8 @@ TEST(ShardTest, LabelsKLimitsTheClassesPerShard) {
   const Dataset d = Labelled(1000, 10);
   for (int i = 0; i < 5; ++i) {
     std::set<float> classes;
-    for (std::size_t s : MakeShard(d, {i, 5}, ShardSpec::Parse("labels:2"), 3)) classes.insert(d.y[s]);
+    for (std::size_t s : MakeShard(d, {i, 5}, ShardSpec::Parse("labels:2"), 3))
+      classes.insert(d.y[s]);
     EXPECT_LE(classes.size(), 2u) << "shard " << i;
   }
 }
@@ -247,7 +263,8 @@ TEST(ShardTest, RefusesBadSpecs) {
 
 TEST(DatasetRealTest, FashionMnistFromTheDebianPackage) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
-  if (!fs::exists(dir)) GTEST_SKIP() << dir << " is not installed (scripts/install-deps.sh does that)";
+  if (!fs::exists(dir))
+    GTEST_SKIP() << dir << " is not installed (scripts/install-deps.sh does that)";
   const Dataset train = LoadDataset(dir, Split::kTrain);
   const Dataset test = LoadDataset(dir, Split::kTest);
   EXPECT_EQ(train.size(), 60000u);

@@ -46,7 +46,8 @@ class HttpApiTest : public ::testing::Test {
     for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(path_ + suffix);
   }
   httplib::Client Start(const std::string& token = "") {
-    api_ = std::make_unique<HttpApi>(board_, *store_, run_, Architecture::Parse("softmax:2-2"), token);
+    api_ =
+        std::make_unique<HttpApi>(board_, *store_, run_, Architecture::Parse("softmax:2-2"), token);
     api_->Start("127.0.0.1:0");
     httplib::Client c("127.0.0.1", api_->port());
     c.set_read_timeout(5, 0);
@@ -131,7 +132,8 @@ TEST_F(HttpApiTest, ModelAsNpy) {
   const std::string& b = r->body;
   ASSERT_GE(b.size(), 10u);
   EXPECT_EQ(b.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
-  const std::size_t header = static_cast<unsigned char>(b[8]) | (static_cast<unsigned char>(b[9]) << 8);
+  const std::size_t header =
+      static_cast<unsigned char>(b[8]) | (static_cast<unsigned char>(b[9]) << 8);
   EXPECT_EQ((10 + header) % 64, 0u);
   EXPECT_NE(b.find("'descr': '<f4'"), std::string::npos);
   EXPECT_NE(b.find("'shape': (6,)"), std::string::npos);

@@ -155,8 +155,9 @@ TEST(TrainerTest, ReportsEveryEpoch) {
   const Dataset data = Blobs(100, 4, 7);
   Model model = Model::Create(Architecture::Parse("softmax:4-3"), 1);
   std::vector<EpochReport> reports;
-  LocalTrainer(Options(TrainMode::kHogwild, 2))
-      .Train(model, data, [&](const EpochReport& r) { reports.push_back(r); });
+  LocalTrainer(Options(TrainMode::kHogwild, 2)).Train(model, data, [&](const EpochReport& r) {
+    reports.push_back(r);
+  });
   ASSERT_EQ(reports.size(), 3u);
   EXPECT_EQ(reports[2].epoch, 3);
   EXPECT_EQ(reports[2].samples, 300u);

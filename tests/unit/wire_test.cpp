@@ -56,8 +56,8 @@ TEST(WireTest, EveryKindRoundTrips) {
   EXPECT_EQ(j.samples, 15000u);
   EXPECT_EQ(j.software, "fedsgd 0.1");
 
-  Welcome w0{"dev0", "run-1", json{{"model", "mlp:4-3-2"}, {"lr", 0.5}}, 7, 8, "tcp://h:1", 250,
-             {1, 2, 3}};
+  Welcome w0{"dev0", "run-1",  json{{"model", "mlp:4-3-2"}, {"lr", 0.5}}, 7, 8, "tcp://h:1",
+             250,    {1, 2, 3}};
   Welcome w = RoundTrip(w0);
   EXPECT_EQ(w.plan, w0.plan);
   EXPECT_EQ(w.model_version, 7u);
@@ -148,14 +148,24 @@ TEST(WireTest, RefusesBadFields) {
   EXPECT_EQ(bad({{"kind", "fetch_model"}, {"device", "has space"}}), RejectReason::kBadField);
   EXPECT_EQ(bad({{"kind", "fetch_model"}, {"device", std::string(65, 'a')}}),
             RejectReason::kBadField);
-  EXPECT_EQ(bad({{"kind", "join"}, {"device", "d"}, {"threads", -1}, {"samples", 1},
-                 {"software", ""}}),
+  EXPECT_EQ(
+      bad({{"kind", "join"}, {"device", "d"}, {"threads", -1}, {"samples", 1}, {"software", ""}}),
+      RejectReason::kBadField);
+  EXPECT_EQ(bad({{"kind", "heartbeat"},
+                 {"device", "d"},
+                 {"state", "dancing"},
+                 {"round", 1},
+                 {"samples_per_second", 1.0},
+                 {"loss", 1.0},
+                 {"progress", 0.0}}),
             RejectReason::kBadField);
-  EXPECT_EQ(bad({{"kind", "heartbeat"}, {"device", "d"}, {"state", "dancing"}, {"round", 1},
-                 {"samples_per_second", 1.0}, {"loss", 1.0}, {"progress", 0.0}}),
-            RejectReason::kBadField);
-  EXPECT_EQ(bad({{"kind", "heartbeat"}, {"device", "d"}, {"state", "idle"}, {"round", 1},
-                 {"samples_per_second", "fast"}, {"loss", 1.0}, {"progress", 0.0}}),
+  EXPECT_EQ(bad({{"kind", "heartbeat"},
+                 {"device", "d"},
+                 {"state", "idle"},
+                 {"round", 1},
+                 {"samples_per_second", "fast"},
+                 {"loss", 1.0},
+                 {"progress", 0.0}}),
             RejectReason::kBadField);
   EXPECT_EQ(bad({{"kind", "reject"}, {"reason", "because"}, {"detail", ""}}),
             RejectReason::kBadField);
@@ -179,9 +189,9 @@ TEST(WireTest, RefusesBadTensors) {
   ragged[1] = zmq::message_t(std::string("abcdefg"));
   EXPECT_EQ(Refused(std::move(ragged)).reason, RejectReason::kWrongSize);
 
-  for (float poison : {std::numeric_limits<float>::quiet_NaN(),
-                       std::numeric_limits<float>::infinity(),
-                       -std::numeric_limits<float>::infinity()}) {
+  for (float poison :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+        -std::numeric_limits<float>::infinity()}) {
     Update u = SomeUpdate(1000);
     u.payload[777] = poison;
     const DecodeError e = Refused(Frames(u), Limits{1000});
@@ -201,9 +211,15 @@ TEST(WireTest, RandomBytesAndMutatedHeadersNeverThrow) {
     if (i % 2) f.emplace_back(bytes);
     EXPECT_NO_THROW(Decode(f, Limits{5}));
   }
-  const std::vector<std::uint8_t> valid = json::to_cbor(
-      json{{"v", 1}, {"kind", "update"}, {"device", "d"}, {"round", 1}, {"model_version", 0},
-           {"samples", 3}, {"loss", 0.5}, {"update_kind", "delta"}, {"train_seconds", 1.0}});
+  const std::vector<std::uint8_t> valid = json::to_cbor(json{{"v", 1},
+                                                             {"kind", "update"},
+                                                             {"device", "d"},
+                                                             {"round", 1},
+                                                             {"model_version", 0},
+                                                             {"samples", 3},
+                                                             {"loss", 0.5},
+                                                             {"update_kind", "delta"},
+                                                             {"train_seconds", 1.0}});
   int accepted = 0;
   for (int i = 0; i < 3000; ++i) {
     std::vector<std::uint8_t> m = valid;

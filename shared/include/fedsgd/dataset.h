@@ -18,9 +18,9 @@ namespace fedsgd {
 
 struct Dataset {
   int num_features = 0;
-  int num_classes = 0;       // 0 for regression
-  std::vector<float> x;      // size() * num_features, sample-major
-  std::vector<float> y;      // one target per sample
+  int num_classes = 0;   // 0 for regression
+  std::vector<float> x;  // size() * num_features, sample-major
+  std::vector<float> y;  // one target per sample
 
   std::size_t size() const { return y.size(); }
   const float* sample(std::size_t i) const { return x.data() + i * num_features; }

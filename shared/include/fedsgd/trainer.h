@@ -37,16 +37,16 @@ struct TrainOptions {
   int threads = 1;
   TrainMode mode = TrainMode::kHogwild;
   int batch = 32;
-  double epochs = 1;        // may be fractional (e.g. 0.5 epoch)
-  long max_steps = 0;       // > 0: stop after this many mini-batches in total
+  double epochs = 1;   // may be fractional (e.g. 0.5 epoch)
+  long max_steps = 0;  // > 0: stop after this many mini-batches in total
   SgdOptions sgd;
   double early_stop_delta = 0;  // > 0: stop when an epoch's mean loss moves less
   std::uint64_t seed = 1;
 };
 
 struct EpochReport {
-  int epoch = 0;            // 1-based
-  double train_loss = 0;    // mean over the epoch's mini-batches
+  int epoch = 0;          // 1-based
+  double train_loss = 0;  // mean over the epoch's mini-batches
   double seconds = 0;
   std::size_t samples = 0;  // processed so far
 };
@@ -59,7 +59,9 @@ struct TrainStats {
   double seconds = 0;       // wall time of the training loop
   bool stopped = false;     // ended by the stop flag
   bool early_stopped = false;
-  double samples_per_second() const { return seconds > 0 ? static_cast<double>(samples) / seconds : 0; }
+  double samples_per_second() const {
+    return seconds > 0 ? static_cast<double>(samples) / seconds : 0;
+  }
 };
 
 // Live figures of a running Train(), for other threads (e.g. the daemon's

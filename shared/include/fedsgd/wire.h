@@ -33,8 +33,8 @@ inline constexpr int kProtocolVersion = 1;
 // Why a message was refused. The first group is found by Decode, the second
 // by the coordinator's checks of a well-formed message.
 enum class RejectReason {
-  kMalformed,      // not CBOR, not a map, wrong frame count
-  kBadVersion,     // "v" is not kProtocolVersion
+  kMalformed,   // not CBOR, not a map, wrong frame count
+  kBadVersion,  // "v" is not kProtocolVersion
   kUnknownKind,
   kBadField,       // a field missing, mistyped or out of range
   kWrongSize,      // tensor size differs from the model's parameter count
@@ -121,8 +121,8 @@ std::string_view KindName(const Message& message);
 std::vector<zmq::message_t> Encode(Message message);
 
 struct Limits {
-  std::size_t expected_params = 0;      // 0: any size up to max_params
-  std::size_t max_params = 1u << 26;    // 256 MiB of floats
+  std::size_t expected_params = 0;    // 0: any size up to max_params
+  std::size_t max_params = 1u << 26;  // 256 MiB of floats
 };
 
 struct DecodeError {
