@@ -23,16 +23,6 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// zmq::poll that treats a signal (EINTR) as "nothing ready": the loop then
-// sees the stop flag the signal handler set.
-void Poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout) {
-  try {
-    zmq::poll(items, count, timeout);
-  } catch (const zmq::error_t& e) {
-    if (e.num() != EINTR) throw;
-  }
-}
-
 std::string PeerAddress(zmq::message_t& frame) {
   try {
     const char* address = frame.gets("Peer-Address");
@@ -421,7 +411,7 @@ std::string CoordinatorServer::Metrics() const {
 
 nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
   const auto run_start = Clock::now();
-  zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
+  std::vector<zmq::pollitem_t> items = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
   auto last_status = Clock::now();
   bool stopped = false;
   while (!manager_->done()) {
@@ -429,7 +419,7 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
       stopped = true;
       break;
     }
-    Poll(items, 1, std::chrono::milliseconds(50));
+    wire::Poll(items, std::chrono::milliseconds(50));
     notifier_.Watchdog();
     // Drain what is waiting, but bounded, so a flood cannot starve the rounds.
     for (int i = 0; i < 1000; ++i) {
@@ -460,7 +450,7 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
     // busy or reconnecting, and keep answering requests meanwhile.
     for (int i = 0; i < 5 && !stop.load(); ++i) {
       Broadcast(true);
-      Poll(items, 1, std::chrono::milliseconds(100));
+      wire::Poll(items, std::chrono::milliseconds(100));
       while (auto frames = wire::ReceiveFrames(router_, zmq::recv_flags::dontwait)) {
         HandleRequest(*frames);
       }

@@ -9,16 +9,6 @@
 namespace fedsgd {
 namespace {
 
-// zmq::poll that treats a signal as "nothing ready"; the loop then checks
-// its stop flag.
-void Poll(std::vector<zmq::pollitem_t>& items, std::chrono::milliseconds timeout) {
-  try {
-    zmq::poll(items.data(), items.size(), timeout);
-  } catch (const zmq::error_t& e) {
-    if (e.num() != EINTR) throw;
-  }
-}
-
 std::string Format(const char* fmt, double a, double b = 0, double c = 0) {
   char buf[160];
   std::snprintf(buf, sizeof buf, fmt, a, b, c);
@@ -242,7 +232,7 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
   while (!stop.load()) {
     std::vector<zmq::pollitem_t> items = {{dealer_->handle(), 0, ZMQ_POLLIN, 0}};
     if (sub_) items.push_back({sub_->handle(), 0, ZMQ_POLLIN, 0});
-    Poll(items, std::chrono::milliseconds(50));
+    wire::Poll(items, std::chrono::milliseconds(50));
     notifier_.Watchdog();
     while (dealer_) {
       auto frames = wire::ReceiveFrames(*dealer_, zmq::recv_flags::dontwait);

@@ -351,6 +351,14 @@ bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_
   return true;
 }
 
+void Poll(std::vector<zmq::pollitem_t>& items, std::chrono::milliseconds timeout) {
+  try {
+    zmq::poll(items.data(), items.size(), timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
+  }
+}
+
 bool ValidDeviceId(std::string_view id) {
   return !id.empty() && id.size() <= kMaxDeviceId &&
          id.find_first_not_of(

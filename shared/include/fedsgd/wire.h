@@ -16,6 +16,7 @@
 // ReceiveFrames must be used by one thread only, as always with ZeroMQ.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -149,6 +150,10 @@ bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_
 // (with recv_flags::dontwait).
 std::optional<std::vector<zmq::message_t>> ReceiveFrames(
     zmq::socket_t& socket, zmq::recv_flags flags = zmq::recv_flags::none);
+
+// zmq::poll that treats an interruption by a signal (EINTR) as "nothing
+// ready", so a loop gets back to its stop flag instead of throwing.
+void Poll(std::vector<zmq::pollitem_t>& items, std::chrono::milliseconds timeout);
 
 // Checks the form of a ZeroMQ endpoint: tcp://HOST:PORT (HOST may be * when
 // binding), ipc://PATH or inproc://NAME. Throws fedsgd::Error naming it.
