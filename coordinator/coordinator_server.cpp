@@ -48,6 +48,7 @@ double CoordinatorServer::Now() const { return Since(start_); }
 
 void CoordinatorServer::Start() {
   start_ = Clock::now();
+  options_.Check();  // the same checks as --check-config, before touching anything
   plan_ = options_.ToPlan();
   const RoundSettings settings = options_.ToRoundSettings();
   const Architecture arch = plan_.architecture();

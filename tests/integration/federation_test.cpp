@@ -374,6 +374,13 @@ TEST_F(FederationTest, BadConfigurationGivesAClearError) {
   EXPECT_EQ(q.Wait(10s), 1);
   EXPECT_NE(q.Stderr().find("not a fedsgd database"), std::string::npos) << q.Stderr();
 
+  Process m({FEDSGD_COORDINATOR_BIN, "--min-devices", "1", "--min-updates", "3", "--db", db()},
+            Path("m.out"), Path("m.log"));
+  EXPECT_EQ(m.Wait(10s), 1);
+  EXPECT_NE(m.Stderr().find("--min-updates (3) cannot exceed --min-devices (1)"), std::string::npos)
+      << m.Stderr();
+  EXPECT_FALSE(fs::exists(db())) << "a refused configuration must not create the database";
+
   Process r({FEDSGD_DAEMON_BIN, "--coordinator", "tcp://127.0.0.1:1", "--data", Path("nothing")},
             Path("c.out"), Path("c.log"));
   EXPECT_EQ(r.Wait(10s), 1);
