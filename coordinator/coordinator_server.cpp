@@ -238,11 +238,13 @@ void CoordinatorServer::CloseRound() {
   PublishStatus();  // shows "aggregating"
   RoundRecord& r = closed.record;
   const Architecture arch = plan_.architecture();
+  const auto eval_start = Clock::now();
   if (eval_) {
     const Evaluation ev = Evaluate(arch, closed.params.data(), *eval_, 2);
     r.test_accuracy = ev.accuracy;
     r.test_loss = ev.loss;
   }
+  last_eval_seconds_ = Since(eval_start);
   const auto t0 = Clock::now();
   try {
     store_->CommitRound(r, closed.params);
@@ -276,12 +278,12 @@ void CoordinatorServer::CloseRound() {
   const std::size_t updates = r.devices.size();
   std::snprintf(line, sizeof line,
                 "round %llu/%llu: test accuracy %s, test loss %s, train loss %.4f, %.2f s, %zu "
-                "device(s) (receive %.1f ms, aggregate %.1f ms, commit %.1f ms, broadcast %.1f ms, "
-                "%.0f bytes/update)",
+                "device(s) (receive %.1f ms, aggregate %.1f ms, evaluate %.1f ms, commit %.1f ms, "
+                "broadcast %.1f ms, %.0f bytes/update)",
                 static_cast<unsigned long long>(round),
                 static_cast<unsigned long long>(settings.rounds), acc.c_str(), tloss.c_str(),
                 r.train_loss, r.finished_at - r.started_at, updates, receive_seconds_ * 1e3,
-                r.aggregate_seconds * 1e3, last_commit_seconds_ * 1e3,
+                r.aggregate_seconds * 1e3, last_eval_seconds_ * 1e3, last_commit_seconds_ * 1e3,
                 last_broadcast_seconds_ * 1e3,
                 updates ? static_cast<double>(r.bytes_in) / static_cast<double>(updates) : 0.0);
   log_ << line << std::endl;
@@ -331,6 +333,7 @@ void CoordinatorServer::PublishStatus() {
     if (last_round_->test_loss) status["test_loss"] = *last_round_->test_loss;
     status["train_loss"] = last_round_->train_loss;
     nlohmann::json last = last_round_->ToJson();
+    last["evaluate_seconds"] = last_eval_seconds_;
     last["commit_seconds"] = last_commit_seconds_;
     last["broadcast_seconds"] = last_broadcast_seconds_;
     status["last_round"] = std::move(last);

@@ -72,6 +72,7 @@ class CoordinatorServer {
 
   // Figures for the status and the per-round log line.
   std::optional<RoundRecord> last_round_;
+  double last_eval_seconds_ = 0;
   double last_commit_seconds_ = 0;
   double last_broadcast_seconds_ = 0;
   double receive_seconds_ = 0;  // decoding + checking updates, this round

@@ -131,6 +131,10 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   }
   notifier_.Status("joined run " + run_id_ + " at " + options_.coordinator);
   if (w.round > 0 && w.round > last_trained_round_ && !plan_unusable_) StartTraining(w.round);
+  // A SUB socket takes a moment to subscribe (ZeroMQ's slow joiner), so a
+  // round opened right now may not reach it: heartbeat soon, and the Ack
+  // tells of any open round.
+  last_heartbeat_ = Now() - heartbeat_ms_ / 1000.0 + 0.2;
 }
 
 void DeviceClient::HandleModel(wire::Model& m, const char* via) {

@@ -15,7 +15,7 @@ devices=4 rounds=10 split=iid model=mlp:784-128-10 local_epochs=1 batch=32 lr=0.
 threads=1 mode=hogwild port=7070 http=127.0.0.1:8080 dir="" build=build
 data=/usr/share/datasets/fashion-mnist
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --devices) devices=$2; shift 2 ;;
