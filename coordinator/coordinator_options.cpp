@@ -11,6 +11,26 @@
 #include "http_api.h"
 
 namespace fedsgd {
+namespace {
+
+// CLI11's PositiveNumber / NonNegativeNumber answer a typo with "Value x not
+// in range 2.2e-308 to 1.8e308"; these say what is wrong in words.
+CLI::Validator SignCheck(bool zero_allowed) {
+  return CLI::Validator(
+      [zero_allowed](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value)) return "'" + text + "' is not a number";
+        if (value < 0 || (value == 0 && !zero_allowed)) {
+          return std::string("must be ") + (zero_allowed ? ">= 0" : "> 0") + ", not " + text;
+        }
+        return "";
+      },
+      zero_allowed ? "NONNEGATIVE" : "POSITIVE");
+}
+const CLI::Validator kPositive = SignCheck(false);
+const CLI::Validator kNonNegative = SignCheck(true);
+
+}  // namespace
 
 void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
   AddJsonConfig(app);
@@ -51,17 +71,15 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->check(CLI::IsMember({"fedavg", "fedsgd"}));
   app.add_option("--local-epochs", o.local_epochs, "FedAvg: local epochs per round")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   app.add_option("--local-steps", o.local_steps,
                  "FedAvg: at most this many local mini-batches per round (0: no limit)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   app.add_option("--batch", o.batch, "Local mini-batch size")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--lr", o.lr, "Local learning rate")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
+  app.add_option("--lr", o.lr, "Local learning rate")->capture_default_str()->check(kPositive);
   app.add_option("--momentum", o.momentum, "Local SGD momentum")->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "Local L2 regularisation")
       ->capture_default_str();
@@ -69,25 +87,25 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->capture_default_str();
   app.add_option("--server-lr", o.server_lr, "Server learning rate (1.0 = plain FedAvg)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   app.add_option("--seed", o.seed, "Seed of the initial model")->capture_default_str();
 
   app.add_option("--rounds", o.rounds, "Rounds to run; the coordinator exits after the last")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   app.add_option("--min-devices", o.min_devices, "Online devices needed to open a round")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   app.add_option("--quorum", o.quorum,
                  "Fraction of a round's online participants whose updates close it early")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--min-updates", o.min_updates, "Updates needed to close a round at its deadline")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   app.add_option("--round-timeout", o.round_timeout, "Seconds a round waits for updates")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
 }
 
 Plan CoordinatorOptions::ToPlan() const {
@@ -115,7 +133,9 @@ void CoordinatorOptions::Check() const {
   }
   wire::CheckEndpoint(listen, /*for_bind=*/true);
   wire::CheckEndpoint(publish, /*for_bind=*/true);
-  if (listen == publish) throw Error("--listen and --publish must differ");
+  // Two binds of "HOST:*" get two free ports; any other repeat cannot bind.
+  if (listen == publish && !listen.ends_with(":*"))
+    throw Error("--listen and --publish must differ");
   ParseHostPort(http);
   namespace fs = std::filesystem;
   if (!eval_data.empty() && !fs::exists(eval_data))

@@ -97,11 +97,18 @@ void CoordinatorServer::Start() {
     throw Error("cannot publish on " + options_.publish + ": " + e.what());
   }
 
+  // What was bound, with "*" ports resolved: daemons are told these.
+  bound_listen_ = router_.get(zmq::sockopt::last_endpoint);
+  bound_publish_ = pub_.get(zmq::sockopt::last_endpoint);
+
   http_ = std::make_unique<HttpApi>(board_, *reader_, run.run_id, arch, options_.http_token);
   http_->Start(options_.http);
   PublishStatus();
 
   const auto [host, port] = ParseHostPort(options_.http);
+  const std::string base = "http://" +
+                           (host.empty() || host == "0.0.0.0" ? std::string("127.0.0.1") : host) +
+                           ":" + std::to_string(http_->port());
   log_ << "fedsgd-coordinator: run " << run.run_id
        << (resumed_ ? " resumed at round " + std::to_string(run.round) : std::string(" started"))
        << ", model " << arch.ToString() << " (" << n << " parameters), "
@@ -109,20 +116,15 @@ void CoordinatorServer::Start() {
        << settings.min_devices << " device(s)\n"
        << "fedsgd-coordinator: listening on " << listen_endpoint() << ", publishing on "
        << publish_endpoint() << ", database " << options_.db << "\n"
-       << "fedsgd-coordinator: status: http://"
-       << (host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host) << ":" << http_->port()
-       << "/v1/status" << std::endl;
+       << "fedsgd-coordinator: status: " << base << "/v1/status, dashboard: " << base << "/"
+       << std::endl;
   notifier_.Ready();
   notifier_.Status("run " + std::to_string(run.run_id) + ": waiting for devices");
 }
 
-std::string CoordinatorServer::listen_endpoint() const {
-  return router_.get(zmq::sockopt::last_endpoint);
-}
+std::string CoordinatorServer::listen_endpoint() const { return bound_listen_; }
 
-std::string CoordinatorServer::publish_endpoint() const {
-  return pub_.get(zmq::sockopt::last_endpoint);
-}
+std::string CoordinatorServer::publish_endpoint() const { return bound_publish_; }
 
 void CoordinatorServer::Reply(const zmq::message_t& routing_id, wire::Message message) {
   const bool sent = wire::Send(router_, std::move(message), &routing_id);
@@ -141,11 +143,21 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
   const double now = Now();
   DeviceRegistry& devices = manager_->devices();
 
+  // A message too broken to name its device is counted against the device
+  // that last spoke on this connection, if any.
+  const auto sender = [&] {
+    const DeviceInfo* d = devices.FindByRoutingId(
+        std::string(static_cast<const char*>(routing_id.data()), routing_id.size()));
+    return d ? d->id : std::string();
+  };
+
   wire::DecodeResult decoded = wire::Decode(frames, wire::Limits{manager_->params().size()});
   if (!decoded.ok()) {
     const wire::DecodeError& e = decoded.error();
-    devices.CountReject("", e.reason);
+    const std::string device = sender();
+    devices.CountReject(device, e.reason);
     log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: dropped a bad message from "
+         << (device.empty() ? "an unknown peer" : "device " + device) << " at "
          << (address.empty() ? "?" : address) << ": " << wire::ToString(e.reason) << ": "
          << e.detail << "\n";
     Reply(routing_id, wire::Reject{e.reason, e.detail});
@@ -176,7 +188,9 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
     w.plan = plan_.ToJson();
     w.model_version = manager_->version();
     w.round = manager_->open_round();
-    w.publish_endpoint = options_.publish;
+    // The bound endpoint, not the flag: with a "*" port only it names the
+    // real port (a "0.0.0.0" host the daemon replaces with the one it used).
+    w.publish_endpoint = publish_endpoint();
     w.heartbeat_ms = options_.heartbeat_ms;
     w.params = manager_->params();
     bytes_out_ += w.params.size() * sizeof(float);
@@ -209,7 +223,7 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
       Reply(routing_id, wire::Ack{manager_->open_round(), manager_->version(), "accepted"});
     }
   } else {
-    devices.CountReject("", wire::RejectReason::kUnknownKind);
+    devices.CountReject(sender(), wire::RejectReason::kUnknownKind);
     Reply(routing_id, wire::Reject{wire::RejectReason::kUnknownKind,
                                    std::string(wire::KindName(message)) + " is not a request"});
   }
@@ -271,21 +285,23 @@ void CoordinatorServer::CloseRound() {
   if (open_next) manager_->OpenRound(Now(), UnixNow());
   Broadcast(manager_->done());
 
+  last_receive_seconds_ = receive_seconds_;
   char line[512];
   std::string acc = "n/a", tloss = "n/a";
   if (r.test_accuracy) acc = std::to_string(*r.test_accuracy).substr(0, 6);
   if (r.test_loss) tloss = std::to_string(*r.test_loss).substr(0, 6);
   const std::size_t updates = r.devices.size();
+  // Against the 4 bytes a float32 parameter needs: what the header costs.
+  const double per_update = BytesPerUpdate(r);
   std::snprintf(line, sizeof line,
                 "round %llu/%llu: test accuracy %s, test loss %s, train loss %.4f, %.2f s, %zu "
-                "device(s) (receive %.1f ms, aggregate %.1f ms, evaluate %.1f ms, commit %.1f ms, "
-                "broadcast %.1f ms, %.0f bytes/update)",
+                "device(s) (receive %.1f ms, aggregate %.2f ms, evaluate %.1f ms, commit %.1f ms, "
+                "broadcast %.1f ms, %.0f bytes/update = %.4f x 4 x parameters)",
                 static_cast<unsigned long long>(round),
                 static_cast<unsigned long long>(settings.rounds), acc.c_str(), tloss.c_str(),
                 r.train_loss, r.finished_at - r.started_at, updates, receive_seconds_ * 1e3,
                 r.aggregate_seconds * 1e3, last_eval_seconds_ * 1e3, last_commit_seconds_ * 1e3,
-                last_broadcast_seconds_ * 1e3,
-                updates ? static_cast<double>(r.bytes_in) / static_cast<double>(updates) : 0.0);
+                last_broadcast_seconds_ * 1e3, per_update, per_update / ParameterBytes());
   log_ << line << std::endl;
   notifier_.Status(line);
   if (open_next) {
@@ -294,6 +310,16 @@ void CoordinatorServer::CloseRound() {
   }
   receive_seconds_ = 0;
   PublishStatus();
+}
+
+double CoordinatorServer::BytesPerUpdate(const RoundRecord& r) {
+  return r.devices.empty()
+             ? 0.0
+             : static_cast<double>(r.bytes_in) / static_cast<double>(r.devices.size());
+}
+
+double CoordinatorServer::ParameterBytes() const {
+  return static_cast<double>(manager_->params().size() * sizeof(float));
 }
 
 void CoordinatorServer::PublishStatus() {
@@ -313,8 +339,8 @@ void CoordinatorServer::PublishStatus() {
       {"model", plan_.architecture().ToString()},
       {"parameters", manager_->params().size()},
       {"plan", plan_.ToJson()},
-      {"listen", options_.listen},
-      {"publish", options_.publish},
+      {"listen", listen_endpoint()},
+      {"publish", publish_endpoint()},
       {"database", options_.db},
       {"resumed", resumed_},
       {"uptime_seconds", now},
@@ -333,9 +359,16 @@ void CoordinatorServer::PublishStatus() {
     if (last_round_->test_loss) status["test_loss"] = *last_round_->test_loss;
     status["train_loss"] = last_round_->train_loss;
     nlohmann::json last = last_round_->ToJson();
+    last["receive_seconds"] = last_receive_seconds_;
     last["evaluate_seconds"] = last_eval_seconds_;
     last["commit_seconds"] = last_commit_seconds_;
     last["broadcast_seconds"] = last_broadcast_seconds_;
+    // The coordinator's own time in the round; evaluation is reported apart
+    // because it depends on --eval-data, not on the federation.
+    last["coordinator_seconds"] = last_receive_seconds_ + last_round_->aggregate_seconds +
+                                  last_commit_seconds_ + last_broadcast_seconds_;
+    last["bytes_per_update"] = BytesPerUpdate(*last_round_);
+    last["bytes_per_update_vs_parameters"] = BytesPerUpdate(*last_round_) / ParameterBytes();
     status["last_round"] = std::move(last);
   }
   board_.Publish(std::move(status), devices.ToJson(now), Metrics());

@@ -54,6 +54,9 @@ class CoordinatorServer {
   void CloseRound();
   void PublishStatus();
   std::string Metrics() const;
+  // Bytes received per accepted update of a round, and 4 x parameter count.
+  static double BytesPerUpdate(const RoundRecord& r);
+  double ParameterBytes() const;
 
   CoordinatorOptions options_;
   std::ostream& log_;
@@ -65,6 +68,7 @@ class CoordinatorServer {
   zmq::context_t context_;
   zmq::socket_t router_;
   zmq::socket_t pub_;
+  std::string bound_listen_, bound_publish_;
   StatusBoard board_;
   ServiceNotifier notifier_;
   std::unique_ptr<HttpApi> http_;
@@ -75,7 +79,8 @@ class CoordinatorServer {
   double last_eval_seconds_ = 0;
   double last_commit_seconds_ = 0;
   double last_broadcast_seconds_ = 0;
-  double receive_seconds_ = 0;  // decoding + checking updates, this round
+  double receive_seconds_ = 0;       // decoding + checking updates, this round
+  double last_receive_seconds_ = 0;  // the same for the last committed round
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::uint64_t updates_accepted_ = 0;

@@ -59,6 +59,13 @@ const DeviceInfo* DeviceRegistry::Find(const std::string& id) const {
   return it == devices_.end() ? nullptr : &it->second;
 }
 
+const DeviceInfo* DeviceRegistry::FindByRoutingId(const std::string& routing_id) const {
+  for (const auto& [id, d] : devices_) {
+    if (d.routing_id == routing_id) return &d;
+  }
+  return nullptr;
+}
+
 void DeviceRegistry::CountReject(const std::string& id, wire::RejectReason reason) {
   const std::string name(wire::ToString(reason));
   rejects_[name] += 1;

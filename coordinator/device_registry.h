@@ -55,6 +55,10 @@ class DeviceRegistry {
   DeviceInfo* Touch(const std::string& id, double now);
   DeviceInfo* Find(const std::string& id);
   const DeviceInfo* Find(const std::string& id) const;
+  // The device whose latest Join or heartbeat came from this ROUTER routing
+  // id, or null. For a message too broken to name its device. Linear: it is
+  // only asked about refused messages.
+  const DeviceInfo* FindByRoutingId(const std::string& routing_id) const;
   // Counts a refused message against a device (if known) and in the totals.
   void CountReject(const std::string& id, wire::RejectReason reason);
   // Marks devices silent for longer than the timeout offline; returns their ids.

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <csignal>
 #include <iostream>
+#include <optional>
+#include <string_view>
 
 #include "coordinator_options.h"
 #include "coordinator_server.h"
@@ -15,6 +17,26 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 extern "C" void OnSignal(int) { g_stop.store(true); }
+
+// Parses the command line (and --config). Returns the exit status when the
+// program should end now: 0 after --help/--version, 2 for a usage error.
+std::optional<int> Parse(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    constexpr std::string_view kExtra = "INI was not able to parse ";
+    const std::string what = e.what();
+    if (dynamic_cast<const CLI::ConfigError*>(&e) && what.starts_with(kExtra)) {
+      // CLI11's wording for a config key that is no flag of ours.
+      std::cerr << "fedsgd-coordinator: unknown key '" << what.substr(kExtra.size())
+                << "' in the --config file (keys are flag names without the dashes)\n"
+                << "Run with --help for more information.\n";
+      return 2;
+    }
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+}
 
 }  // namespace
 
@@ -28,7 +50,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "fedsgd-coordinator " FEDSGD_VERSION);
   fedsgd::CoordinatorOptions options;
   fedsgd::AddCoordinatorOptions(app, options);
-  CLI11_PARSE(app, argc, argv);
+  if (const std::optional<int> status = Parse(app, argc, argv)) return *status;
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

@@ -209,5 +209,17 @@ TEST(DeviceRegistryTest, TracksJoinsCountsAndSilence) {
   EXPECT_EQ(r.online(), 1u);
 }
 
+TEST(DeviceRegistryTest, FindsTheSenderOfABrokenMessageByRoutingId) {
+  DeviceRegistry r(3.0);
+  r.Join(wire::Join{"a", 1, 10, "v1"}, "rid-a", "", 0);
+  r.Join(wire::Join{"b", 1, 10, "v1"}, "rid-b", "", 0);
+  ASSERT_TRUE(r.FindByRoutingId("rid-b"));
+  EXPECT_EQ(r.FindByRoutingId("rid-b")->id, "b");
+  EXPECT_EQ(r.FindByRoutingId("rid-x"), nullptr);
+  r.Join(wire::Join{"b", 1, 10, "v1"}, "rid-b2", "", 1);  // reconnected: a new routing id
+  EXPECT_EQ(r.FindByRoutingId("rid-b"), nullptr);
+  EXPECT_EQ(r.FindByRoutingId("rid-b2")->id, "b");
+}
+
 }  // namespace
 }  // namespace fedsgd
