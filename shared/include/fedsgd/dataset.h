@@ -47,6 +47,8 @@ enum class Split { kTrain, kTest };
 // Loads what a user names on the command line: a directory holding the four
 // standard IDX files (train-* for kTrain, t10k-* for kTest, .gz or not), an
 // IDX images file (the labels file beside it is found by name), or a CSV file.
+// A path that is not a directory and has no "images-idx3" in its name is
+// read as CSV; `split` matters only for a directory.
 Dataset LoadDataset(const std::string& path, Split split, const CsvOptions& csv = {});
 
 // Standardisation: per-feature mean and standard deviation, computed on a
