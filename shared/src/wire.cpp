@@ -1,79 +1,214 @@
-// Encoding and validation of protocol messages (see wire.h).
+// Encoding and validation of protocol messages (see wire.h). The socket
+// helpers (Send, ReceiveFrames, Poll, CheckEndpoint) are in wire_socket.cpp.
+//
+// Decode trusts nothing a peer sent: the header is first walked by a SAX
+// probe that bounds nesting depth, declared lengths and checks UTF-8, and
+// only then parsed into a json value and read field by field; the tensor is
+// checked for size and finiteness before the Message is handed out.
 #include "fedsgd/wire.h"
 
 #include <bit>
-#include <charconv>
 #include <cmath>
 #include <cstring>
-#include <iterator>
-#include <zmq_addon.hpp>
-
-#include "fedsgd/error.h"
+#include <limits>
 
 namespace fedsgd::wire {
 namespace {
 
 using nlohmann::json;
 
+// Tensors are copied byte for byte: float must be IEEE-754 binary32, and
+// the host either little- or big-endian (then each value is swapped).
+static_assert(std::numeric_limits<float>::is_iec559 && sizeof(float) == 4);
+static_assert(std::endian::native == std::endian::little ||
+              std::endian::native == std::endian::big);
+static_assert(std::variant_size_v<Message> == 8, "update KindName and Encode/Decode");
+
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 constexpr std::size_t kMaxString = 256;
 constexpr std::size_t kMaxDeviceId = 64;
+// nlohmann's CBOR reader recurses once per nesting level: 64 KiB of nested
+// arrays overflows a 4 MiB stack. Our headers are at most a few levels deep
+// (the plan's map of maps).
+constexpr std::size_t kMaxDepth = 32;
 
 constexpr std::string_view kReasonNames[kRejectReasonCount] = {
     "malformed", "bad_version",    "unknown_kind", "bad_field",    "wrong_size", "non_finite",
     "oversize",  "unknown_device", "stale_round",  "round_closed", "duplicate",  "not_selected"};
 
-// Field readers: each returns an error text for the field or "" when fine.
+constexpr std::string_view kKindNames[] = {"join",  "welcome", "heartbeat", "fetch_model",
+                                           "model", "update",  "ack",       "reject"};
+
+// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+// nlohmann's CBOR reader does not check, and json::dump throws on invalid
+// UTF-8, so a peer's bad string would surface later as an exception in the
+// coordinator's HTTP API.
+bool ValidUtf8(std::string_view s) {
+  static constexpr std::uint32_t kMinCodePoint[] = {0, 0, 0x80, 0x800, 0x10000};
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t len = 1;
+    std::uint32_t cp = c;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1Fu;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0Fu;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    if (s.size() - i < len) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3Fu);
+    }
+    if (cp < kMinCodePoint[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+// A peer's text made fit for a log line or a Reject detail.
+std::string Printable(std::string_view s, std::size_t max_len = 32) {
+  std::string out(s.substr(0, max_len));
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
+}
+
+// Walks a CBOR header without building anything, refusing what would make
+// the real parse dangerous (deep nesting) or the result unusable (invalid
+// UTF-8), and declared lengths the header cannot hold.
+class HeaderProbe : public nlohmann::json_sax<json> {
+ public:
+  explicit HeaderProbe(std::size_t bytes) : bytes_(bytes) {}
+  const char* problem() const { return problem_; }
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t& s) override { return Text(s); }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t elements) override { return Open(elements); }
+  bool key(string_t& s) override { return Text(s); }
+  bool end_object() override { return Close(); }
+  bool start_array(std::size_t elements) override { return Open(elements); }
+  bool end_array() override { return Close(); }
+  bool parse_error(std::size_t, const std::string&, const json::exception&) override {
+    return Fail("the header is not valid CBOR");
+  }
+
+ private:
+  bool Fail(const char* why) {
+    if (!problem_) problem_ = why;
+    return false;
+  }
+  bool Text(const string_t& s) { return ValidUtf8(s) || Fail("a header string is not UTF-8"); }
+  bool Open(std::size_t elements) {
+    // Every element takes at least one byte; -1 means indefinite length.
+    if (elements != static_cast<std::size_t>(-1) && elements > bytes_) {
+      return Fail("a header map or array declares more elements than it holds");
+    }
+    return ++depth_ <= kMaxDepth || Fail("the header nests too deeply");
+  }
+  bool Close() {
+    --depth_;
+    return true;
+  }
+
+  std::size_t bytes_;
+  std::size_t depth_ = 0;
+  const char* problem_ = nullptr;
+};
+
+// Reads the header's fields; the first problem is kept in `error` and later
+// reads return defaults, so a message is built in one expression and
+// checked once.
 struct Reader {
   const json& h;
   std::string error;
 
+  void Fail(std::string why) {
+    if (error.empty()) error = std::move(why);
+  }
   const json* Field(const char* key) {
-    auto it = h.find(key);
+    const auto it = h.find(key);
     if (it == h.end()) {
       Fail(std::string("missing field '") + key + "'");
       return nullptr;
     }
     return &*it;
   }
-  void Fail(std::string why) {
-    if (error.empty()) error = std::move(why);
-  }
   std::string String(const char* key, std::size_t max_len = kMaxString) {
     const json* f = Field(key);
     if (!f) return {};
     if (!f->is_string()) return Fail(std::string("field '") + key + "' must be a string"), "";
-    std::string s = f->get<std::string>();
-    if (s.size() > max_len) Fail(std::string("field '") + key + "' is too long");
+    const auto& s = f->get_ref<const std::string&>();
+    if (s.size() > max_len) return Fail(std::string("field '") + key + "' is too long"), "";
+    // No control characters: these strings end up in log lines.
+    for (const char c : s) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        return Fail(std::string("field '") + key + "' holds a control character"), "";
+      }
+    }
     return s;
   }
-  std::string Device(const char* key = "device") {
-    std::string id = String(key, kMaxDeviceId);
-    if (!error.empty()) return id;
-    if (!ValidDeviceId(id)) Fail("device id must be 1-64 characters of A-Z a-z 0-9 . _ -");
+  std::string Device() {
+    std::string id = String("device", kMaxDeviceId);
+    if (error.empty() && !ValidDeviceId(id)) {
+      Fail("device id must be 1-64 characters of A-Z a-z 0-9 . _ -");
+    }
     return id;
   }
-  std::uint64_t Uint(const char* key) {
+  std::string OneOf(const char* key, std::initializer_list<std::string_view> allowed) {
+    std::string s = String(key, 16);
+    if (!error.empty()) return s;
+    for (const std::string_view a : allowed) {
+      if (s == a) return s;
+    }
+    std::string names;
+    for (const std::string_view a : allowed)
+      names += (names.empty() ? "" : " or ") + std::string(a);
+    Fail(std::string("field '") + key + "' must be " + names);
+    return s;
+  }
+  std::uint64_t Uint(const char* key, std::uint64_t lo = 0,
+                     std::uint64_t hi = std::numeric_limits<std::uint64_t>::max()) {
     const json* f = Field(key);
-    if (!f) return 0;
-    if (f->is_number_unsigned()) return f->get<std::uint64_t>();
-    Fail(std::string("field '") + key + "' must be a non-negative integer");
-    return 0;
+    if (!f) return lo;
+    if (!f->is_number_unsigned()) {
+      Fail(std::string("field '") + key + "' must be a non-negative integer");
+      return lo;
+    }
+    const auto v = f->get<std::uint64_t>();
+    if (v < lo || v > hi) {
+      Fail(std::string("field '") + key + "' must be in " + std::to_string(lo) + ".." +
+           std::to_string(hi));
+      return lo;
+    }
+    return v;
   }
   int Int(const char* key, int lo, int hi) {
-    const std::uint64_t v = Uint(key);
-    if (error.empty() &&
-        (v < static_cast<std::uint64_t>(lo) || v > static_cast<std::uint64_t>(hi))) {
-      Fail(std::string("field '") + key + "' is out of range");
-    }
-    return static_cast<int>(v);
+    return static_cast<int>(
+        Uint(key, static_cast<std::uint64_t>(lo), static_cast<std::uint64_t>(hi)));
   }
-  double Double(const char* key) {
+  double Double(const char* key, double lo = -std::numeric_limits<double>::max(),
+                double hi = std::numeric_limits<double>::max()) {
     const json* f = Field(key);
     if (!f) return 0;
     if (!f->is_number()) return Fail(std::string("field '") + key + "' must be a number"), 0.0;
     const double v = f->get<double>();
-    if (!std::isfinite(v)) Fail(std::string("field '") + key + "' is not finite");
+    if (!std::isfinite(v)) return Fail(std::string("field '") + key + "' is not finite"), 0.0;
+    if (v < lo || v > hi) return Fail(std::string("field '") + key + "' is out of range"), 0.0;
     return v;
   }
   bool Bool(const char* key) {
@@ -89,8 +224,6 @@ constexpr std::uint32_t Swap32(std::uint32_t x) {
   return (x >> 24) | ((x >> 8) & 0xff00u) | ((x << 8) & 0xff0000u) | (x << 24);
 }
 
-json Header(std::string_view kind) { return json{{"v", kProtocolVersion}, {"kind", kind}}; }
-
 zmq::message_t HeaderFrame(const json& header) {
   const std::vector<std::uint8_t> bytes = json::to_cbor(header);
   return zmq::message_t(bytes.data(), bytes.size());
@@ -99,16 +232,18 @@ zmq::message_t HeaderFrame(const json& header) {
 zmq::message_t TensorFrame(std::vector<float>&& values) {
   if (values.empty()) return zmq::message_t();
   if constexpr (std::endian::native == std::endian::little) {
-    // Hand the buffer to zmq without a copy; zmq frees it once sent.
+    // Hand the buffer to zmq without a copy; zmq frees it once sent (from
+    // its I/O thread, hence a free function rather than a capture).
     auto* owned = new std::vector<float>(std::move(values));
     return zmq::message_t(
         owned->data(), owned->size() * sizeof(float),
         [](void*, void* hint) { delete static_cast<std::vector<float>*>(hint); }, owned);
   } else {
     zmq::message_t frame(values.size() * sizeof(float));
-    auto* out = static_cast<std::uint32_t*>(frame.data());
+    auto* out = static_cast<unsigned char*>(frame.data());
     for (std::size_t i = 0; i < values.size(); ++i) {
-      out[i] = Swap32(std::bit_cast<std::uint32_t>(values[i]));
+      const std::uint32_t le = Swap32(std::bit_cast<std::uint32_t>(values[i]));
+      std::memcpy(out + i * sizeof(float), &le, sizeof le);
     }
     return frame;
   }
@@ -123,39 +258,114 @@ std::optional<DecodeError> ReadTensor(const zmq::message_t& frame, const Limits&
   }
   const std::size_t count = bytes / sizeof(float);
   if (count > limits.max_params) {
-    return DecodeError{RejectReason::kOversize,
-                       "tensor of " + std::to_string(count) + " floats exceeds the limit"};
+    return DecodeError{RejectReason::kOversize, "tensor of " + std::to_string(count) +
+                                                    " floats exceeds the limit of " +
+                                                    std::to_string(limits.max_params)};
   }
   if (limits.expected_params != 0 && count != limits.expected_params) {
     return DecodeError{RejectReason::kWrongSize, "tensor has " + std::to_string(count) +
                                                      " floats, the model has " +
                                                      std::to_string(limits.expected_params)};
   }
+  // memcpy, not a float* cast: a small zmq frame's data need not be aligned.
   out.resize(count);
   if (count > 0) std::memcpy(out.data(), frame.data(), bytes);
   if constexpr (std::endian::native != std::endian::little) {
     for (float& v : out) v = std::bit_cast<float>(Swap32(std::bit_cast<std::uint32_t>(v)));
   }
-  // x - x is 0 for finite x and NaN for NaN/Inf: one vectorisable pass.
-  float probe = 0.0f;
-  for (float v : out) probe += v - v;
-  if (probe != 0.0f) {
+  // NaN and Inf are the floats whose exponent bits are all ones. An integer
+  // OR-reduction vectorises without -ffast-math (a float sum would not).
+  std::uint32_t non_finite = 0;
+  for (const float v : out) {
+    non_finite |= (std::bit_cast<std::uint32_t>(v) & 0x7f800000u) == 0x7f800000u;
+  }
+  if (non_finite) {
     std::size_t at = 0;
-    while (at < count && std::isfinite(out[at])) ++at;
+    while (std::isfinite(out[at])) ++at;
     return DecodeError{RejectReason::kNonFinite,
                        "tensor value " + std::to_string(at) + " is not finite"};
   }
   return std::nullopt;
 }
 
-bool HasTensor(const Message& m) {
-  return std::holds_alternative<Welcome>(m) || std::holds_alternative<Model>(m) ||
-         std::holds_alternative<Update>(m);
+std::vector<float>* Tensor(Message& m) {
+  if (auto* w = std::get_if<Welcome>(&m)) return &w->params;
+  if (auto* o = std::get_if<Model>(&m)) return &o->params;
+  if (auto* u = std::get_if<Update>(&m)) return &u->payload;
+  return nullptr;
+}
+
+// The message a well-formed header describes, or why it is not one.
+std::variant<Message, DecodeError> ReadHeader(const json& h) {
+  auto fail = [](RejectReason reason, std::string detail) {
+    return DecodeError{reason, std::move(detail)};
+  };
+  const auto v = h.find("v");
+  if (v == h.end() || !v->is_number_unsigned() || v->get<std::uint64_t>() != kProtocolVersion) {
+    return fail(RejectReason::kBadVersion,
+                "protocol version must be " + std::to_string(kProtocolVersion));
+  }
+  Reader r{h, {}};
+  const std::string kind = r.String("kind", 32);
+  if (!r.error.empty()) return fail(RejectReason::kBadField, r.error);
+
+  Message message;
+  if (kind == "join") {
+    message = Join{r.Device(), r.Int("threads", 1, 4096), r.Uint("samples"), r.String("software")};
+  } else if (kind == "welcome") {
+    Welcome w;
+    w.device = r.Device();
+    w.run_id = r.String("run_id");
+    if (const json* plan = r.Field("plan")) {
+      if (plan->is_object()) {
+        w.plan = *plan;
+      } else {
+        r.Fail("field 'plan' must be a map");
+      }
+    }
+    w.model_version = r.Uint("model_version");
+    w.round = r.Uint("round");
+    w.publish_endpoint = r.String("publish_endpoint");
+    w.heartbeat_ms = r.Int("heartbeat_ms", 10, 3600 * 1000);
+    message = std::move(w);
+  } else if (kind == "heartbeat") {
+    message = Heartbeat{r.Device(),       r.OneOf("state", {"idle", "training", "sending"}),
+                        r.Uint("round"),  r.Double("samples_per_second", 0),
+                        r.Double("loss"), r.Double("progress", 0, 1)};
+  } else if (kind == "fetch_model") {
+    message = FetchModel{r.Device()};
+  } else if (kind == "model") {
+    message =
+        Model{r.String("run_id"), r.Uint("model_version"), r.Uint("round"), r.Bool("final"), {}};
+  } else if (kind == "update") {
+    message = Update{r.Device(),
+                     r.Uint("round"),
+                     r.Uint("model_version"),
+                     r.Uint("samples", 1),
+                     r.Double("loss"),
+                     r.OneOf("update_kind", {"delta", "gradient"}),
+                     r.Double("train_seconds", 0),
+                     {}};
+  } else if (kind == "ack") {
+    message = Ack{r.Uint("round"), r.Uint("model_version"), r.String("detail")};
+  } else if (kind == "reject") {
+    const std::string name = r.String("reason", 32);
+    const auto reason = ParseRejectReason(name);
+    if (r.error.empty() && !reason) r.Fail("unknown reject reason '" + Printable(name) + "'");
+    message = Reject{reason.value_or(RejectReason::kMalformed), r.String("detail")};
+  } else {
+    return fail(RejectReason::kUnknownKind, "unknown message kind '" + Printable(kind) + "'");
+  }
+  if (!r.error.empty()) return fail(RejectReason::kBadField, kind + ": " + r.error);
+  return message;
 }
 
 }  // namespace
 
-std::string_view ToString(RejectReason reason) { return kReasonNames[static_cast<int>(reason)]; }
+std::string_view ToString(RejectReason reason) {
+  const auto i = static_cast<int>(reason);
+  return i >= 0 && i < kRejectReasonCount ? kReasonNames[i] : "unknown";
+}
 
 std::optional<RejectReason> ParseRejectReason(std::string_view name) {
   for (int i = 0; i < kRejectReasonCount; ++i) {
@@ -164,15 +374,17 @@ std::optional<RejectReason> ParseRejectReason(std::string_view name) {
   return std::nullopt;
 }
 
-std::string_view KindName(const Message& message) {
-  static constexpr std::string_view kNames[] = {"join",  "welcome", "heartbeat", "fetch_model",
-                                                "model", "update",  "ack",       "reject"};
-  return kNames[message.index()];
+std::string_view KindName(const Message& message) { return kKindNames[message.index()]; }
+
+bool ValidDeviceId(std::string_view id) {
+  return !id.empty() && id.size() <= kMaxDeviceId &&
+         id.find_first_not_of(
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+             std::string_view::npos;
 }
 
 std::vector<zmq::message_t> Encode(Message message) {
-  json h = Header(KindName(message));
-  std::vector<float> tensor;
+  json h{{"v", kProtocolVersion}, {"kind", KindName(message)}};
   std::visit(
       [&](auto& m) {
         using T = std::decay_t<decltype(m)>;
@@ -189,7 +401,6 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["round"] = m.round;
           h["publish_endpoint"] = m.publish_endpoint;
           h["heartbeat_ms"] = m.heartbeat_ms;
-          tensor = std::move(m.params);
         } else if constexpr (std::is_same_v<T, Heartbeat>) {
           h["device"] = m.device;
           h["state"] = m.state;
@@ -204,7 +415,6 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["model_version"] = m.model_version;
           h["round"] = m.round;
           h["final"] = m.final;
-          tensor = std::move(m.params);
         } else if constexpr (std::is_same_v<T, Update>) {
           h["device"] = m.device;
           h["round"] = m.round;
@@ -213,7 +423,6 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["loss"] = m.loss;
           h["update_kind"] = m.kind;
           h["train_seconds"] = m.train_seconds;
-          tensor = std::move(m.payload);
         } else if constexpr (std::is_same_v<T, Ack>) {
           h["round"] = m.round;
           h["model_version"] = m.model_version;
@@ -225,181 +434,59 @@ std::vector<zmq::message_t> Encode(Message message) {
       },
       message);
   std::vector<zmq::message_t> frames;
+  frames.reserve(2);
   frames.push_back(HeaderFrame(h));
-  if (HasTensor(message)) frames.push_back(TensorFrame(std::move(tensor)));
+  if (std::vector<float>* tensor = Tensor(message)) {
+    frames.push_back(TensorFrame(std::move(*tensor)));
+  }
   return frames;
 }
 
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
-  auto fail = [](RejectReason r, std::string detail) {
-    return DecodeResult{DecodeError{r, std::move(detail)}};
+  auto fail = [](RejectReason reason, std::string detail) {
+    return DecodeResult{DecodeError{reason, std::move(detail)}};
   };
   if (frames.empty() || frames.size() > 2) {
     return fail(RejectReason::kMalformed,
                 "expected 1 or 2 frames, got " + std::to_string(frames.size()));
   }
-  if (frames[0].size() > kMaxHeaderBytes) return fail(RejectReason::kOversize, "header too large");
-  const auto* bytes = static_cast<const std::uint8_t*>(frames[0].data());
+  const std::size_t header_bytes = frames[0].size();
+  if (header_bytes > kMaxHeaderBytes) {
+    return fail(RejectReason::kOversize,
+                "header of " + std::to_string(header_bytes) + " bytes exceeds 64 KiB");
+  }
+  const auto* first = static_cast<const std::uint8_t*>(frames[0].data());
+  const auto* last = first + header_bytes;
   json h;
   try {
-    // allow_exceptions=false is not enough: a huge declared length still
-    // throws out_of_range (found by the fuzz test).
-    h = json::from_cbor(bytes, bytes + frames[0].size(), /*strict=*/true,
-                        /*allow_exceptions=*/false);
-  } catch (const json::exception&) {
-    return fail(RejectReason::kMalformed, "the header is not valid CBOR");
-  } catch (const std::bad_alloc&) {
-    return fail(RejectReason::kMalformed, "the header is not valid CBOR");
-  }
-  if (h.is_discarded() || !h.is_object()) {
-    return fail(RejectReason::kMalformed, "the header is not a CBOR map");
-  }
-  const auto v = h.find("v");
-  if (v == h.end() || !v->is_number_unsigned() || v->get<std::uint64_t>() != kProtocolVersion) {
-    return fail(RejectReason::kBadVersion,
-                "protocol version must be " + std::to_string(kProtocolVersion));
-  }
-  const auto k = h.find("kind");
-  if (k == h.end() || !k->is_string()) return fail(RejectReason::kBadField, "missing field 'kind'");
-  const std::string kind = k->get<std::string>();
-
-  Reader r{h, {}};
-  Message message;
-  if (kind == "join") {
-    message = Join{r.Device(), r.Int("threads", 1, 4096), r.Uint("samples"), r.String("software")};
-  } else if (kind == "welcome") {
-    Welcome w;
-    w.device = r.Device();
-    w.run_id = r.String("run_id");
-    const json* plan = r.Field("plan");
-    if (plan && !plan->is_object()) r.Fail("field 'plan' must be a map");
-    if (plan) w.plan = *plan;
-    w.model_version = r.Uint("model_version");
-    w.round = r.Uint("round");
-    w.publish_endpoint = r.String("publish_endpoint");
-    w.heartbeat_ms = r.Int("heartbeat_ms", 10, 3600 * 1000);
-    message = std::move(w);
-  } else if (kind == "heartbeat") {
-    Heartbeat b{r.Device(),       r.String("state", 16),
-                r.Uint("round"),  r.Double("samples_per_second"),
-                r.Double("loss"), r.Double("progress")};
-    if (r.error.empty() && b.state != "idle" && b.state != "training" && b.state != "sending") {
-      r.Fail("field 'state' must be idle, training or sending");
+    HeaderProbe probe(header_bytes);
+    if (!json::sax_parse(first, last, &probe, json::input_format_t::cbor, /*strict=*/true)) {
+      return fail(RejectReason::kMalformed,
+                  probe.problem() ? probe.problem() : "the header is not valid CBOR");
     }
-    message = std::move(b);
-  } else if (kind == "fetch_model") {
-    message = FetchModel{r.Device()};
-  } else if (kind == "model") {
-    message =
-        Model{r.String("run_id"), r.Uint("model_version"), r.Uint("round"), r.Bool("final"), {}};
-  } else if (kind == "update") {
-    Update u;
-    u.device = r.Device();
-    u.round = r.Uint("round");
-    u.model_version = r.Uint("model_version");
-    u.samples = r.Uint("samples");
-    u.loss = r.Double("loss");
-    u.kind = r.String("update_kind", 16);
-    u.train_seconds = r.Double("train_seconds");
-    if (r.error.empty() && u.kind != "delta" && u.kind != "gradient") {
-      r.Fail("field 'update_kind' must be delta or gradient");
-    }
-    if (r.error.empty() && u.samples == 0) r.Fail("field 'samples' must be at least 1");
-    message = std::move(u);
-  } else if (kind == "ack") {
-    message = Ack{r.Uint("round"), r.Uint("model_version"), r.String("detail")};
-  } else if (kind == "reject") {
-    const std::string name = r.String("reason", 32);
-    const auto reason = ParseRejectReason(name);
-    if (r.error.empty() && !reason) r.Fail("unknown reject reason '" + name + "'");
-    message = Reject{reason.value_or(RejectReason::kMalformed), r.String("detail")};
-  } else {
-    return fail(RejectReason::kUnknownKind, "unknown message kind '" + kind.substr(0, 32) + "'");
+    h = json::from_cbor(first, last, /*strict=*/true, /*allow_exceptions=*/false);
+  } catch (const std::exception&) {
+    // The probe should have caught everything; this is the last line, so
+    // that no peer's bytes can ever throw out of Decode.
+    return fail(RejectReason::kMalformed, "the header is not valid CBOR");
   }
-  if (!r.error.empty()) return fail(RejectReason::kBadField, kind + ": " + r.error);
+  if (h.is_discarded()) return fail(RejectReason::kMalformed, "the header is not valid CBOR");
+  if (!h.is_object()) return fail(RejectReason::kMalformed, "the header is not a CBOR map");
 
-  const bool tensor = HasTensor(message);
+  auto header = ReadHeader(h);
+  if (auto* error = std::get_if<DecodeError>(&header)) return DecodeResult{std::move(*error)};
+  Message& message = std::get<Message>(header);
+
+  std::vector<float>* tensor = Tensor(message);
   if (frames.size() != (tensor ? 2u : 1u)) {
     return fail(RejectReason::kMalformed,
-                kind + (tensor ? " needs a tensor frame" : " takes no tensor frame"));
+                std::string(KindName(message)) +
+                    (tensor ? " needs a tensor frame after its header" : " takes no tensor frame"));
   }
   if (tensor) {
-    std::vector<float>* out = nullptr;
-    if (auto* w = std::get_if<Welcome>(&message)) out = &w->params;
-    if (auto* m = std::get_if<Model>(&message)) out = &m->params;
-    if (auto* u = std::get_if<Update>(&message)) out = &u->payload;
-    if (auto err = ReadTensor(frames[1], limits, *out)) return DecodeResult{std::move(*err)};
+    if (auto error = ReadTensor(frames[1], limits, *tensor)) return DecodeResult{std::move(*error)};
   }
   return DecodeResult{std::move(message)};
-}
-
-bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_id) {
-  std::vector<zmq::message_t> frames = Encode(std::move(message));
-  if (routing_id) {
-    zmq::message_t id(routing_id->data(), routing_id->size());
-    if (!socket.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
-  }
-  for (std::size_t i = 0; i < frames.size(); ++i) {
-    const auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
-    try {
-      if (!socket.send(frames[i], flags | zmq::send_flags::dontwait)) return false;
-    } catch (const zmq::error_t& e) {
-      if (e.num() == EHOSTUNREACH) return false;  // ROUTER_MANDATORY: peer gone
-      throw;
-    }
-  }
-  return true;
-}
-
-void Poll(std::vector<zmq::pollitem_t>& items, std::chrono::milliseconds timeout) {
-  try {
-    zmq::poll(items.data(), items.size(), timeout);
-  } catch (const zmq::error_t& e) {
-    if (e.num() != EINTR) throw;
-  }
-}
-
-bool ValidDeviceId(std::string_view id) {
-  return !id.empty() && id.size() <= kMaxDeviceId &&
-         id.find_first_not_of(
-             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
-             std::string_view::npos;
-}
-
-void CheckEndpoint(const std::string& endpoint, bool for_bind) {
-  auto bad = [&](const std::string& why) {
-    throw Error("invalid ZeroMQ endpoint '" + endpoint + "': " + why +
-                " (expected tcp://HOST:PORT, ipc://PATH or inproc://NAME)");
-  };
-  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) {
-    if (endpoint.size() <= endpoint.find("//") + 2) bad("empty path");
-    return;
-  }
-  if (endpoint.rfind("tcp://", 0) != 0) bad("unknown transport");
-  const std::string rest = endpoint.substr(6);
-  const std::size_t colon = rest.rfind(':');
-  if (colon == std::string::npos || colon == 0) bad("no HOST:PORT");
-  const std::string host = rest.substr(0, colon), port = rest.substr(colon + 1);
-  if (host == "*" && !for_bind) bad("'*' is only for binding; name the host to connect to");
-  int p = 0;
-  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-  const bool wildcard_port = for_bind && port == "*";
-  if (!wildcard_port &&
-      (ec != std::errc() || end != port.data() + port.size() || p < 1 || p > 65535)) {
-    bad("port must be 1-65535");
-  }
-}
-
-std::optional<std::vector<zmq::message_t>> ReceiveFrames(zmq::socket_t& socket,
-                                                         zmq::recv_flags flags) {
-  std::vector<zmq::message_t> frames;
-  try {
-    if (!zmq::recv_multipart(socket, std::back_inserter(frames), flags)) return std::nullopt;
-  } catch (const zmq::error_t& e) {
-    if (e.num() == EINTR) return std::nullopt;  // a signal: the caller checks its stop flag
-    throw;
-  }
-  return frames;
 }
 
 }  // namespace fedsgd::wire

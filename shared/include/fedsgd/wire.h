@@ -1,19 +1,24 @@
-// The wire protocol between daemons and the coordinator (docs/protocol.md).
+// The wire protocol between daemons and the coordinator (behaviour:
+// docs/protocol.md).
 //
-// A message is multipart: frame 0 is a small CBOR map (nlohmann::json) with
-// "v" (protocol version) and "kind" plus the message's fields; then zero or
-// one tensor frame of raw little-endian float32, never re-encoded as text.
-// On a ROUTER socket the peer's routing-id frame comes first; DEALERs send no
-// empty delimiter frame.
+// The coordinator binds a ROUTER (requests and their replies) and a PUB
+// (Model broadcasts); a daemon connects a DEALER and a SUB. A message is
+// multipart: frame 0 is a small CBOR map (nlohmann::json::to_cbor) holding
+// "v" (kProtocolVersion), "kind" and the message's fields; then zero or one
+// tensor frame of raw little-endian float32, never re-encoded as text. On a
+// ROUTER the peer's routing-id frame comes first; a DEALER sends no empty
+// delimiter frame. Update's `kind` travels as "update_kind", since "kind"
+// names the message.
 //
 // Decode() validates everything before anything is used: frame count, CBOR,
-// version, kind, every field's presence, type and range, the tensor's size
-// against the expected parameter count, and that every float is finite. A
-// bad message yields a DecodeError with a RejectReason (whose names are
-// stable: metrics and logs use them), never an exception or a crash.
+// version, kind, every field's presence, type and range, the tensor's size,
+// and that every float is finite. A bad message yields a DecodeError with a
+// RejectReason whose name is stable (metrics and logs use it), never an
+// exception or a crash.
 //
-// Thread-safety: the functions are reentrant; a zmq socket passed to Send /
-// ReceiveFrames must be used by one thread only, as always with ZeroMQ.
+// Thread-safety: every function is reentrant and shares no state. A
+// zmq::socket_t passed to Send / ReceiveFrames must be used by one thread
+// only, as always with ZeroMQ.
 #pragma once
 
 #include <chrono>
@@ -32,56 +37,66 @@ namespace fedsgd::wire {
 inline constexpr int kProtocolVersion = 1;
 
 // Why a message was refused. The first group is found by Decode, the second
-// by the coordinator's checks of a well-formed message.
+// by the coordinator's checks of a well-formed message. The names returned
+// by ToString are part of the protocol and of the metrics: never rename one.
 enum class RejectReason {
-  kMalformed,   // not CBOR, not a map, wrong frame count
-  kBadVersion,  // "v" is not kProtocolVersion
+  kMalformed,   // not CBOR, not a map, invalid UTF-8, wrong frame count
+  kBadVersion,  // "v" missing or not kProtocolVersion
   kUnknownKind,
   kBadField,       // a field missing, mistyped or out of range
-  kWrongSize,      // tensor size differs from the model's parameter count
-  kNonFinite,      // NaN or Inf in the tensor or a number field
-  kOversize,       // larger than the limit
+  kWrongSize,      // tensor not whole floats, or not the model's size
+  kNonFinite,      // NaN or Inf in the tensor
+  kOversize,       // header or tensor larger than the limit
   kUnknownDevice,  // the device has not joined
   kStaleRound,     // for an older round or model version
   kRoundClosed,    // no round open
   kDuplicate,      // a second update for the same round
   kNotSelected,    // the device is not a participant of the round
 };
-std::string_view ToString(RejectReason reason);
-std::optional<RejectReason> ParseRejectReason(std::string_view name);
 inline constexpr int kRejectReasonCount = 12;
 
+// "malformed", "bad_version", ..., "not_selected"; "unknown" for a value
+// outside the enum.
+std::string_view ToString(RejectReason reason);
+// The inverse of ToString; nullopt for any other name.
+std::optional<RejectReason> ParseRejectReason(std::string_view name);
+
+// Daemon -> coordinator: the first message, and again after any reconnect.
 struct Join {
   std::string device;
-  int threads = 1;
+  int threads = 1;  // 1..4096
   std::uint64_t samples = 0;
   std::string software;
 };
 
+// Reply to Join. Carries the current model.
 struct Welcome {
   std::string device;
   std::string run_id;
-  nlohmann::json plan = nlohmann::json::object();
+  nlohmann::json plan = nlohmann::json::object();  // a map (see plan.h)
   std::uint64_t model_version = 0;
   std::uint64_t round = 0;  // the round open now, 0 = none
   std::string publish_endpoint;
-  int heartbeat_ms = 1000;
+  int heartbeat_ms = 1000;  // 10..3,600,000
   std::vector<float> params;
 };
 
+// Daemon -> coordinator every heartbeat_ms; replied with Ack.
 struct Heartbeat {
   std::string device;
   std::string state = "idle";  // idle | training | sending
   std::uint64_t round = 0;
-  double samples_per_second = 0;
+  double samples_per_second = 0;  // >= 0
   double loss = 0;
   double progress = 0;  // 0..1 of the current round's training
 };
 
+// Daemon -> coordinator; replied with Model.
 struct FetchModel {
   std::string device;
 };
 
+// Broadcast on PUB, and the reply to FetchModel.
 struct Model {
   std::string run_id;
   std::uint64_t model_version = 0;
@@ -90,14 +105,15 @@ struct Model {
   std::vector<float> params;
 };
 
+// Daemon -> coordinator; replied with Ack or Reject.
 struct Update {
   std::string device;
   std::uint64_t round = 0;
   std::uint64_t model_version = 0;
-  std::uint64_t samples = 0;
+  std::uint64_t samples = 0;  // >= 1
   double loss = 0;
   std::string kind = "delta";  // delta | gradient
-  double train_seconds = 0;
+  double train_seconds = 0;    // >= 0
   std::vector<float> payload;
 };
 
@@ -114,40 +130,55 @@ struct Reject {
 
 using Message = std::variant<Join, Welcome, Heartbeat, FetchModel, Model, Update, Ack, Reject>;
 
-// "join", "welcome", ... for logs.
+// "join", "welcome", "heartbeat", "fetch_model", "model", "update", "ack",
+// "reject": the "kind" on the wire, and for logs.
 std::string_view KindName(const Message& message);
 
-// The frames of a message. The tensor vector is moved into its frame without
-// a copy (on little-endian hosts).
+// The frames of a message: the header, then the tensor frame for Welcome,
+// Model and Update (possibly empty). On little-endian hosts the tensor
+// vector's buffer is handed to zmq without a copy, hence the by-value
+// parameter: move into it. Does not validate; the peer's Decode does. Throws
+// only std::bad_alloc.
 std::vector<zmq::message_t> Encode(Message message);
 
 struct Limits {
-  std::size_t expected_params = 0;    // 0: any size up to max_params
+  std::size_t expected_params = 0;    // tensor length required; 0: any up to max_params
   std::size_t max_params = 1u << 26;  // 256 MiB of floats
 };
 
 struct DecodeError {
   RejectReason reason = RejectReason::kMalformed;
-  std::string detail;
+  std::string detail;  // short, printable ASCII: fit to log or echo in a Reject
 };
 
 struct DecodeResult {
   std::variant<Message, DecodeError> value;
   bool ok() const { return value.index() == 0; }
+  // Preconditions: ok() for message(), !ok() for error().
   Message& message() { return std::get<Message>(value); }
   const DecodeError& error() const { return std::get<DecodeError>(value); }
 };
 
-// Validates and decodes frames (without any routing-id frame).
+// Validates and decodes the frames of one message, without any routing-id
+// frame (a ROUTER's caller removes it first). Returns the Message, or a
+// DecodeError naming the first problem found: malformed (frame count, bad
+// CBOR, not a map, invalid UTF-8, nesting too deep), oversize (header over
+// 64 KiB, tensor over limits.max_params), bad_version, unknown_kind,
+// bad_field, wrong_size, non_finite. Never throws (std::bad_alloc aside)
+// and never reads outside the frames. The frames are left unchanged.
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits = {});
 
-// Sends a message, preceded by routing_id when given (ROUTER sockets).
-// Returns false when the socket would block (or the peer is unroutable with
-// ZMQ_ROUTER_MANDATORY); throws zmq::error_t only for real socket errors.
+// Encodes and sends a message without blocking, preceded by routing_id when
+// given (ROUTER sockets). Returns true when queued; false when the socket
+// would block (EAGAIN: high-water mark, or a DEALER with no peer) or, with
+// ZMQ_ROUTER_MANDATORY, the peer is gone (EHOSTUNREACH). Throws
+// zmq::error_t only for other socket errors, which are bugs (e.g. a closed
+// socket).
 bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_id = nullptr);
 
-// Receives all frames of one multipart message; nullopt when none is ready
-// (with recv_flags::dontwait).
+// Receives all frames of one multipart message (a ROUTER's routing id first).
+// nullopt when none is ready (with recv_flags::dontwait) or a signal
+// interrupted the wait; throws zmq::error_t for other socket errors.
 std::optional<std::vector<zmq::message_t>> ReceiveFrames(
     zmq::socket_t& socket, zmq::recv_flags flags = zmq::recv_flags::none);
 
@@ -155,8 +186,9 @@ std::optional<std::vector<zmq::message_t>> ReceiveFrames(
 // ready", so a loop gets back to its stop flag instead of throwing.
 void Poll(std::vector<zmq::pollitem_t>& items, std::chrono::milliseconds timeout);
 
-// Checks the form of a ZeroMQ endpoint: tcp://HOST:PORT (HOST may be * when
-// binding), ipc://PATH or inproc://NAME. Throws fedsgd::Error naming it.
+// Checks the form of a ZeroMQ endpoint: tcp://HOST:PORT (HOST and PORT may
+// be * when binding), ipc://PATH or inproc://NAME. Throws fedsgd::Error
+// naming it.
 void CheckEndpoint(const std::string& endpoint, bool for_bind);
 
 // Device ids: 1-64 characters of A-Z a-z 0-9 . _ -
