@@ -1,10 +1,12 @@
 // Backoff: capped exponential delays with jitter, for reconnecting to a
-// coordinator that went away. Starts at `initial`, doubles up to `cap`, and
-// each delay is spread by +/- jitter (a fraction) so a fleet that lost the
-// same coordinator does not come back in lockstep. Reset() after success.
+// coordinator that went away. Starts at `initial` seconds, doubles up to
+// `cap`, and spreads each delay by +/- `jitter` (a fraction) so a fleet that
+// lost the same coordinator does not come back in lockstep. Reset() after a
+// success starts again from `initial`.
+//
+// Not thread-safe: one owner (the daemon's network thread).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <random>
 
@@ -12,16 +14,12 @@ namespace fedsgd {
 
 class Backoff {
  public:
-  Backoff(double initial, double cap, double jitter, std::uint64_t seed)
-      : initial_(initial), cap_(cap), jitter_(jitter), next_(initial), rng_(seed) {}
+  // Requires 0 < initial <= cap and 0 <= jitter < 1.
+  Backoff(double initial, double cap, double jitter, std::uint64_t seed);
 
-  // Seconds to wait now; the one after is twice as long (up to the cap).
-  double Next() {
-    const double base = next_;
-    next_ = std::min(cap_, next_ * 2);
-    std::uniform_real_distribution<double> spread(1.0 - jitter_, 1.0 + jitter_);
-    return base * spread(rng_);
-  }
+  // Seconds to wait now, in [base * (1 - jitter), base * (1 + jitter)] where
+  // base is initial * 2^k capped at cap; the next base is twice this one's.
+  double Next();
   void Reset() { next_ = initial_; }
 
  private:

@@ -17,11 +17,11 @@ namespace fedsgd {
 void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
   AddJsonConfig(app);
   app.add_option("--coordinator", o.coordinator,
-                 "The coordinator's ZeroMQ endpoint, tcp://HOST:PORT (its --listen)");
+                 "Required: the coordinator's ZeroMQ endpoint, tcp://HOST:PORT (its --listen)");
   app.add_option("--id", o.id, "This device's id: 1-64 of A-Z a-z 0-9 . _ - (default: hostname)");
   app.add_option("--data", o.data,
-                 "Local data: a directory with IDX files (its train-* files), an IDX images file, "
-                 "or a CSV file");
+                 "Required: the local data, a directory with IDX files (its train-* files are "
+                 "used), an IDX images file, or a CSV file");
   app.add_option("--shard", o.shard, "Use shard i of n of the data, as i/n")->capture_default_str();
   app.add_option("--split", o.split, "How shards are cut: iid, labels:K or dirichlet:ALPHA")
       ->capture_default_str();

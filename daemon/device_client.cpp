@@ -1,7 +1,10 @@
 // DeviceClient (see device_client.h and docs/protocol.md).
 #include "device_client.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <functional>
 #include <thread>
 
 #include "fedsgd/error.h"
@@ -15,28 +18,42 @@ std::string Format(const char* fmt, double a, double b = 0, double c = 0) {
   return buf;
 }
 
+double Finite(double x) { return std::isfinite(x) ? x : 0.0; }
+
 }  // namespace
 
-DeviceClient::DeviceClient(DaemonOptions options, const Dataset& shard, std::ostream& log)
+DeviceClient::DeviceClient(DaemonOptions options, const Dataset& shard, std::ostream& log,
+                           ClientTiming timing)
     : options_(std::move(options)),
       shard_(shard),
       log_(log),
+      timing_(timing),
       mode_(ParseTrainMode(options_.mode)),
-      threads_(options_.threads > 0
-                   ? options_.threads
-                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
-      backoff_(0.25, 8.0, 0.25, std::hash<std::string>{}(options_.id) ^ options_.seed),
-      start_(Clock::now()) {}
+      threads_(std::clamp(options_.threads > 0
+                              ? options_.threads
+                              : static_cast<int>(std::thread::hardware_concurrency()),
+                          1, 4096)),
+      // Seeded per device, so a fleet that lost its coordinator spreads out.
+      backoff_(timing_.backoff_initial, timing_.backoff_cap, timing_.backoff_jitter,
+               std::hash<std::string>{}(options_.id) ^ options_.seed),
+      start_(std::chrono::steady_clock::now()) {}
 
-DeviceClient::~DeviceClient() { job_.reset(); }
+DeviceClient::~DeviceClient() { CancelTraining(); }
 
 double DeviceClient::Now() const {
-  return std::chrono::duration<double>(Clock::now() - start_).count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
 void DeviceClient::Log(const std::string& line, LogLevel level) {
   log_ << LogPriority(level) << options_.id << ": " << line << std::endl;
 }
+
+void DeviceClient::DropBad(const std::string& what) {
+  ++bad_messages_;
+  Log("dropped " + what, LogLevel::kWarning);
+}
+
+// ---------------------------------------------------------------- sockets
 
 void DeviceClient::Connect() {
   dealer_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
@@ -45,8 +62,10 @@ void DeviceClient::Connect() {
   // once instead of piling up stale heartbeats for when it comes back.
   dealer_->set(zmq::sockopt::immediate, 1);
   dealer_->connect(options_.coordinator);
+  reconnect_at_ = -1;
   joined_ = false;
   join_sent_at_ = -1;
+  fetch_sent_at_ = -1;
   last_reply_ = Now();
 }
 
@@ -56,12 +75,23 @@ void DeviceClient::Disconnect() {
   joined_ = false;
 }
 
+void DeviceClient::ReconnectLater(double delay) {
+  Disconnect();
+  reconnect_at_ = Now() + delay;
+  ++reconnects_;
+}
+
+void DeviceClient::RejoinNow() {
+  joined_ = false;
+  join_sent_at_ = -1;
+}
+
 bool DeviceClient::Send(wire::Message message) {
   if (!dealer_) return false;
   try {
     return wire::Send(*dealer_, std::move(message));
   } catch (const zmq::error_t& e) {
-    Log(std::string("send failed: ") + e.what());
+    Log(std::string("send failed: ") + e.what(), LogLevel::kWarning);
     return false;
   }
 }
@@ -79,34 +109,126 @@ std::string DeviceClient::PublishEndpoint(const std::string& announced) const {
   return announced;
 }
 
-void DeviceClient::HandleWelcome(wire::Welcome& w) {
+// ---------------------------------------------------------------- messages
+
+void DeviceClient::Receive() {
+  // Either handler may close the sockets (a plan that does not fit), hence
+  // the checks on every turn.
+  while (dealer_) {
+    auto frames = wire::ReceiveFrames(*dealer_, zmq::recv_flags::dontwait);
+    if (!frames) break;
+    HandleReply(*frames);
+  }
+  while (sub_) {
+    auto frames = wire::ReceiveFrames(*sub_, zmq::recv_flags::dontwait);
+    if (!frames) break;
+    HandleBroadcast(*frames);
+  }
+}
+
+void DeviceClient::HandleReply(std::vector<zmq::message_t>& frames) {
+  last_reply_ = Now();  // even a bad reply shows the coordinator is there
+  // Before the welcome the model's size is unknown; the welcome's is checked
+  // against its plan.
+  const std::size_t expected = joined_ && plan_ ? params_.size() : 0;
+  wire::DecodeResult d = wire::Decode(frames, wire::Limits{expected});
+  if (!d.ok()) {
+    return DropBad("a bad reply from the coordinator: " +
+                   std::string(wire::ToString(d.error().reason)) + ": " + d.error().detail);
+  }
+  wire::Message& msg = d.message();
+  if (auto* w = std::get_if<wire::Welcome>(&msg)) {
+    HandleWelcome(*w);
+  } else if (auto* m = std::get_if<wire::Model>(&msg)) {
+    fetch_sent_at_ = -1;
+    HandleModel(*m);
+  } else if (auto* a = std::get_if<wire::Ack>(&msg)) {
+    HandleAck(*a);
+  } else if (auto* r = std::get_if<wire::Reject>(&msg)) {
+    if (r->reason == wire::RejectReason::kUnknownDevice) {
+      Log("the coordinator does not know this device (restarted?); joining again");
+      RejoinNow();
+    } else {
+      Log("the coordinator refused a message: " + std::string(wire::ToString(r->reason)) + ": " +
+              r->detail,
+          LogLevel::kWarning);
+    }
+  } else {
+    DropBad("an unexpected '" + std::string(wire::KindName(msg)) + "' from the coordinator");
+  }
+}
+
+void DeviceClient::HandleBroadcast(std::vector<zmq::message_t>& frames) {
+  if (!joined_ || !plan_) return;  // the welcome will carry the current model
+  wire::DecodeResult d = wire::Decode(frames, wire::Limits{params_.size()});
+  if (!d.ok()) {
+    return DropBad("a bad broadcast: " + std::string(wire::ToString(d.error().reason)) + ": " +
+                   d.error().detail);
+  }
+  if (auto* m = std::get_if<wire::Model>(&d.message())) {
+    HandleModel(*m);
+  } else {
+    DropBad("an unexpected '" + std::string(wire::KindName(d.message())) + "' broadcast");
+  }
+}
+
+std::optional<std::string> DeviceClient::CheckPlan(const wire::Welcome& w, Plan& plan) const {
   try {
-    Plan plan = Plan::FromJson(w.plan);
+    plan = Plan::FromJson(w.plan);
+    plan.Validate();
     const Architecture arch = plan.architecture();
     if (arch.input_size() != shard_.num_features) {
-      throw Error("model " + arch.ToString() + " expects " + std::to_string(arch.input_size()) +
-                  " features but this device's data has " + std::to_string(shard_.num_features));
+      return "model " + arch.ToString() + " expects " + std::to_string(arch.input_size()) +
+             " features but this device's data has " + std::to_string(shard_.num_features);
     }
     if (arch.num_classes() > 0 && shard_.num_classes > arch.num_classes()) {
-      throw Error("model " + arch.ToString() + " has " + std::to_string(arch.num_classes()) +
-                  " classes but this device's data has " + std::to_string(shard_.num_classes));
+      return "model " + arch.ToString() + " has " + std::to_string(arch.num_classes()) +
+             " classes but this device's data has " + std::to_string(shard_.num_classes);
     }
-    if (w.params.size() != arch.ParameterCount())
-      throw Error("the welcome's model has the wrong size");
-    plan_ = std::move(plan);
-    plan_unusable_ = false;
+    if (w.params.size() != arch.ParameterCount()) {
+      return "the welcome's model has " + std::to_string(w.params.size()) +
+             " parameters, the plan's " + arch.ToString() + " has " +
+             std::to_string(arch.ParameterCount());
+    }
   } catch (const Error& e) {
-    if (!plan_unusable_)
-      Log(std::string("cannot take part in this run: ") + e.what(), LogLevel::kError);
-    plan_unusable_ = true;
+    return std::string("bad plan: ") + e.what();
   }
-  joined_ = true;
+  return std::nullopt;
+}
+
+void DeviceClient::HandleWelcome(wire::Welcome& w) {
+  if (w.device != options_.id) return DropBad("a welcome for device '" + w.device + "'");
   ++joins_;
   backoff_.Reset();
-  run_id_ = w.run_id;
   heartbeat_ms_ = w.heartbeat_ms;
-  params_ = std::move(w.params);
+  Plan plan;
+  if (std::optional<std::string> unfit = CheckPlan(w, plan)) {
+    // Staying joined would make this device a participant that never sends
+    // an update, so every round would wait for it until its deadline.
+    Backoff retry(timing_.unfit_retry, timing_.unfit_retry, timing_.backoff_jitter, joins_);
+    const double delay = retry.Next();
+    if (*unfit != unfit_reason_) {
+      Log("cannot take part in run " + w.run_id + ": " + *unfit +
+              Format("; asking the coordinator again every %.0f s", timing_.unfit_retry),
+          LogLevel::kError);
+    }
+    unfit_reason_ = *unfit;
+    notifier_.Status("the coordinator's plan does not fit this device's data");
+    CancelTraining();
+    unsent_.reset();
+    plan_.reset();
+    params_.clear();
+    ReconnectLater(delay);
+    return;
+  }
+  if (!unfit_reason_.empty()) Log("the coordinator's plan fits this device's data now");
+  unfit_reason_.clear();
+  joined_ = true;
+  fetch_sent_at_ = -1;
+  plan_ = std::move(plan);
+  run_id_ = w.run_id;
   model_version_ = w.model_version;
+  params_ = std::move(w.params);
   // A (re)started coordinator remembers nothing of its open round: whatever
   // this device sent before the welcome may be lost, so every round open
   // from now on is trained again. A duplicate is refused, never counted twice.
@@ -121,7 +243,8 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
     sub_->connect(endpoint);
   } catch (const zmq::error_t& e) {
     sub_.reset();
-    Log("cannot subscribe to " + endpoint + ": " + e.what() + "; will fetch models instead");
+    Log("cannot subscribe to " + endpoint + ": " + e.what() + "; will fetch models instead",
+        LogLevel::kWarning);
   }
   Log("joined run " + run_id_ + " at model version " + std::to_string(model_version_) +
       (w.round ? " (round " + std::to_string(w.round) + " open)" : " (no round open)"));
@@ -130,103 +253,178 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
     ready_ = true;
   }
   notifier_.Status("joined run " + run_id_ + " at " + options_.coordinator);
-  if (w.round > 0 && w.round > last_trained_round_ && !plan_unusable_) StartTraining(w.round);
+
+  // Training or a result for exactly the open round (same run, same model
+  // version, hence the same params) is as good as training again.
+  auto current = [&](std::uint64_t round, std::uint64_t version, const std::string& run) {
+    return w.round > 0 && round == w.round && version == model_version_ && run == run_id_;
+  };
+  bool resumed = false;
+  if (unsent_) {
+    TrainingResult held = std::move(*unsent_);
+    unsent_.reset();
+    if (current(held.round, held.model_version, unsent_run_id_)) {
+      SendUpdate(std::move(held));
+      resumed = true;
+    }
+  }
+  if (job_) {
+    if (current(job_->round(), job_->model_version(), job_run_id_)) {
+      resumed = true;
+    } else {
+      CancelTraining();
+    }
+  }
+  if (!resumed && w.round > 0) StartTraining(w.round);
   // A SUB socket takes a moment to subscribe (ZeroMQ's slow joiner), so a
   // round opened right now may not reach it: heartbeat soon, and the Ack
   // tells of any open round.
   last_heartbeat_ = Now() - heartbeat_ms_ / 1000.0 + 0.2;
 }
 
-void DeviceClient::HandleModel(wire::Model& m, const char* via) {
+void DeviceClient::HandleModel(wire::Model& m) {
   if (!joined_ || !plan_) return;
   if (m.run_id != run_id_) {
     Log("the coordinator moved to run " + m.run_id + "; joining it");
-    job_.reset();
-    joined_ = false;
-    join_sent_at_ = -1;
+    CancelTraining();
+    RejoinNow();
     return;
   }
-  fetch_pending_ = false;
-  if (m.model_version >= model_version_) {
+  if (m.model_version < model_version_) return;  // a late reply; this device is ahead
+  if (m.model_version > model_version_) {
     model_version_ = m.model_version;
     params_ = std::move(m.params);
+    // Training from an older version would only earn a stale_round.
+    if (job_ && job_->model_version() < model_version_) CancelTraining();
   }
   if (m.final) {
-    if (!finished_)
+    if (!finished_) {
       Log("run " + run_id_ + " finished at model version " + std::to_string(model_version_));
+      notifier_.Status("run " + run_id_ + " finished; waiting for a new run");
+    }
     finished_ = true;
-    job_.reset();
+    CancelTraining();
     return;
   }
-  if (m.round == 0 || m.round <= last_trained_round_ || m.model_version != model_version_) return;
+  if (m.round == 0 || m.round <= last_trained_round_) return;
   if (job_ && job_->round() == m.round) return;  // already on it
-  (void)via;
   StartTraining(m.round);
 }
 
-void DeviceClient::HandleReply(std::vector<zmq::message_t>& frames) {
-  last_reply_ = Now();
-  const std::size_t expected = plan_ && joined_ ? params_.size() : 0;
-  wire::DecodeResult d = wire::Decode(frames, wire::Limits{expected});
-  if (!d.ok()) {
-    Log("dropped a bad message from the coordinator: " +
-        std::string(wire::ToString(d.error().reason)) + ": " + d.error().detail);
-    return;
-  }
-  wire::Message& msg = d.message();
-  if (auto* w = std::get_if<wire::Welcome>(&msg)) {
-    HandleWelcome(*w);
-  } else if (auto* m = std::get_if<wire::Model>(&msg)) {
-    HandleModel(*m, "fetch");
-  } else if (auto* a = std::get_if<wire::Ack>(&msg)) {
-    if (!joined_ || plan_unusable_) return;
-    if (a->model_version > model_version_ && !fetch_pending_) {
-      // A broadcast was missed: ask for the model.
-      fetch_pending_ = Send(wire::FetchModel{options_.id});
-    } else if (a->round > last_trained_round_ && a->model_version == model_version_ &&
-               !(job_ && job_->round() == a->round)) {
-      StartTraining(a->round);  // the round's announcement was missed, the model is current
+void DeviceClient::HandleAck(const wire::Ack& a) {
+  if (!joined_ || !plan_) return;
+  const double now = Now();
+  if (a.model_version > model_version_) {
+    // A broadcast was missed: ask for the model, once per few heartbeats.
+    const double patience = std::max(1.0, 3.0 * heartbeat_ms_ / 1000.0);
+    if (fetch_sent_at_ < 0 || now - fetch_sent_at_ > patience) {
+      if (Send(wire::FetchModel{options_.id})) {
+        fetch_sent_at_ = now;
+        Log("missed model version " + std::to_string(a.model_version) + "; fetching it");
+      }
     }
-  } else if (auto* r = std::get_if<wire::Reject>(&msg)) {
-    if (r->reason == wire::RejectReason::kUnknownDevice) {
-      Log("the coordinator does not know this device (restarted?); joining again");
-      joined_ = false;
-      join_sent_at_ = -1;
-    } else {
-      Log("the coordinator refused a message: " + std::string(wire::ToString(r->reason)) + ": " +
-          r->detail);
-    }
+  } else if (a.model_version == model_version_ && a.round > last_trained_round_ &&
+             !(job_ && job_->round() == a.round)) {
+    // Only the round's announcement was missed: the model is current.
+    StartTraining(a.round);
   }
 }
 
+// ---------------------------------------------------------------- training
+
 void DeviceClient::StartTraining(std::uint64_t round) {
-  if (!plan_ || plan_unusable_) return;
-  job_.reset();  // cancels an older round's training
+  if (!plan_ || !unfit_reason_.empty()) return;
+  CancelTraining();
   job_ = std::make_unique<TrainingJob>(*plan_, shard_, params_, round, model_version_, threads_,
                                        mode_, options_.seed);
+  job_run_id_ = run_id_;
+  Log("round " + std::to_string(round) + ": training from model version " +
+      std::to_string(model_version_));
+}
+
+void DeviceClient::CancelTraining() {
+  if (!job_) return;
+  const bool running = !job_->done();
+  const std::uint64_t round = job_->round();
+  job_.reset();  // cancels, and returns after the current mini-batch
+  if (running) Log("round " + std::to_string(round) + ": training cancelled");
 }
 
 void DeviceClient::FinishTraining() {
   TrainingResult r = job_->TakeResult();
+  const std::string run = job_run_id_;
   job_.reset();
   if (!r.error.empty()) {
-    Log("training failed: " + r.error, LogLevel::kError);
-    plan_unusable_ = true;
+    Log("round " + std::to_string(r.round) + ": training failed: " + r.error +
+            Format("; asking the coordinator again in %.0f s", timing_.unfit_retry),
+        LogLevel::kError);
+    unfit_reason_ = r.error;
+    plan_.reset();
+    ReconnectLater(timing_.unfit_retry);
     return;
   }
   if (r.cancelled) return;
-  last_trained_round_ = r.round;
   last_loss_ = r.loss;
   last_samples_per_second_ = r.samples_per_second;
+  if (!joined_ || run != run_id_) {
+    Log("round " + std::to_string(r.round) + ": trained " + std::to_string(r.processed) +
+        " samples; holding the update until the coordinator welcomes this device again");
+    unsent_ = std::move(r);
+    unsent_run_id_ = run;
+    return;
+  }
+  SendUpdate(std::move(r));
+}
+
+void DeviceClient::SendUpdate(TrainingResult r) {
+  last_trained_round_ = std::max(last_trained_round_, r.round);
   const std::size_t bytes = r.payload.size() * sizeof(float);
+  const std::string line =
+      "round " + std::to_string(r.round) + ": trained " + std::to_string(r.processed) + " samples" +
+      Format(" in %.3f s (loss %.4f, %.0f samples/s), ", r.seconds, r.loss, r.samples_per_second);
+  // The payload is copied (a few hundred KB, next to seconds of training) so
+  // that an update the DEALER cannot take now is kept for after the rejoin.
   wire::Update u{options_.id, r.round, r.model_version, r.samples,
-                 r.loss,      r.kind,  r.seconds,       std::move(r.payload)};
-  const bool sent = Send(std::move(u));
-  if (sent) ++updates_sent_;
-  Log("round " + std::to_string(r.round) + ": trained " + std::to_string(r.samples) + " samples" +
-      Format(" in %.2f s (loss %.4f, %.0f samples/s), ", r.seconds, r.loss, r.samples_per_second) +
-      (sent ? "update sent (" + std::to_string(bytes) + " bytes)"
-            : "update NOT sent (coordinator away)"));
+                 r.loss,      r.kind,  r.seconds,       r.payload};
+  if (Send(std::move(u))) {
+    ++updates_sent_;
+    Log(line + "update sent (" + std::to_string(bytes) + " bytes)");
+    return;
+  }
+  Log(line + "update held: the coordinator is away");
+  unsent_ = std::move(r);
+  unsent_run_id_ = run_id_;
+}
+
+// ---------------------------------------------------------------- the loop
+
+void DeviceClient::Tick() {
+  const double now = Now();
+  const double beat = heartbeat_ms_ / 1000.0;
+  if (!joined_) {
+    if (join_sent_at_ < 0 || now - join_sent_at_ > std::max(1.0, beat)) {
+      if (Send(wire::Join{options_.id, threads_, shard_.size(), "fedsgd-daemon " FEDSGD_VERSION})) {
+        join_sent_at_ = now;
+      }
+    }
+  } else if (now - last_heartbeat_ >= beat) {
+    wire::Heartbeat h{options_.id,
+                      job_ ? "training" : "idle",
+                      job_ ? job_->round() : last_trained_round_,
+                      Finite(job_ ? job_->samples_per_second() : last_samples_per_second_),
+                      Finite(last_loss_),
+                      job_ ? job_->progress() : 0.0};
+    Send(std::move(h));
+    last_heartbeat_ = now;
+  }
+  const double silence = std::max(timing_.min_silence, 3.0 * beat);
+  if (now - last_reply_ > silence) {
+    const double delay = backoff_.Next();
+    Log(Format("coordinator silent for %.1f s, reconnecting in %.2f s", now - last_reply_, delay),
+        LogLevel::kWarning);
+    notifier_.Status("coordinator " + options_.coordinator + " unreachable, retrying");
+    ReconnectLater(delay);
+  }
 }
 
 int DeviceClient::Run(const std::atomic<bool>& stop) {
@@ -234,66 +432,28 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
   Log("connecting to " + options_.coordinator + " with " + std::to_string(shard_.size()) +
       " samples, " + std::to_string(threads_) + " thread(s), " + ToString(mode_));
   while (!stop.load()) {
+    notifier_.Watchdog();
+    if (reconnect_at_ >= 0) {
+      // Sockets closed: wait out the backoff, letting training finish.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (job_ && job_->done()) FinishTraining();
+      if (reconnect_at_ >= 0 && Now() >= reconnect_at_) Connect();
+      continue;
+    }
     std::vector<zmq::pollitem_t> items = {{dealer_->handle(), 0, ZMQ_POLLIN, 0}};
     if (sub_) items.push_back({sub_->handle(), 0, ZMQ_POLLIN, 0});
     wire::Poll(items, std::chrono::milliseconds(50));
-    notifier_.Watchdog();
-    while (dealer_) {
-      auto frames = wire::ReceiveFrames(*dealer_, zmq::recv_flags::dontwait);
-      if (!frames) break;
-      HandleReply(*frames);
+    Receive();
+    if (finished_ && options_.exit_when_done) {
+      Log("exiting: the run is finished (--exit-when-done)");
+      break;
     }
-    while (sub_) {
-      auto frames = wire::ReceiveFrames(*sub_, zmq::recv_flags::dontwait);
-      if (!frames) break;
-      wire::DecodeResult d = wire::Decode(*frames, wire::Limits{params_.size()});
-      if (!d.ok()) {
-        Log("dropped a bad broadcast: " + d.error().detail);
-        continue;
-      }
-      if (auto* m = std::get_if<wire::Model>(&d.message())) HandleModel(*m, "broadcast");
-    }
-    if (finished_ && options_.exit_when_done) return 0;
     if (job_ && job_->done()) FinishTraining();
-
-    const double now = Now();
-    const double beat = heartbeat_ms_ / 1000.0;
-    if (!joined_) {
-      if (join_sent_at_ < 0 || now - join_sent_at_ > 1.0) {
-        if (Send(wire::Join{options_.id, threads_, shard_.size(),
-                            "fedsgd-daemon " FEDSGD_VERSION})) {
-          join_sent_at_ = now;
-        }
-      }
-    } else if (now - last_heartbeat_ >= beat) {
-      wire::Heartbeat h{options_.id,
-                        job_ ? "training" : "idle",
-                        job_ ? job_->round() : last_trained_round_,
-                        last_samples_per_second_,
-                        last_loss_,
-                        job_ ? job_->progress() : 0.0};
-      Send(std::move(h));
-      last_heartbeat_ = now;
-    }
-    const double silence = std::max(3.0, 3.0 * beat);
-    if (now - last_reply_ > silence) {
-      const double delay = backoff_.Next();
-      Log(Format("coordinator silent for %.1f s, reconnecting in %.2f s", now - last_reply_, delay),
-          LogLevel::kWarning);
-      notifier_.Status("coordinator " + options_.coordinator + " unreachable, retrying");
-      Disconnect();
-      const auto until = Clock::now() + std::chrono::duration<double>(delay);
-      while (!stop.load() && Clock::now() < until) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        notifier_.Watchdog();
-      }
-      if (stop.load()) break;
-      Connect();
-    }
+    if (reconnect_at_ < 0) Tick();
   }
-  job_.reset();
+  CancelTraining();
   notifier_.Stopping();
-  Log("stopped");
+  if (stop.load()) Log("stopped");
   return 0;
 }
 

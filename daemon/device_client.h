@@ -5,16 +5,22 @@
 // TrainingJob trains on other threads), starts a job for each new round,
 // sends the update when the job is done, and fetches the model when it sees
 // it has missed one. When the coordinator stays silent it drops both sockets
-// and joins again after a capped exponential backoff with jitter: a
-// restarted coordinator is never a reason to exit.
+// and joins again on fresh ones after a capped exponential backoff with
+// jitter: a restarted coordinator is never a reason to exit. A plan that
+// does not fit this device's data is logged and asked for again slowly.
+//
+// Thread-safety: Run() is called once, from one thread; the figures below
+// may be read from any thread.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 #include <zmq.hpp>
 
 #include "backoff.h"
@@ -27,52 +33,87 @@
 
 namespace fedsgd {
 
+// How patient the client is. The defaults are the protocol's; tests shorten
+// them.
+struct ClientTiming {
+  double backoff_initial = 0.25;  // seconds before the first reconnect
+  double backoff_cap = 8.0;
+  double backoff_jitter = 0.25;
+  // The coordinator is given up after 3 x heartbeat_ms without a reply, and
+  // never sooner than this: the coordinator's own offline rule has the same
+  // floor, and a coordinator busy committing a round is not gone.
+  double min_silence = 3.0;
+  // A plan that does not fit the data: join again this often (+/- jitter)
+  // in case the coordinator was restarted with another plan.
+  double unfit_retry = 30.0;
+};
+
 class DeviceClient {
  public:
   // `shard` is this device's data (already cut); it must outlive the client.
-  DeviceClient(DaemonOptions options, const Dataset& shard, std::ostream& log);
+  // Log lines ("<id>: <event>") go to `log`, which only Run()'s thread uses.
+  DeviceClient(DaemonOptions options, const Dataset& shard, std::ostream& log,
+               ClientTiming timing = {});
   ~DeviceClient();
+  DeviceClient(const DeviceClient&) = delete;
+  DeviceClient& operator=(const DeviceClient&) = delete;
 
-  // Runs until *stop becomes true, or, with exit_when_done, until the
-  // coordinator announces the end of the run. Returns the exit status.
+  // Runs until *stop becomes true (returns within ~0.1 s plus the current
+  // mini-batch), or, with exit_when_done, until the coordinator announces
+  // the end of the run. Returns the exit status (0). Throws zmq::error_t
+  // only for an endpoint ZeroMQ refuses outright.
   int Run(const std::atomic<bool>& stop);
 
-  // Figures for tests.
-  std::uint64_t updates_sent() const { return updates_sent_; }
-  std::uint64_t joins() const { return joins_; }
+  // Figures for tests and status.
+  std::uint64_t updates_sent() const { return updates_sent_.load(); }
+  std::uint64_t joins() const { return joins_.load(); }
+  std::uint64_t reconnects() const { return reconnects_.load(); }
+  std::uint64_t bad_messages() const { return bad_messages_.load(); }
 
  private:
-  using Clock = std::chrono::steady_clock;
   double Now() const;
   void Connect();
   void Disconnect();
+  void ReconnectLater(double delay);
   bool Send(wire::Message message);
+  void Receive();
   void HandleReply(std::vector<zmq::message_t>& frames);
-  void HandleModel(wire::Model& model, const char* via);
+  void HandleBroadcast(std::vector<zmq::message_t>& frames);
   void HandleWelcome(wire::Welcome& welcome);
+  void HandleModel(wire::Model& model);
+  void HandleAck(const wire::Ack& ack);
+  void RejoinNow();
+  std::optional<std::string> CheckPlan(const wire::Welcome& welcome, Plan& plan) const;
   void StartTraining(std::uint64_t round);
+  void CancelTraining();
   void FinishTraining();
+  void SendUpdate(TrainingResult result);
+  void Tick();
   std::string PublishEndpoint(const std::string& announced) const;
   void Log(const std::string& line, LogLevel level = LogLevel::kInfo);
+  void DropBad(const std::string& what);
 
   DaemonOptions options_;
   const Dataset& shard_;
   std::ostream& log_;
+  ClientTiming timing_;
   TrainMode mode_;
   int threads_;
   zmq::context_t context_;
   std::unique_ptr<zmq::socket_t> dealer_;
   std::unique_ptr<zmq::socket_t> sub_;
   Backoff backoff_;
-  Clock::time_point start_;
+  std::chrono::steady_clock::time_point start_;
   ServiceNotifier notifier_;
   bool ready_ = false;  // told systemd once, at the first welcome
 
-  // Session state, reset on every reconnect.
+  // Connection state. reconnect_at_ >= 0: both sockets are closed until then.
+  double reconnect_at_ = -1;
   bool joined_ = false;
-  double join_sent_at_ = -1;  // < 0: not yet sent
+  double join_sent_at_ = -1;  // < 0: not yet sent on this connection
   double last_reply_ = 0;
   double last_heartbeat_ = 0;
+  double fetch_sent_at_ = -1;  // < 0: no FetchModel outstanding
   int heartbeat_ms_ = 1000;
 
   // What this device knows of the run.
@@ -81,14 +122,21 @@ class DeviceClient {
   std::uint64_t model_version_ = 0;
   std::vector<float> params_;
   std::uint64_t last_trained_round_ = 0;  // newest round trained since the last welcome
-  bool fetch_pending_ = false;
-  bool plan_unusable_ = false;
+  std::string unfit_reason_;              // non-empty: the plan does not fit; not training
   bool finished_ = false;
   std::unique_ptr<TrainingJob> job_;
+  std::string job_run_id_;
+  // A result finished while not joined: sent after the welcome if the round
+  // is still the open one, else dropped.
+  std::optional<TrainingResult> unsent_;
+  std::string unsent_run_id_;
   double last_samples_per_second_ = 0;
   double last_loss_ = 0;
-  std::uint64_t updates_sent_ = 0;
-  std::uint64_t joins_ = 0;
+
+  std::atomic<std::uint64_t> updates_sent_{0};
+  std::atomic<std::uint64_t> joins_{0};
+  std::atomic<std::uint64_t> reconnects_{0};
+  std::atomic<std::uint64_t> bad_messages_{0};
 };
 
 }  // namespace fedsgd

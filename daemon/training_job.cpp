@@ -33,6 +33,13 @@ double TrainingJob::progress() const {
   return total > 0 ? std::min(1.0, done / total) : 0.0;
 }
 
+double TrainingJob::samples_per_second() const {
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double done = static_cast<double>(progress_.samples.load(std::memory_order_relaxed));
+  return seconds > 0 ? done / seconds : 0.0;
+}
+
 TrainingResult TrainingJob::TakeResult() {
   if (thread_.joinable()) thread_.join();
   return std::move(result_);
@@ -43,7 +50,6 @@ void TrainingJob::Work() {
   r.round = round_;
   r.model_version = model_version_;
   r.samples = data_.size();
-  const auto start = std::chrono::steady_clock::now();
   try {
     Model model{plan_.architecture(), global_};
     if (plan_.algorithm == Algorithm::kFedAvg) {
@@ -58,6 +64,7 @@ void TrainingJob::Work() {
       o.seed = seed_ * 1000003u + round_;
       const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);
       r.cancelled = stats.stopped;
+      r.processed = stats.samples;
       r.loss = stats.train_loss;
       r.samples_per_second = stats.samples_per_second();
       r.kind = "delta";
@@ -86,16 +93,20 @@ void TrainingJob::Work() {
         progress_.samples.fetch_add(static_cast<std::uint64_t>(rows));
       }
       r.cancelled = cancel_.load();
+      r.processed = progress_.samples.load();
       const double n = static_cast<double>(data_.size());
       r.kind = "gradient";
       r.payload.resize(global_.size());
       for (std::size_t i = 0; i < sum.size(); ++i) r.payload[i] = static_cast<float>(sum[i] / n);
       r.loss = loss / n;
     }
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
+    // Error: the plan does not fit the data; bad_alloc: nor the memory. The
+    // network thread reports it; the daemon itself stays up.
     r.error = e.what();
+    if (r.error.empty()) r.error = "training failed";
   }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   if (r.samples_per_second == 0 && r.seconds > 0) {
     r.samples_per_second = static_cast<double>(progress_.samples.load()) / r.seconds;
   }

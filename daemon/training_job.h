@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,7 +28,8 @@ struct TrainingResult {
   std::uint64_t model_version = 0;
   std::string kind;  // delta | gradient
   std::vector<float> payload;
-  std::uint64_t samples = 0;  // the shard's size: the update's weight
+  std::uint64_t samples = 0;    // the shard's size: the update's weight
+  std::uint64_t processed = 0;  // samples trained on (counting repeats)
   double loss = 0;
   double seconds = 0;
   double samples_per_second = 0;
@@ -45,10 +47,13 @@ class TrainingJob {
   TrainingJob& operator=(const TrainingJob&) = delete;
 
   std::uint64_t round() const { return round_; }
+  std::uint64_t model_version() const { return model_version_; }
   bool done() const { return done_.load(std::memory_order_acquire); }
   void Cancel() { cancel_.store(true); }
-  // Fraction of the planned samples done, and the live rate.
+  // Fraction of the planned samples done (0..1), and samples per second so
+  // far; both safe to call from any thread while the job runs.
   double progress() const;
+  double samples_per_second() const;
   // The result; only after done() is true.
   TrainingResult TakeResult();
 
@@ -66,6 +71,7 @@ class TrainingJob {
   std::atomic<bool> cancel_{false};
   std::atomic<bool> done_{false};
   TrainProgress progress_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   TrainingResult result_;
   std::thread thread_;
 };

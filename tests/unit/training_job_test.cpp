@@ -1,37 +1,20 @@
-// The daemon's parts: reconnect backoff, and one round's training job
-// (FedAvg delta, FedSGD gradient, cancellation, bad plans).
+// TrainingJob: one round's training on its own thread (FedAvg delta,
+// FedSGD full-shard gradient, cancellation, a plan that does not fit).
+#include "training_job.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <thread>
 
-#include "backoff.h"
 #include "fedsgd/network.h"
-#include "training_job.h"
 
 namespace fedsgd {
 namespace {
 
 using namespace std::chrono_literals;
-
-TEST(BackoffTest, GrowsToTheCapWithBoundedJitter) {
-  Backoff b(0.25, 8.0, 0.25, 42);
-  double base = 0.25;
-  for (int i = 0; i < 10; ++i) {
-    const double d = b.Next();
-    EXPECT_GE(d, base * 0.75 - 1e-12) << i;
-    EXPECT_LE(d, base * 1.25 + 1e-12) << i;
-    base = std::min(8.0, base * 2);
-  }
-  b.Reset();
-  EXPECT_LE(b.Next(), 0.25 * 1.25);
-}
-
-TEST(BackoffTest, JitterSpreadsAFleet) {
-  Backoff a(1, 8, 0.25, 1), c(1, 8, 0.25, 2);
-  EXPECT_NE(a.Next(), c.Next());
-}
 
 Dataset Blobs(std::size_t n) {
   Dataset d;
@@ -108,6 +91,9 @@ TEST(TrainingJobTest, CancelEndsItQuickly) {
   std::this_thread::sleep_for(50ms);
   EXPECT_FALSE(job.done());
   EXPECT_GT(job.progress(), 0.0);
+  EXPECT_LT(job.progress(), 1.0);
+  EXPECT_GT(job.samples_per_second(), 0.0);
+  EXPECT_EQ(job.model_version(), 0u);
   const auto t0 = std::chrono::steady_clock::now();
   job.Cancel();
   const TrainingResult r = RunJob(job);
