@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "fedsgd/error.h"
 
@@ -49,26 +50,42 @@ double UnixNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// SQLite's verdict on a failed call, as an Error naming the file. Damage and
+// foreign files are worded for the person who pointed us at the file, by
+// result code: the message text varies between SQLite versions.
+[[noreturn]] void ThrowSqlite(sqlite3* db, const std::string& path, const std::string& what) {
+  const int code = sqlite3_errcode(db) & 0xff;
+  const std::string msg = sqlite3_errmsg(db);
+  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) {
+    throw Error(path + ": not a fedsgd database, or a damaged one (" + msg +
+                "); restore a backup or choose another --db file");
+  }
+  throw Error(path + ": SQLite " + what + " failed: " + msg);
+}
+
 // A prepared statement that finalises itself.
 class Statement {
  public:
-  Statement(sqlite3* db, const std::string& path, const char* sql) : db_(db), path_(path) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) Fail("prepare");
+  Statement(sqlite3* db, const std::string& path, const std::string& sql) : db_(db), path_(path) {
+    if (sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &stmt_, nullptr) !=
+        SQLITE_OK)
+      ThrowSqlite(db_, path_, "prepare");
   }
   ~Statement() { sqlite3_finalize(stmt_); }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
   Statement& Bind(int i, std::int64_t v) { return Check(sqlite3_bind_int64(stmt_, i, v)); }
+  // Callers keep round numbers and counts below 2^63 (see InRange).
   Statement& Bind(int i, std::uint64_t v) { return Bind(i, static_cast<std::int64_t>(v)); }
   Statement& Bind(int i, double v) { return Check(sqlite3_bind_double(stmt_, i, v)); }
   Statement& Bind(int i, const std::string& v) {
-    return Check(
-        sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
+    return Check(sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
   }
   Statement& Bind(int i, const std::optional<double>& v) {
     return v ? Bind(i, *v) : Check(sqlite3_bind_null(stmt_, i));
   }
+  // Bound in place (SQLITE_STATIC): v must outlive the Step() that uses it.
   Statement& BindFloats(int i, std::span<const float> v) {
     static_assert(std::endian::native == std::endian::little,
                   "checkpoints are stored as little-endian float32");
@@ -79,58 +96,91 @@ class Statement {
     const int rc = sqlite3_step(stmt_);
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
-    Fail("step");
+    ThrowSqlite(db_, path_, "step");
   }
+  bool IsNull(int c) const { return sqlite3_column_type(stmt_, c) == SQLITE_NULL; }
   std::int64_t Int(int c) const { return sqlite3_column_int64(stmt_, c); }
   double Double(int c) const { return sqlite3_column_double(stmt_, c); }
   std::optional<double> MaybeDouble(int c) const {
-    if (sqlite3_column_type(stmt_, c) == SQLITE_NULL) return std::nullopt;
+    if (IsNull(c)) return std::nullopt;
     return Double(c);
   }
   std::string Text(int c) const {
     const auto* p = sqlite3_column_text(stmt_, c);
     return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, c)) : "";
   }
-  std::vector<float> Floats(int c) const {
-    const int bytes = sqlite3_column_bytes(stmt_, c);
-    if (bytes % static_cast<int>(sizeof(float)) != 0) {
-      throw Error(path_ + ": a checkpoint's weights are " + std::to_string(bytes) +
-                  " bytes, not whole floats: the database is damaged");
+  // A float32 blob of exactly `expected` values; anything else is damage
+  // (the writer checked the size), reported instead of read past or padded.
+  std::vector<float> Floats(int c, std::int64_t expected, const std::string& what) const {
+    const void* blob = sqlite3_column_blob(stmt_, c);  // before _bytes, as SQLite asks
+    const std::int64_t bytes = sqlite3_column_bytes(stmt_, c);
+    if (bytes != expected * static_cast<std::int64_t>(sizeof(float))) {
+      throw Error(path_ + ": the weights of " + what + " are " + std::to_string(bytes) +
+                  " bytes, not " + std::to_string(expected) + " floats of 4 bytes: the database " +
+                  "is damaged");
     }
-    std::vector<float> out(static_cast<std::size_t>(bytes) / sizeof(float));
-    if (bytes > 0)
-      std::memcpy(out.data(), sqlite3_column_blob(stmt_, c), static_cast<std::size_t>(bytes));
+    std::vector<float> out(static_cast<std::size_t>(expected));
+    if (bytes > 0) std::memcpy(out.data(), blob, static_cast<std::size_t>(bytes));
     return out;
   }
 
  private:
   Statement& Check(int rc) {
-    if (rc != SQLITE_OK) Fail("bind");
+    if (rc != SQLITE_OK) ThrowSqlite(db_, path_, "bind");
     return *this;
-  }
-  [[noreturn]] void Fail(const char* what) {
-    throw Error(path_ + ": SQLite " + what + " failed: " + sqlite3_errmsg(db_));
   }
   sqlite3* db_;
   const std::string& path_;
   sqlite3_stmt* stmt_ = nullptr;
 };
 
-void Exec(sqlite3* db, const std::string& path, const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    const std::string msg = err ? err : sqlite3_errmsg(db);
-    sqlite3_free(err);
-    throw Error(path + ": " + msg);
-  }
+void Exec(sqlite3* db, const std::string& path, const std::string& sql) {
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
+    ThrowSqlite(db, path, "'" + sql.substr(0, 40) + (sql.size() > 40 ? "...'" : "'"));
 }
 
-std::int64_t PragmaInt(sqlite3* db, const std::string& path, const char* pragma) {
-  Statement s(db, path, pragma);
+std::int64_t QueryInt(sqlite3* db, const std::string& path, const std::string& sql) {
+  Statement s(db, path, sql);
   return s.Step() ? s.Int(0) : 0;
 }
 
-RoundRecord ReadRound(const Statement& s) {
+std::string QueryText(sqlite3* db, const std::string& path, const std::string& sql) {
+  Statement s(db, path, sql);
+  return s.Step() ? s.Text(0) : "";
+}
+
+// Round numbers are stored as SQLite's signed 64-bit integers; a larger one
+// (e.g. from ?since= in a URL) names no stored round.
+bool InRange(std::uint64_t v) {
+  return v <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+}
+
+// Rolls back unless Commit() was reached, so every throw leaves the
+// database as it was.
+class Transaction {
+ public:
+  Transaction(sqlite3* db, const std::string& path) : db_(db), path_(path) {
+    // IMMEDIATE takes the write lock now, so a busy database fails here
+    // (after busy_timeout) rather than half-way through.
+    Exec(db_, path_, "BEGIN IMMEDIATE");
+  }
+  ~Transaction() {
+    if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  void Commit() {
+    Exec(db_, path_, "COMMIT");
+    open_ = false;
+  }
+
+ private:
+  sqlite3* db_;
+  const std::string& path_;
+  bool open_ = true;
+};
+
+RoundRecord ReadRound(const Statement& s, const std::string& path) {
   RoundRecord r;
   r.run_id = s.Int(0);
   r.round = static_cast<std::uint64_t>(s.Int(1));
@@ -143,12 +193,22 @@ RoundRecord ReadRound(const Statement& s) {
   r.rejected_updates = static_cast<std::uint64_t>(s.Int(8));
   r.bytes_in = static_cast<std::uint64_t>(s.Int(9));
   const nlohmann::json devices = nlohmann::json::parse(s.Text(10), nullptr, false);
-  if (devices.is_array()) {
+  const auto damaged = [&] {
+    return Error(path + ": the device list of round " + std::to_string(r.round) + " of run " +
+                 std::to_string(r.run_id) + " is not what fedsgd writes: the database is damaged");
+  };
+  if (!devices.is_array()) throw damaged();
+  // JSON has no NaN: a device's NaN loss was written as null.
+  const auto number = [](const nlohmann::json& v) {
+    return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
+  };
+  try {
     for (const auto& d : devices) {
-      if (!d.is_object()) continue;
-      r.devices.push_back({d.value("device", ""), d.value("samples", std::uint64_t{0}),
-                           d.value("loss", 0.0), d.value("train_seconds", 0.0)});
+      r.devices.push_back({d.at("device").get<std::string>(), d.at("samples").get<std::uint64_t>(),
+                           number(d.at("loss")), number(d.at("train_seconds"))});
     }
+  } catch (const nlohmann::json::exception&) {
+    throw damaged();
   }
   return r;
 }
@@ -184,79 +244,99 @@ nlohmann::json RoundRecord::ToJson() const {
   return j;
 }
 
+void CheckpointStore::CloseDb::operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+
 CheckpointStore::CheckpointStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
 
-CheckpointStore::~CheckpointStore() { sqlite3_close_v2(db_); }
+CheckpointStore::~CheckpointStore() = default;
 
 std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, bool read_only) {
-  const bool existed = std::filesystem::exists(path) && std::filesystem::file_size(path) > 0;
-  if (read_only && !existed) throw Error(path + ": no such database");
-  sqlite3* db = nullptr;
+  std::error_code ec;
+  if (read_only && !std::filesystem::exists(path, ec)) throw Error(path + ": no such database");
+  sqlite3* raw = nullptr;
   const int flags = read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-  if (sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-    const std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close_v2(db);
-    throw Error(path + ": cannot open the database: " + msg);
+  // NOMUTEX: the store's own mutex serialises the connection.
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  std::unique_ptr<CheckpointStore> store(new CheckpointStore(raw, path));
+  if (rc != SQLITE_OK) {
+    throw Error(path +
+                ": cannot open the database: " + (raw ? sqlite3_errmsg(raw) : "out of memory"));
   }
-  std::unique_ptr<CheckpointStore> store(new CheckpointStore(db, path));
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3* db = store->db_.get();
   sqlite3_extended_result_codes(db, 1);
-  try {
-    // Reading the schema is the first real access: a file that is not
-    // SQLite fails here with SQLITE_NOTADB.
-    const std::int64_t tables =
-        PragmaInt(db, path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'");
-    const std::int64_t app = PragmaInt(db, path, "PRAGMA application_id");
-    if (tables > 0 || app != 0) {
-      if (app != kApplicationId) {
-        throw Error(path +
-                    ": this SQLite database belongs to another application "
-                    "(application_id " +
-                    std::to_string(app) +
-                    "), not to fedsgd; "
-                    "choose another --db file");
-      }
-      const std::int64_t version = PragmaInt(db, path, "PRAGMA user_version");
-      if (version > kSchemaVersion) {
-        throw Error(path + ": written by a newer fedsgd (schema " + std::to_string(version) +
-                    ", this one knows " + std::to_string(kSchemaVersion) + ")");
-      }
-      Statement check(db, path, "PRAGMA quick_check");
-      const std::string verdict = check.Step() ? check.Text(0) : "no answer";
-      if (verdict != "ok") throw Error(path + ": the database is damaged (" + verdict + ")");
+  sqlite3_busy_timeout(db, 5000);
+
+  // Reading the schema is the first real access: a file that is not SQLite
+  // fails here with SQLITE_NOTADB.
+  const std::int64_t tables =
+      QueryInt(db, path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'");
+  const std::int64_t app = QueryInt(db, path, "PRAGMA application_id");
+  if (tables > 0 || app != 0) {
+    if (app != kApplicationId) {
+      throw Error(path + ": this SQLite database belongs to another application (application_id " +
+                  std::to_string(app) + "), not to fedsgd; choose another --db file");
     }
-    if (!read_only) {
+    const std::int64_t version = QueryInt(db, path, "PRAGMA user_version");
+    if (version > kSchemaVersion) {
+      throw Error(path + ": written by a newer fedsgd (schema " + std::to_string(version) +
+                  ", this one knows up to " + std::to_string(kSchemaVersion) +
+                  "); upgrade fedsgd or choose another --db file");
+    }
+    // The first line of quick_check's report is "ok" or the first problem.
+    std::string verdict = QueryText(db, path, "PRAGMA quick_check");
+    if (verdict != "ok") {
+      const std::string banner = "*** in database main ***\n";
+      if (verdict.starts_with(banner)) verdict.erase(0, banner.size());
+      throw Error(path + ": the database is damaged (quick_check: " + verdict +
+                  "); restore a backup or choose another --db file");
+    }
+  }
+  if (!read_only) {
+    // WAL lets the HTTP side's read-only connection read while rounds
+    // commit; FULL syncs the WAL on every commit, so a committed round
+    // survives power loss, not only a killed process.
+    const std::string mode = QueryText(db, path, "PRAGMA journal_mode = WAL");
+    if (mode != "wal") {
+      throw Error(path + ": SQLite cannot use write-ahead logging here (journal_mode stays '" +
+                  mode + "'); put the database on a local file system");
+    }
+    Exec(db, path, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON");
+    if (tables == 0) {
+      Transaction t(db, path);
+      Exec(db, path, kSchema);
       Exec(db, path,
-           "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-           "PRAGMA foreign_keys = ON;");
-      if (tables == 0) {
-        Exec(db, path, "BEGIN IMMEDIATE");
-        Exec(db, path, kSchema);
-        Exec(db, path,
-             ("PRAGMA application_id = " + std::to_string(kApplicationId) +
-              "; PRAGMA user_version = " + std::to_string(kSchemaVersion) + ";")
-                 .c_str());
-        Exec(db, path, "COMMIT");
-      }
+           "PRAGMA application_id = " + std::to_string(kApplicationId) +
+               "; PRAGMA user_version = " + std::to_string(kSchemaVersion));
+      t.Commit();
     }
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    if (msg.find("file is not a database") != std::string::npos ||
-        msg.find("malformed") != std::string::npos) {
-      throw Error(path + ": not a fedsgd database, or a damaged one (" + msg + ")");
-    }
-    throw;
   }
   return store;
+}
+
+std::int64_t CheckpointStore::InitialSize(std::int64_t run_id) const {
+  Statement s(db_.get(), path_,
+              "SELECT length(params) FROM checkpoints WHERE run_id = ? AND round = 0");
+  s.Bind(1, run_id);
+  if (!s.Step()) {
+    throw Error(path_ + ": run " + std::to_string(run_id) +
+                " has no initial model (round 0): the database is damaged");
+  }
+  const std::int64_t bytes = s.Int(0);
+  if (bytes % static_cast<std::int64_t>(sizeof(float)) != 0) {
+    throw Error(path_ + ": the initial model of run " + std::to_string(run_id) + " is " +
+                std::to_string(bytes) + " bytes, not whole floats: the database is damaged");
+  }
+  return bytes / static_cast<std::int64_t>(sizeof(float));
 }
 
 RunState CheckpointStore::StartRun(const nlohmann::json& plan,
                                    const std::vector<float>& initial_params, bool new_run) {
   std::lock_guard lock(mutex_);
+  sqlite3* db = db_.get();
   RunState state;
-  {
-    Statement newest(db_, path_, "SELECT id, plan FROM runs ORDER BY id DESC LIMIT 1");
-    if (newest.Step() && !new_run) {
+  if (!new_run) {
+    Statement newest(db, path_, "SELECT id, plan FROM runs ORDER BY id DESC LIMIT 1");
+    if (newest.Step()) {
       const std::int64_t id = newest.Int(0);
       const nlohmann::json stored = nlohmann::json::parse(newest.Text(1), nullptr, false);
       if (stored != plan) {
@@ -272,33 +352,32 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
     }
   }
   if (state.resumed) {
-    Statement latest(db_, path_,
+    Statement latest(db, path_,
                      "SELECT round, params FROM checkpoints WHERE run_id = ? "
                      "ORDER BY round DESC LIMIT 1");
     latest.Bind(1, state.run_id);
     if (!latest.Step())
       throw Error(path_ + ": run " + std::to_string(state.run_id) + " has no checkpoint");
     state.round = static_cast<std::uint64_t>(latest.Int(0));
-    state.params = latest.Floats(1);
-    if (state.params.size() != initial_params.size()) {
-      throw Error(path_ + ": the checkpoint of round " + std::to_string(state.round) + " has " +
-                  std::to_string(state.params.size()) + " parameters, the model needs " +
-                  std::to_string(initial_params.size()) + ": the database is damaged");
+    const std::int64_t stored_size = InitialSize(state.run_id);
+    if (stored_size != static_cast<std::int64_t>(initial_params.size())) {
+      throw Error(path_ + ": run " + std::to_string(state.run_id) + " has " +
+                  std::to_string(stored_size) + " parameters but the plan's model has " +
+                  std::to_string(initial_params.size()) +
+                  "; pass --new-run to start a new run in this database");
     }
+    state.params = latest.Floats(
+        1, stored_size,
+        "round " + std::to_string(state.round) + " of run " + std::to_string(state.run_id));
     return state;
   }
-  Exec(db_, path_, "BEGIN IMMEDIATE");
-  try {
-    Statement run(db_, path_, "INSERT INTO runs (plan, created_at) VALUES (?, ?)");
-    run.Bind(1, plan.dump()).Bind(2, UnixNow()).Step();
-    state.run_id = sqlite3_last_insert_rowid(db_);
-    Statement cp(db_, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, 0, ?)");
-    cp.Bind(1, state.run_id).BindFloats(2, initial_params).Step();
-    Exec(db_, path_, "COMMIT");
-  } catch (...) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
+  Transaction t(db, path_);
+  Statement run(db, path_, "INSERT INTO runs (plan, created_at) VALUES (?, ?)");
+  run.Bind(1, plan.dump()).Bind(2, UnixNow()).Step();
+  state.run_id = sqlite3_last_insert_rowid(db);
+  Statement cp(db, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, 0, ?)");
+  cp.Bind(1, state.run_id).BindFloats(2, initial_params).Step();
+  t.Commit();
   state.plan = plan;
   state.params = initial_params;
   return state;
@@ -306,79 +385,85 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
 
 void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> params) {
   std::lock_guard lock(mutex_);
-  Exec(db_, path_, "BEGIN IMMEDIATE");
-  try {
-    Statement latest(db_, path_, "SELECT max(round) FROM checkpoints WHERE run_id = ?");
-    latest.Bind(1, r.run_id);
-    const std::uint64_t newest = latest.Step() ? static_cast<std::uint64_t>(latest.Int(0)) : 0;
-    if (r.round != newest + 1) {
-      throw Error(path_ + ": cannot commit round " + std::to_string(r.round) + " of run " +
-                  std::to_string(r.run_id) + ": the newest committed round is " +
-                  std::to_string(newest));
-    }
-    nlohmann::json devices = r.ToJson()["devices"];
-    Statement rec(
-        db_, path_,
-        "INSERT INTO rounds (run_id, round, train_loss, test_accuracy, test_loss, "
-        "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    rec.Bind(1, r.run_id).Bind(2, r.round).Bind(3, r.train_loss).Bind(4, r.test_accuracy);
-    rec.Bind(5, r.test_loss).Bind(6, r.started_at).Bind(7, r.finished_at);
-    rec.Bind(8, r.aggregate_seconds).Bind(9, r.rejected_updates).Bind(10, r.bytes_in);
-    rec.Bind(11, devices.dump()).Step();
-    Statement cp(db_, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, ?, ?)");
-    cp.Bind(1, r.run_id).Bind(2, r.round).BindFloats(3, params).Step();
-    Exec(db_, path_, "COMMIT");
-  } catch (...) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
+  sqlite3* db = db_.get();
+  Transaction t(db, path_);
+  Statement latest(db, path_, "SELECT max(round) FROM checkpoints WHERE run_id = ?");
+  latest.Bind(1, r.run_id);
+  if (!latest.Step() || latest.IsNull(0))
+    throw Error(path_ + ": cannot commit round " + std::to_string(r.round) + ": there is no run " +
+                std::to_string(r.run_id));
+  const auto newest = static_cast<std::uint64_t>(latest.Int(0));
+  if (r.round != newest + 1) {
+    throw Error(path_ + ": cannot commit round " + std::to_string(r.round) + " of run " +
+                std::to_string(r.run_id) + ": the newest committed round is " +
+                std::to_string(newest));
   }
+  const std::int64_t size = InitialSize(r.run_id);
+  if (static_cast<std::int64_t>(params.size()) != size) {
+    throw Error(path_ + ": cannot commit round " + std::to_string(r.round) + " of run " +
+                std::to_string(r.run_id) + ": it has " + std::to_string(params.size()) +
+                " parameters, the run's model has " + std::to_string(size));
+  }
+  Statement rec(db, path_,
+                "INSERT INTO rounds (run_id, round, train_loss, test_accuracy, test_loss, "
+                "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  rec.Bind(1, r.run_id).Bind(2, r.round).Bind(3, r.train_loss).Bind(4, r.test_accuracy);
+  rec.Bind(5, r.test_loss).Bind(6, r.started_at).Bind(7, r.finished_at);
+  rec.Bind(8, r.aggregate_seconds).Bind(9, r.rejected_updates).Bind(10, r.bytes_in);
+  rec.Bind(11, r.ToJson()["devices"].dump()).Step();
+  Statement cp(db, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, ?, ?)");
+  cp.Bind(1, r.run_id).Bind(2, r.round).BindFloats(3, params).Step();
+  t.Commit();
 }
 
 std::vector<RoundRecord> CheckpointStore::ListRounds(std::int64_t run_id, std::uint64_t since,
                                                      std::size_t limit) const {
+  if (!InRange(since) || limit == 0) return {};
   std::lock_guard lock(mutex_);
-  Statement s(db_, path_,
-              (std::string("SELECT ") + kRoundColumns +
-               " FROM rounds WHERE run_id = ? AND round > ? ORDER BY round LIMIT ?")
-                  .c_str());
+  Statement s(db_.get(), path_,
+              std::string("SELECT ") + kRoundColumns +
+                  " FROM rounds WHERE run_id = ? AND round > ? ORDER BY round LIMIT ?");
+  // A limit beyond int64 becomes -1, which SQLite reads as "no limit".
   s.Bind(1, run_id).Bind(2, since).Bind(3, static_cast<std::int64_t>(limit));
   std::vector<RoundRecord> out;
-  while (s.Step()) out.push_back(ReadRound(s));
+  while (s.Step()) out.push_back(ReadRound(s, path_));
   return out;
 }
 
 std::optional<RoundRecord> CheckpointStore::GetRound(std::int64_t run_id,
                                                      std::uint64_t round) const {
+  if (!InRange(round)) return std::nullopt;
   std::lock_guard lock(mutex_);
   Statement s(
-      db_, path_,
-      (std::string("SELECT ") + kRoundColumns + " FROM rounds WHERE run_id = ? AND round = ?")
-          .c_str());
+      db_.get(), path_,
+      std::string("SELECT ") + kRoundColumns + " FROM rounds WHERE run_id = ? AND round = ?");
   s.Bind(1, run_id).Bind(2, round);
   if (!s.Step()) return std::nullopt;
-  return ReadRound(s);
+  return ReadRound(s, path_);
 }
 
 std::optional<std::vector<float>> CheckpointStore::LoadParams(std::int64_t run_id,
                                                               std::uint64_t round) const {
+  if (!InRange(round)) return std::nullopt;
   std::lock_guard lock(mutex_);
-  Statement s(db_, path_, "SELECT params FROM checkpoints WHERE run_id = ? AND round = ?");
+  Statement s(db_.get(), path_, "SELECT params FROM checkpoints WHERE run_id = ? AND round = ?");
   s.Bind(1, run_id).Bind(2, round);
   if (!s.Step()) return std::nullopt;
-  return s.Floats(0);
+  return s.Floats(0, InitialSize(run_id),
+                  "round " + std::to_string(round) + " of run " + std::to_string(run_id));
 }
 
 std::uint64_t CheckpointStore::LatestRound(std::int64_t run_id) const {
   std::lock_guard lock(mutex_);
-  Statement s(db_, path_, "SELECT max(round) FROM checkpoints WHERE run_id = ?");
+  Statement s(db_.get(), path_, "SELECT max(round) FROM checkpoints WHERE run_id = ?");
   s.Bind(1, run_id);
   return s.Step() ? static_cast<std::uint64_t>(s.Int(0)) : 0;
 }
 
 std::int64_t CheckpointStore::LatestRunId() const {
   std::lock_guard lock(mutex_);
-  Statement s(db_, path_, "SELECT max(id) FROM runs");
+  Statement s(db_.get(), path_, "SELECT max(id) FROM runs");
   return s.Step() ? s.Int(0) : 0;
 }
 

@@ -4,13 +4,19 @@
 // One file, WAL mode, synchronous=FULL. Committing round n writes the
 // round's record and the new weights in ONE transaction, so after a crash at
 // any instant (kill -9, power loss) the newest committed round has both, and
-// a restart resumes from it. Every round's weights are kept (101,770 floats
-// = 400 KB per round for an MLP 784-128-10), so older checkpoints can be
-// served.
+// a restart resumes from it. Every round's weights are kept, as little-endian
+// float32 blobs, so older checkpoints can be served (?round=N): 101,770
+// floats = 400 KB per round for an MLP 784-128-10, i.e. 400 MB per 1000
+// rounds. (A blob is limited to SQLite's 1 GB, i.e. 250M parameters.)
 //
 // Open() checks the file before use: a file that is not SQLite, is damaged
-// (PRAGMA quick_check), belongs to another application (application_id) or
-// has a newer schema is refused with a clear fedsgd::Error, never reused.
+// (PRAGMA quick_check, or SQLite reporting SQLITE_CORRUPT / SQLITE_NOTADB),
+// belongs to another application (application_id) or has a newer schema
+// (user_version) is refused with a fedsgd::Error naming the file, never
+// reused. quick_check reads the whole file, so opening costs time in
+// proportion to its size. It checks SQLite's structure, not the bytes inside
+// a blob: weights whose bytes were flipped in place go undetected; a blob of
+// the wrong length is reported as damage when it is read.
 //
 // Thread-safety: all methods may be called from several threads (an
 // internal mutex serialises them); the HTTP side may also open its own
@@ -65,8 +71,10 @@ struct RunState {
 
 class CheckpointStore {
  public:
-  // Opens or (unless read_only) creates the database at path. Throws
-  // fedsgd::Error naming the file when it cannot be used (see above).
+  // Opens or (unless read_only) creates the database at path, and sets
+  // journal_mode=WAL, synchronous=FULL, foreign_keys=ON and a busy timeout.
+  // Throws fedsgd::Error naming the file when it cannot be used (see above),
+  // or when read_only and it does not exist.
   static std::unique_ptr<CheckpointStore> Open(const std::string& path, bool read_only = false);
   ~CheckpointStore();
   CheckpointStore(const CheckpointStore&) = delete;
@@ -74,32 +82,47 @@ class CheckpointStore {
 
   // Resumes the newest run when its plan equals `plan` and !new_run
   // (returning its newest round and weights). When the newest run's plan
-  // differs and !new_run, throws Error showing both plans. Otherwise starts
-  // a run whose round 0 is initial_params.
+  // differs and !new_run, throws Error showing both plans and pointing to
+  // --new-run; so does a resumed checkpoint whose size is not
+  // initial_params.size(). Otherwise starts a run whose round 0 is
+  // initial_params, in one transaction.
   RunState StartRun(const nlohmann::json& plan, const std::vector<float>& initial_params,
                     bool new_run);
 
-  // Commits the record and the weights of round record.round, which must be
-  // the newest round + 1, in one transaction. Throws Error (and commits
-  // nothing) on failure.
+  // Commits the record and the weights of round record.round in one
+  // transaction. The round must be the run's newest round + 1 and params
+  // must have as many values as the run's initial model. Throws Error on
+  // failure, and then nothing is committed.
   void CommitRound(const RoundRecord& record, std::span<const float> params);
 
-  // Rounds > since (ascending), at most limit. Round 0 (the initial model)
-  // has no record.
+  // Records of the rounds > since, ascending, at most limit (since 0 starts
+  // at round 1: round 0, the initial model, has no record).
   std::vector<RoundRecord> ListRounds(std::int64_t run_id, std::uint64_t since,
                                       std::size_t limit) const;
+  // The record of one round; nullopt when it is not committed.
   std::optional<RoundRecord> GetRound(std::int64_t run_id, std::uint64_t round) const;
+  // The weights of one round (0 = the initial model); nullopt when it is not
+  // committed. Throws Error when the stored blob does not hold as many
+  // floats as the run's initial model (a damaged database).
   std::optional<std::vector<float>> LoadParams(std::int64_t run_id, std::uint64_t round) const;
+  // The run's newest committed round; 0 when only the initial model is (or
+  // when there is no such run).
   std::uint64_t LatestRound(std::int64_t run_id) const;
   // The newest run's id, 0 when there is none.
   std::int64_t LatestRunId() const;
   const std::string& path() const { return path_; }
 
  private:
+  struct CloseDb {
+    void operator()(sqlite3* db) const noexcept;
+  };
   CheckpointStore(sqlite3* db, std::string path);
-  sqlite3* db_;
+  // The number of floats in the run's initial model, which every checkpoint
+  // of the run has. Caller holds mutex_.
+  std::int64_t InitialSize(std::int64_t run_id) const;
+  mutable std::mutex mutex_;              // serialises all use of db_
+  std::unique_ptr<sqlite3, CloseDb> db_;  // opened SQLITE_OPEN_NOMUTEX: mutex_ guards it
   std::string path_;
-  mutable std::mutex mutex_;
 };
 
 }  // namespace fedsgd
