@@ -47,6 +47,9 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       "Require 'Authorization: Bearer TOKEN' on every HTTP endpoint but /healthz (use it "
       "when --http is not bound to 127.0.0.1; better in a --config file than on the "
       "command line)");
+  app.add_flag("--insecure", o.insecure,
+               "Allow listening on a non-loopback address without CURVE keys, and serving HTTP "
+               "on one without --http-token (a warning is logged at every start)");
   app.add_option("--db", o.db, "SQLite database of runs, rounds and checkpoints")
       ->capture_default_str();
   app.add_flag("--check-config", o.check_config,

@@ -15,6 +15,9 @@ struct CoordinatorOptions {
   std::string publish = "tcp://127.0.0.1:7071";
   std::string http = "127.0.0.1:8080";
   std::string http_token;  // empty: no authentication
+  // Allows a non-loopback ZeroMQ bind without CURVE keys and a non-loopback
+  // HTTP bind without a token (docs/security.md); logged at every start.
+  bool insecure = false;
   std::string db = "fedsgd.db";
   bool new_run = false;
   bool check_config = false;

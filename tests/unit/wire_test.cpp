@@ -200,7 +200,8 @@ TEST(WireRoundTripTest, ExtremesAndEmptyTensors) {
 TEST(WireRejectTest, ReasonNamesAreStableAndParse) {
   const std::vector<std::string_view> names = {
       "malformed", "bad_version",    "unknown_kind", "bad_field",    "wrong_size", "non_finite",
-      "oversize",  "unknown_device", "stale_round",  "round_closed", "duplicate",  "not_selected"};
+      "oversize",  "unknown_device", "stale_round",  "round_closed", "duplicate",  "not_selected",
+      "identity_mismatch", "too_many_devices", "rate_limited", "samples_exceeded"};
   ASSERT_EQ(names.size(), static_cast<std::size_t>(kRejectReasonCount));
   for (int i = 0; i < kRejectReasonCount; ++i) {
     const auto reason = static_cast<RejectReason>(i);

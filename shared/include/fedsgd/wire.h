@@ -52,10 +52,15 @@ enum class RejectReason {
   kRoundClosed,    // no round open
   kDuplicate,      // a second update for the same round
   kNotSelected,    // the device is not a participant of the round
+  // Trust and limits (docs/security.md).
+  kIdentityMismatch,  // the device field is not the id bound to the connection's CURVE key
+  kTooManyDevices,    // a join beyond the coordinator's device cap
+  kRateLimited,       // joins or fetches faster than the coordinator allows
+  kSamplesExceeded,   // more samples claimed than declared at join, or than the plan allows
 };
-inline constexpr int kRejectReasonCount = 12;
+inline constexpr int kRejectReasonCount = 16;
 
-// "malformed", "bad_version", ..., "not_selected"; "unknown" for a value
+// "malformed", "bad_version", ..., "samples_exceeded"; "unknown" for a value
 // outside the enum.
 std::string_view ToString(RejectReason reason);
 // The inverse of ToString; nullopt for any other name.
