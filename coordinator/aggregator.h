@@ -33,7 +33,10 @@ class Aggregator {
 };
 
 // The sample-weighted mean (FedAvg, McMahan et al. 2017). Streaming: keeps
-// one running sum, so memory does not grow with the number of devices.
+// one running sum, so memory does not grow with the number of devices. The
+// sum is in double: finite float updates times sample counts cannot
+// overflow it; a mean beyond the float range comes out as +-Inf, which the
+// coordinator's check before the commit refuses.
 class WeightedMeanAggregator : public Aggregator {
  public:
   std::string name() const override { return "mean"; }
@@ -43,7 +46,7 @@ class WeightedMeanAggregator : public Aggregator {
   void Finish(std::span<float> out) override;
 
  private:
-  std::vector<float> sum_;
+  std::vector<double> sum_;
   double total_weight_ = 0;
   std::size_t count_ = 0;
 };

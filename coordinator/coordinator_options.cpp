@@ -109,6 +109,26 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
   app.add_option("--round-timeout", o.round_timeout, "Seconds a round waits for updates")
       ->capture_default_str()
       ->check(kPositive);
+
+  app.add_option("--max-devices", o.max_devices,
+                 "Devices known at most; a join beyond it is refused (too_many_devices)")
+      ->capture_default_str()
+      ->check(kPositive);
+  app.add_option("--max-joins-per-second", o.max_joins_per_second,
+                 "Joins accepted per second from all peers together, in bursts of up to as many "
+                 "(each is answered with the whole model); more are refused (rate_limited)")
+      ->capture_default_str()
+      ->check(kPositive);
+  app.add_option("--max-samples-per-device", o.max_samples_per_device,
+                 "Samples a device may declare at join; an update's samples, its weight in the "
+                 "mean, may not exceed what its device declared (samples_exceeded)")
+      ->capture_default_str()
+      ->check(kPositive);
+  app.add_option("--forget-offline-after", o.forget_offline_after,
+                 "Seconds offline after which a device is forgotten (it joins again when it "
+                 "comes back)")
+      ->capture_default_str()
+      ->check(kPositive);
 }
 
 Plan CoordinatorOptions::ToPlan() const {
@@ -134,6 +154,14 @@ void CoordinatorOptions::Check() const {
     throw Error("--min-updates (" + std::to_string(min_updates) +
                 ") cannot exceed --min-devices (" + std::to_string(min_devices) + ")");
   }
+  if (min_devices > max_devices) {
+    throw Error("--min-devices (" + std::to_string(min_devices) +
+                ") cannot exceed --max-devices (" + std::to_string(max_devices) + ")");
+  }
+  if (!(max_joins_per_second > 0) || !(forget_offline_after > 0) || max_samples_per_device == 0) {
+    throw Error(
+        "--max-joins-per-second, --forget-offline-after and --max-samples-per-device must be > 0");
+  }
   wire::CheckEndpoint(listen, /*for_bind=*/true);
   wire::CheckEndpoint(publish, /*for_bind=*/true);
   // Two binds of "HOST:*" get two free ports; any other repeat cannot bind.
@@ -156,6 +184,8 @@ RoundSettings CoordinatorOptions::ToRoundSettings() const {
   s.quorum = quorum;
   s.min_updates = min_updates;
   s.round_timeout = round_timeout;
+  s.max_devices = max_devices;
+  s.forget_offline_after = forget_offline_after;
   // Three missed heartbeats, and never less than 3 s (a busy board may be late).
   s.heartbeat_timeout = std::max(3.0, 3.0 * heartbeat_ms / 1000.0);
   return s;

@@ -42,6 +42,11 @@ struct CoordinatorOptions {
   double quorum = 1.0;
   std::size_t min_updates = 1;
   double round_timeout = 60;
+  // Limits under abuse (docs/security.md).
+  std::size_t max_devices = 10000;
+  double max_joins_per_second = 50;
+  std::uint64_t max_samples_per_device = 10'000'000;
+  double forget_offline_after = 600;
 
   // Validated plan and round settings; throw fedsgd::Error naming the flag.
   Plan ToPlan() const;

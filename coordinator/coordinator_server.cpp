@@ -6,11 +6,19 @@
 
 #include "fedsgd/error.h"
 #include "fedsgd/network.h"
+#include "fedsgd/socket_options.h"
+#include "file_limit.h"
+#include "model_guard.h"
 
 namespace fedsgd {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Messages queued for one peer on the ROUTER, each way. A reply can be a
+// whole model: 4 of them bound what one connection that never reads (or a
+// burst of requests) can make the coordinator hold (docs/security.md).
+constexpr int kRouterHighWaterMark = 4;
 
 // Upper bounds of the round-duration histogram, in seconds.
 constexpr double kDurationBuckets[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
@@ -21,6 +29,13 @@ double UnixNow() {
 
 double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// 50, 0.5: for messages naming a limit.
+std::string Number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
 }
 
 std::string PeerAddress(zmq::message_t& frame) {
@@ -79,13 +94,24 @@ void CoordinatorServer::Start() {
   }
 
   const std::size_t n = manager_->params().size();
+  joins_.emplace(options_.max_joins_per_second, options_.max_joins_per_second);
+  const FileLimit files = RaiseFileLimit();
   router_.set(zmq::sockopt::linger, 0);
-  // libzmq drops anything larger than the largest legal message before it
-  // reaches us: an update (4 bytes a parameter) plus its header.
-  router_.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(n * sizeof(float) + 65536));
+  // libzmq drops a frame larger than the largest legal one (an update's
+  // tensor) before it reaches us, and closes that connection.
+  SocketLimits limits;
+  limits.max_frame_bytes = MaxFrameBytes(n);
+  limits.send_hwm = kRouterHighWaterMark;
+  limits.receive_hwm = kRouterHighWaterMark;
+  ApplySocketLimits(router_, limits);
+  // A reply to a full queue or a vanished peer fails (and is counted)
+  // instead of being dropped silently.
+  router_.set(zmq::sockopt::router_mandatory, 1);
   pub_.set(zmq::sockopt::linger, 0);
-  pub_.set(zmq::sockopt::sndhwm,
-           8);  // a slow subscriber misses old models, it does not pile them up
+  limits.send_hwm = 8;  // a slow subscriber misses old models, it does not pile them up
+  limits.receive_hwm = -1;
+  ApplySocketLimits(pub_, limits);
+  monitor_ = std::make_unique<ConnectionMonitor>(context_, router_, "router");
   try {
     router_.bind(options_.listen);
   } catch (const zmq::error_t& e) {
@@ -116,8 +142,14 @@ void CoordinatorServer::Start() {
        << settings.min_devices << " device(s)\n"
        << "fedsgd-coordinator: listening on " << listen_endpoint() << ", publishing on "
        << publish_endpoint() << ", database " << options_.db << "\n"
-       << "fedsgd-coordinator: status: " << base << "/v1/status, dashboard: " << base << "/"
-       << std::endl;
+       << "fedsgd-coordinator: status: " << base << "/v1/status, dashboard: " << base << "/\n"
+       << "fedsgd-coordinator: open files limit " << files.soft
+       << (files.raised ? " (raised to the hard limit)" : "")
+       << (files.error.empty()
+               ? ""
+               : " (could not raise it to " + std::to_string(files.hard) + ": " + files.error + ")")
+       << ", at most " << options_.max_devices << " devices, " << options_.max_joins_per_second
+       << " joins/s" << std::endl;
   notifier_.Ready();
   notifier_.Status("run " + std::to_string(run.run_id) + ": waiting for devices");
 }
@@ -128,15 +160,74 @@ std::string CoordinatorServer::publish_endpoint() const { return bound_publish_;
 
 void CoordinatorServer::Reply(const zmq::message_t& routing_id, wire::Message message) {
   const bool sent = wire::Send(router_, std::move(message), &routing_id);
-  if (!sent) log_ << "fedsgd-coordinator: a reply could not be sent (peer gone?)\n";
+  if (!sent) {
+    ++replies_dropped_;
+    Warn("reply_dropped")
+        << "fedsgd-coordinator: a reply could not be sent (the peer is gone or does not read)\n";
+  }
 }
 
-void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
+std::ostream& CoordinatorServer::Warn(std::string_view key) {
+  if (!warnings_.Allow(key, Now())) return discard_;
+  return log_ << LogPriority(LogLevel::kWarning);
+}
+
+void CoordinatorServer::Housekeeping(double now) {
+  for (const LogLimiter::Suppressed& held : warnings_.TakeSuppressed(now)) {
+    log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: " << held.key << ": "
+         << warnings_.Summary(held.count) << "\n";
+  }
+  DeviceRegistry& devices = manager_->devices();
+  for (const std::string& id : devices.ExpireSilent(now)) {
+    Warn("device_silent") << "fedsgd-coordinator: device " << id << " went silent, marked offline, "
+                          << devices.online() << " online\n";
+  }
+  const std::vector<std::string> forgotten = devices.Forget(now);
+  if (!forgotten.empty()) {
+    log_ << "fedsgd-coordinator: forgot " << forgotten.size() << " device(s) (" << forgotten.front()
+         << (forgotten.size() > 1 ? ", ..." : "")
+         << ") that never spoke after joining or stayed offline too long, " << devices.size()
+         << " known\n";
+  }
+  monitor_->Poll();
+}
+
+bool CoordinatorServer::RefuseJoin(const wire::Join& join, const zmq::message_t& routing_id,
+                                   double now) {
+  DeviceRegistry& devices = manager_->devices();
+  std::optional<wire::Reject> refusal;
+  // Checked first and whatever the join says: every join answered with a
+  // Welcome costs a whole model on the wire.
+  if (!joins_->Take(now)) {
+    refusal = wire::Reject{wire::RejectReason::kRateLimited,
+                           "more than " + Number(options_.max_joins_per_second) +
+                               " joins per second; try again later"};
+  } else if (join.samples > options_.max_samples_per_device) {
+    refusal = wire::Reject{wire::RejectReason::kSamplesExceeded,
+                           std::to_string(join.samples) + " samples declared, at most " +
+                               std::to_string(options_.max_samples_per_device) +
+                               " (--max-samples-per-device)"};
+  } else if (!devices.Admits(join.device)) {
+    refusal = wire::Reject{
+        wire::RejectReason::kTooManyDevices,
+        std::to_string(devices.size()) + " devices known, the limit " + "(--max-devices)"};
+  }
+  if (!refusal) return false;
+  devices.CountReject(join.device, refusal->reason);
+  const std::string reason(wire::ToString(refusal->reason));
+  Warn(reason) << "fedsgd-coordinator: refused a join from " << join.device << ": " << reason
+               << ": " << refusal->detail << "\n";
+  Reply(routing_id, std::move(*refusal));
+  return true;
+}
+
+void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
   const auto t0 = Clock::now();
+  std::vector<zmq::message_t>& frames = request.frames;
   if (frames.size() < 2) return;  // a routing id and nothing else: nothing to answer
   zmq::message_t routing_id = std::move(frames.front());
   frames.erase(frames.begin());
-  std::size_t bytes = 0;
+  std::size_t bytes = request.dropped_bytes;
   for (const auto& f : frames) bytes += f.size();
   bytes_in_ += bytes;
   const std::string address = PeerAddress(frames.back());
@@ -151,15 +242,21 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
     return d ? d->id : std::string();
   };
 
-  wire::DecodeResult decoded = wire::Decode(frames, wire::Limits{manager_->params().size()});
+  wire::DecodeResult decoded =
+      request.dropped_frames ? wire::DecodeResult{wire::DecodeError{
+                                   wire::RejectReason::kMalformed,
+                                   std::to_string(frames.size() + request.dropped_frames) +
+                                       " frames, at most " + std::to_string(wire::kMaxFrames)}}
+                             : wire::Decode(frames, wire::Limits{manager_->params().size()});
+  frames_dropped_ += request.dropped_frames;
   if (!decoded.ok()) {
     const wire::DecodeError& e = decoded.error();
     const std::string device = sender();
     devices.CountReject(device, e.reason);
-    log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: dropped a bad message from "
-         << (device.empty() ? "an unknown peer" : "device " + device) << " at "
-         << (address.empty() ? "?" : address) << ": " << wire::ToString(e.reason) << ": "
-         << e.detail << "\n";
+    Warn(wire::ToString(e.reason)) << "fedsgd-coordinator: dropped a bad message from "
+                                   << (device.empty() ? "an unknown peer" : "device " + device)
+                                   << " at " << (address.empty() ? "?" : address) << ": "
+                                   << wire::ToString(e.reason) << ": " << e.detail << "\n";
     Reply(routing_id, wire::Reject{e.reason, e.detail});
     return;
   }
@@ -171,6 +268,7 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
   };
 
   if (auto* join = std::get_if<wire::Join>(&message)) {
+    if (RefuseJoin(*join, routing_id, now)) return;
     const bool known = devices.Find(join->device) != nullptr;
     devices.Join(*join, std::string(static_cast<const char*>(routing_id.data()), routing_id.size()),
                  address, now);
@@ -199,6 +297,7 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
     DeviceInfo* d = devices.Touch(beat->device, now);
     if (!d) return unknown(beat->device);
     d->routing_id.assign(static_cast<const char*>(routing_id.data()), routing_id.size());
+    d->active = true;
     d->state = beat->state;
     d->round = beat->round;
     d->samples_per_second = beat->samples_per_second;
@@ -206,17 +305,28 @@ void CoordinatorServer::HandleRequest(std::vector<zmq::message_t>& frames) {
     if (beat->loss > 0) d->last_loss = beat->loss;
     Reply(routing_id, wire::Ack{manager_->open_round(), manager_->version(), ""});
   } else if (auto* fetch = std::get_if<wire::FetchModel>(&message)) {
-    if (!devices.Touch(fetch->device, now)) return unknown(fetch->device);
+    DeviceInfo* d = devices.Touch(fetch->device, now);
+    if (!d) return unknown(fetch->device);
+    if (!d->fetches.Take(now)) {
+      devices.CountReject(fetch->device, wire::RejectReason::kRateLimited);
+      Warn("rate_limited") << "fedsgd-coordinator: refused a model fetch from " << fetch->device
+                           << ": rate_limited\n";
+      return Reply(routing_id, wire::Reject{wire::RejectReason::kRateLimited,
+                                            "more than " + Number(DeviceInfo::kFetchesPerSecond) +
+                                                " model fetches per second"});
+    }
     bytes_out_ += manager_->params().size() * sizeof(float);
     Reply(routing_id, wire::Model{std::to_string(manager_->run_id()), manager_->version(),
                                   manager_->open_round(), manager_->done(), manager_->params()});
   } else if (auto* update = std::get_if<wire::Update>(&message)) {
     const auto refused = manager_->OnUpdate(*update, bytes, now);
     receive_seconds_ += Since(t0);
+    if (DeviceInfo* d = devices.Find(update->device)) d->active = true;
     if (refused) {
-      log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: refused an update from "
-           << update->device << " for round " << update->round << ": "
-           << wire::ToString(refused->reason) << ": " << refused->detail << "\n";
+      Warn(wire::ToString(refused->reason))
+          << "fedsgd-coordinator: refused an update from " << update->device << " for round "
+          << update->round << ": " << wire::ToString(refused->reason) << ": " << refused->detail
+          << "\n";
       Reply(routing_id, *refused);
     } else {
       ++updates_accepted_;
@@ -251,6 +361,17 @@ void CoordinatorServer::CloseRound() {
   ClosedRound closed = manager_->CloseRound(UnixNow());
   PublishStatus();  // shows "aggregating"
   RoundRecord& r = closed.record;
+  if (const auto non_finite = FindNonFinite(closed.params)) {
+    // Committed, such a model would be resumed after every restart.
+    ++rounds_refused_;
+    log_ << LogPriority(LogLevel::kError) << "fedsgd-coordinator: round " << r.round
+         << " refused, its updates discarded and the round opened again: the new model is not "
+            "finite ("
+         << *non_finite << ")" << std::endl;
+    manager_->Discard();
+    PublishStatus();
+    return;
+  }
   const Architecture arch = plan_.architecture();
   const auto eval_start = Clock::now();
   if (eval_) {
@@ -347,6 +468,12 @@ void CoordinatorServer::PublishStatus() {
       {"updates_accepted", updates_accepted_},
       {"updates_rejected", devices.rejected_total()},
       {"rejected_by_reason", devices.rejected_by_reason()},
+      {"rounds_refused", rounds_refused_},
+      {"devices_forgotten", devices.forgotten()},
+      {"max_devices", devices.max_devices()},
+      {"frames_dropped", frames_dropped_},
+      {"replies_dropped", replies_dropped_},
+      {"connections_dropped", monitor_ ? monitor_->dropped() : 0},
       {"bytes_in", bytes_in_},
       {"bytes_out", bytes_out_},
       {"test_accuracy", nullptr},
@@ -407,6 +534,18 @@ std::string CoordinatorServer::Metrics() const {
         static_cast<unsigned long long>(it == devices.rejected_by_reason().end() ? 0 : it->second));
     out += line;
   }
+  metric("fedsgd_rounds_refused_total", "counter",
+         "Rounds refused because their aggregate was not finite (run again).", u(rounds_refused_));
+  metric("fedsgd_devices_forgotten_total", "counter",
+         "Devices removed: silent since joining, or offline too long.", u(devices.forgotten()));
+  metric("fedsgd_frames_dropped_total", "counter",
+         "Frames beyond the protocol's maximum per message, dropped unread.", u(frames_dropped_));
+  metric("fedsgd_replies_dropped_total", "counter",
+         "Replies not sent: the peer's queue was full or it was gone.", u(replies_dropped_));
+  metric("fedsgd_connections_dropped_total", "counter",
+         "ROUTER connections closed (peer left, frame over the size limit, missed heartbeats) "
+         "or failed handshakes.",
+         u(monitor_ ? monitor_->dropped() : 0));
   metric("fedsgd_received_bytes_total", "counter", "Bytes of requests received.", u(bytes_in_));
   metric("fedsgd_sent_bytes_total", "counter", "Bytes of model weights sent.", u(bytes_out_));
   out +=
@@ -460,16 +599,12 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
     notifier_.Watchdog();
     // Drain what is waiting, but bounded, so a flood cannot starve the rounds.
     for (int i = 0; i < 1000; ++i) {
-      auto frames = wire::ReceiveFrames(router_, zmq::recv_flags::dontwait);
-      if (!frames) break;
-      HandleRequest(*frames);
+      auto request = wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, zmq::recv_flags::dontwait);
+      if (!request) break;
+      HandleRequest(*request);
     }
     const double now = Now();
-    for (const std::string& id : manager_->devices().ExpireSilent(now)) {
-      log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: device " << id
-           << " went silent, marked offline, " << manager_->devices().online() << " online"
-           << std::endl;
-    }
+    Housekeeping(now);
     if (manager_->ShouldClose(now)) CloseRound();
     if (manager_->NeedsRebroadcast(now)) {
       log_ << "fedsgd-coordinator: round " << manager_->open_round()
@@ -488,8 +623,9 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop) {
     for (int i = 0; i < 5 && !stop.load(); ++i) {
       Broadcast(true);
       wire::Poll(items, std::chrono::milliseconds(100));
-      while (auto frames = wire::ReceiveFrames(router_, zmq::recv_flags::dontwait)) {
-        HandleRequest(*frames);
+      while (auto request =
+                 wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, zmq::recv_flags::dontwait)) {
+        HandleRequest(*request);
       }
     }
   }

@@ -15,15 +15,19 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <zmq.hpp>
 
 #include "checkpoint_store.h"
+#include "connection_monitor.h"
 #include "coordinator_options.h"
 #include "fedsgd/dataset.h"
+#include "fedsgd/log_limiter.h"
 #include "fedsgd/service_notifier.h"
 #include "http_api.h"
 #include "round_manager.h"
 #include "status_board.h"
+#include "token_bucket.h"
 
 namespace fedsgd {
 
@@ -47,7 +51,14 @@ class CoordinatorServer {
 
  private:
   double Now() const;
-  void HandleRequest(std::vector<zmq::message_t>& frames);
+  void HandleRequest(wire::BoundedFrames& request);
+  // Refuses a Join over a limit (rate, samples, device cap); true if refused.
+  bool RefuseJoin(const wire::Join& join, const zmq::message_t& routing_id, double now);
+  // Starts a warning line, unless too many lines of its `key` were written
+  // lately (LogLimiter): then the line goes nowhere. Finish it with "\n".
+  std::ostream& Warn(std::string_view key);
+  // Summaries of held-back warnings, and devices forgotten; each loop turn.
+  void Housekeeping(double now);
   void Reply(const zmq::message_t& routing_id, wire::Message message);
   void Broadcast(bool final);
   void OpenRound();
@@ -73,6 +84,10 @@ class CoordinatorServer {
   ServiceNotifier notifier_;
   std::unique_ptr<HttpApi> http_;
   std::chrono::steady_clock::time_point start_;
+  std::unique_ptr<ConnectionMonitor> monitor_;
+  std::optional<TokenBucket> joins_;  // --max-joins-per-second
+  LogLimiter warnings_;
+  std::ostream discard_{nullptr};  // writes nothing: where held-back warnings go
 
   // Figures for the status and the per-round log line.
   std::optional<RoundRecord> last_round_;
@@ -85,6 +100,9 @@ class CoordinatorServer {
   std::uint64_t bytes_out_ = 0;
   std::uint64_t updates_accepted_ = 0;
   std::uint64_t rounds_committed_ = 0;  // by this process
+  std::uint64_t rounds_refused_ = 0;    // aggregates that were not finite
+  std::uint64_t frames_dropped_ = 0;    // frames beyond wire::kMaxFrames, never kept
+  std::uint64_t replies_dropped_ = 0;   // the peer's queue was full or it was gone
   // Round durations (open to commit) as a Prometheus histogram.
   std::vector<std::uint64_t> duration_buckets_;
   double duration_sum_ = 0;

@@ -37,7 +37,13 @@ DeviceInfo& DeviceRegistry::Join(const wire::Join& join, const std::string& rout
   d.state = "idle";
   d.last_seen = now;
   d.joins += 1;
+  d.joined_at = now;
+  d.active = false;
   return d;
+}
+
+bool DeviceRegistry::Admits(const std::string& id) const {
+  return devices_.size() < max_devices_ || devices_.count(id) > 0;
 }
 
 DeviceInfo* DeviceRegistry::Touch(const std::string& id, double now) {
@@ -84,6 +90,23 @@ std::vector<std::string> DeviceRegistry::ExpireSilent(double now) {
     }
   }
   return expired;
+}
+
+std::vector<std::string> DeviceRegistry::Forget(double now) {
+  std::vector<std::string> forgotten;
+  for (auto it = devices_.begin(); it != devices_.end();) {
+    const DeviceInfo& d = it->second;
+    const bool never_spoke = !d.active && now - d.joined_at > kSilentJoinTimeouts * timeout_;
+    const bool long_gone = !d.online && now - d.last_seen > forget_offline_after_;
+    if (never_spoke || long_gone) {
+      forgotten.push_back(it->first);
+      it = devices_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  forgotten_ += forgotten.size();
+  return forgotten;
 }
 
 std::size_t DeviceRegistry::online() const {

@@ -29,7 +29,7 @@ RoundManager::RoundManager(Plan plan, RoundSettings settings, std::int64_t run_i
       version_(version),
       params_(std::move(params)),
       aggregator_(std::move(aggregator)),
-      devices_(settings.heartbeat_timeout) {}
+      devices_(settings.heartbeat_timeout, settings.max_devices, settings.forget_offline_after) {}
 
 RunPhase RoundManager::phase() const {
   if (done()) return RunPhase::kDone;
@@ -65,6 +65,11 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
   if (accepted_.count(u.device)) {
     return refuse(RejectReason::kDuplicate,
                   "already sent an update for round " + std::to_string(u.round));
+  }
+  if (u.samples > device->samples) {  // the sample count weights the update: never trust it more
+    return refuse(RejectReason::kSamplesExceeded, std::to_string(u.samples) + " samples claimed, " +
+                                                      std::to_string(device->samples) +
+                                                      " declared at join");
   }
   if (u.payload.size() != params_.size()) {  // Decode checks this too; never trust one layer
     return refuse(RejectReason::kWrongSize, "payload size differs from the model");

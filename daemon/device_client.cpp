@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "fedsgd/error.h"
+#include "fedsgd/socket_options.h"
 
 namespace fedsgd {
 namespace {
@@ -19,6 +20,14 @@ std::string Format(const char* fmt, double a, double b = 0, double c = 0) {
 }
 
 double Finite(double x) { return std::isfinite(x) ? x : 0.0; }
+
+// The model's size is not known before the welcome, so both sockets accept
+// frames up to the largest tensor the wire protocol allows.
+SocketLimits ReceiveLimits() {
+  SocketLimits limits;
+  limits.max_frame_bytes = MaxFrameBytes(wire::Limits{}.max_params);
+  return limits;
+}
 
 }  // namespace
 
@@ -58,6 +67,7 @@ void DeviceClient::DropBad(const std::string& what) {
 void DeviceClient::Connect() {
   dealer_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
   dealer_->set(zmq::sockopt::linger, 0);
+  ApplySocketLimits(*dealer_, ReceiveLimits());
   // Queue nothing for a coordinator that is not there: a send then fails at
   // once instead of piling up stale heartbeats for when it comes back.
   dealer_->set(zmq::sockopt::immediate, 1);
@@ -239,6 +249,7 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   try {
     sub_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::sub);
     sub_->set(zmq::sockopt::linger, 0);
+    ApplySocketLimits(*sub_, ReceiveLimits());
     sub_->set(zmq::sockopt::subscribe, "");
     sub_->connect(endpoint);
   } catch (const zmq::error_t& e) {

@@ -10,6 +10,22 @@
 #include "fedsgd/wire.h"
 
 namespace fedsgd::wire {
+namespace {
+
+// The next part of a message whose first part was received: a signal must
+// not split the message (the rest would read as a message of its own).
+void ReceiveRest(zmq::socket_t& socket, zmq::message_t& frame) {
+  for (;;) {
+    try {
+      (void)socket.recv(frame, zmq::recv_flags::none);
+      return;
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+}
+
+}  // namespace
 
 bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_id) {
   std::vector<zmq::message_t> frames = Encode(std::move(message));
@@ -42,6 +58,33 @@ std::optional<std::vector<zmq::message_t>> ReceiveFrames(zmq::socket_t& socket,
     throw;
   }
   return frames;
+}
+
+std::optional<BoundedFrames> ReceiveBounded(zmq::socket_t& socket, std::size_t max_frames,
+                                            zmq::recv_flags flags) {
+  BoundedFrames out;
+  try {
+    zmq::message_t frame;
+    if (!socket.recv(frame, flags)) return std::nullopt;
+    // The other parts of a multipart message are already here (ZeroMQ
+    // delivers messages whole), so these receives do not wait.
+    for (;;) {
+      const bool more = frame.more();
+      if (out.frames.size() < max_frames) {
+        out.frames.push_back(std::move(frame));
+      } else {
+        ++out.dropped_frames;
+        out.dropped_bytes += frame.size();
+      }
+      if (!more) break;
+      frame = zmq::message_t();  // releases a dropped frame before the next arrives
+      ReceiveRest(socket, frame);
+    }
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return std::nullopt;  // a signal: the caller checks its stop flag
+    throw;
+  }
+  return out;
 }
 
 void Poll(std::vector<zmq::pollitem_t>& items, std::chrono::milliseconds timeout) {

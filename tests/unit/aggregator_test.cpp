@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "fedsgd/error.h"
@@ -35,6 +37,28 @@ TEST(AggregatorTest, BeginForgetsThePreviousRound) {
   EXPECT_FLOAT_EQ(out[0], 1);
   EXPECT_FLOAT_EQ(out[1], -1);
   EXPECT_EQ(agg.count(), 1u);
+}
+
+TEST(AggregatorTest, HugeWeightsDoNotOverflowTheSum) {
+  // float: 3e38 x 2^64 is Inf. The double sum keeps the mean exact.
+  WeightedMeanAggregator agg;
+  agg.Begin(2);
+  const std::vector<float> big = {3e38f, -3e38f};
+  agg.Add(big, 18446744073709551615.0);
+  std::vector<float> out(2);
+  agg.Finish(out);
+  EXPECT_FLOAT_EQ(out[0], 3e38f);
+  EXPECT_FLOAT_EQ(out[1], -3e38f);
+}
+
+TEST(AggregatorTest, MeanOfExtremeUpdatesStaysFinite) {
+  WeightedMeanAggregator agg;
+  agg.Begin(1);
+  const std::vector<float> max = {std::numeric_limits<float>::max()};
+  for (int i = 0; i < 3; ++i) agg.Add(max, 1e19);
+  std::vector<float> out(1);
+  agg.Finish(out);
+  EXPECT_EQ(out[0], std::numeric_limits<float>::max());
 }
 
 TEST(AggregatorTest, UnknownRuleIsAnError) { EXPECT_THROW(MakeAggregator("krum"), Error); }

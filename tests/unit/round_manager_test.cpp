@@ -20,7 +20,7 @@ class RoundManagerTest : public ::testing::Test {
     return RoundManager(plan, s, 1, 0, std::vector<float>(6, 1.0f), MakeAggregator("mean"));
   }
   static void Join(RoundManager& m, const std::string& id, double now) {
-    m.devices().Join(wire::Join{id, 1, 100, "test"}, "rid-" + id, "127.0.0.1", now);
+    m.devices().Join(wire::Join{id, 1, 1000, "test"}, "rid-" + id, "127.0.0.1", now);
   }
   static wire::Update Update(const std::string& id, std::uint64_t round, float value,
                              std::uint64_t samples = 100, std::uint64_t version = 0) {
@@ -186,6 +186,76 @@ TEST_F(RoundManagerTest, ResumedManagerContinuesTheRoundNumbers) {
   EXPECT_TRUE(m.done());
   EXPECT_EQ(m.phase(), RunPhase::kDone);
   EXPECT_FALSE(m.ShouldOpen());
+}
+
+TEST_F(RoundManagerTest, RefusesMoreSamplesThanDeclaredAtJoin) {
+  RoundSettings s;
+  RoundManager m = Make(s);
+  Join(m, "a", 0);  // 1000 samples declared
+  m.OpenRound(0, 1000);
+  EXPECT_EQ(Refusal(m, Update("a", 1, 1.0f, 1001), 1), RejectReason::kSamplesExceeded);
+  EXPECT_EQ(Refusal(m, Update("a", 1, 1.0f, ~std::uint64_t{0}), 1), RejectReason::kSamplesExceeded);
+  EXPECT_EQ(m.accepted(), 0u);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 1, 1.0f, 1000), 100, 1)) << "exactly the declared count";
+}
+
+TEST(DeviceRegistryTest, RefusesJoinsBeyondTheCapButAlwaysAdmitsKnownDevices) {
+  DeviceRegistry r(3.0, /*max_devices=*/2);
+  EXPECT_TRUE(r.Admits("a"));
+  r.Join(wire::Join{"a", 1, 10, "v1"}, "rid-a", "", 0);
+  r.Join(wire::Join{"b", 1, 10, "v1"}, "rid-b", "", 0);
+  EXPECT_FALSE(r.Admits("c"));
+  EXPECT_TRUE(r.Admits("a")) << "a rejoin takes no new room";
+  EXPECT_EQ(r.max_devices(), 2u);
+}
+
+TEST(DeviceRegistryTest, ForgetsSilentJoinersAndDevicesLongOffline) {
+  // Heartbeat timeout 3 s: a joiner silent for 3 x 3 s is forgotten; an
+  // active device only after 100 s offline.
+  DeviceRegistry r(3.0, 10, /*forget_offline_after=*/100);
+  r.Join(wire::Join{"fake", 1, 10, "v1"}, "rid-f", "", 0);
+  r.Join(wire::Join{"honest", 1, 10, "v1"}, "rid-h", "", 0);
+  r.Touch("honest", 1)->active = true;  // its first heartbeat
+  r.Touch("fake", 1);                   // a fetch is no sign of an honest device
+  EXPECT_TRUE(r.Forget(8.9).empty());
+  EXPECT_EQ(r.Forget(9.1), std::vector<std::string>{"fake"});
+  EXPECT_EQ(r.Find("fake"), nullptr);
+  EXPECT_EQ(r.forgotten(), 1u);
+  EXPECT_TRUE(r.Admits("fake"));
+
+  // honest goes silent at 1: offline after 4, forgotten after 101.
+  EXPECT_EQ(r.ExpireSilent(5), std::vector<std::string>{"honest"});
+  EXPECT_TRUE(r.Forget(100.9).empty());
+  EXPECT_EQ(r.Forget(101.1), std::vector<std::string>{"honest"});
+  EXPECT_EQ(r.size(), 0u);
+  EXPECT_EQ(r.forgotten(), 2u);
+
+  // A rejoin starts the silent-joiner clock again.
+  r.Join(wire::Join{"again", 1, 10, "v1"}, "rid-a", "", 200);
+  r.Find("again")->active = true;
+  r.Join(wire::Join{"again", 1, 10, "v1"}, "rid-a2", "", 210);
+  EXPECT_FALSE(r.Find("again")->active);
+  EXPECT_TRUE(r.Forget(218).empty());
+  EXPECT_EQ(r.Forget(219.5).size(), 1u);
+}
+
+TEST_F(RoundManagerTest, ForgottenAndOfflineDevicesDoNotCountTowardsTheQuorum) {
+  RoundSettings s;
+  s.min_devices = 1;
+  s.quorum = 1.0;
+  RoundManager m = Make(s);
+  Join(m, "a", 0);
+  Join(m, "fake", 0);
+  m.devices().Find("a")->active = true;
+  m.OpenRound(0, 1000);
+  EXPECT_EQ(m.quorum_target(), 2u);
+  m.devices().Touch("a", 9);
+  m.devices().ExpireSilent(9.5);  // fake: silent since 0
+  EXPECT_EQ(m.quorum_target(), 1u);
+  EXPECT_EQ(m.devices().Forget(9.5), std::vector<std::string>{"fake"});
+  EXPECT_EQ(m.quorum_target(), 1u);
+  EXPECT_FALSE(m.OnUpdate(Update("a", 1, 1.0f), 100, 9.6));
+  EXPECT_TRUE(m.ShouldClose(9.6));
 }
 
 TEST(DeviceRegistryTest, TracksJoinsCountsAndSilence) {

@@ -199,8 +199,9 @@ TEST(WireRoundTripTest, ExtremesAndEmptyTensors) {
 
 TEST(WireRejectTest, ReasonNamesAreStableAndParse) {
   const std::vector<std::string_view> names = {
-      "malformed", "bad_version",    "unknown_kind", "bad_field",    "wrong_size", "non_finite",
-      "oversize",  "unknown_device", "stale_round",  "round_closed", "duplicate",  "not_selected",
+      "malformed",         "bad_version",      "unknown_kind", "bad_field",
+      "wrong_size",        "non_finite",       "oversize",     "unknown_device",
+      "stale_round",       "round_closed",     "duplicate",    "not_selected",
       "identity_mismatch", "too_many_devices", "rate_limited", "samples_exceeded"};
   ASSERT_EQ(names.size(), static_cast<std::size_t>(kRejectReasonCount));
   for (int i = 0; i < kRejectReasonCount; ++i) {
@@ -600,6 +601,35 @@ TEST(WireSocketTest, SendReportsWouldBlockAndUnroutableWithoutThrowing) {
   bool sent = true;
   EXPECT_NO_THROW(sent = Send(router, Ack{1, 1, ""}, &nobody));
   EXPECT_FALSE(sent);
+}
+
+TEST(WireSocketTest, ReceiveBoundedKeepsTheFirstFramesAndDropsTheRest) {
+  zmq::context_t ctx;
+  zmq::socket_t router(ctx, zmq::socket_type::router), dealer(ctx, zmq::socket_type::dealer);
+  router.set(zmq::sockopt::linger, 0);
+  dealer.set(zmq::sockopt::linger, 0);
+  router.bind("inproc://wire-bounded");
+  dealer.connect("inproc://wire-bounded");
+  // A frame bomb: 150 frames of 64 KiB.
+  for (int i = 0; i < 150; ++i) {
+    zmq::message_t frame(std::string(65536, static_cast<char>('a' + i % 26)));
+    dealer.send(frame, i + 1 < 150 ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+  ASSERT_TRUE(Send(dealer, FetchModel{"d"}));  // and then an honest message
+  auto bomb = ReceiveBounded(router, 1 + kMaxFrames);
+  ASSERT_TRUE(bomb);
+  ASSERT_EQ(bomb->frames.size(), 3u);  // routing id, then two frames
+  EXPECT_EQ(bomb->frames[1].to_string(), std::string(65536, 'a'));
+  EXPECT_EQ(bomb->dropped_frames, 148u);
+  EXPECT_EQ(bomb->dropped_bytes, 148u * 65536u);
+  auto next = ReceiveBounded(router, 1 + kMaxFrames);
+  ASSERT_TRUE(next) << "the bomb's frames did not spill into the next message";
+  EXPECT_EQ(next->dropped_frames, 0u);
+  next->frames.erase(next->frames.begin());
+  DecodeResult d = Decode(next->frames);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(std::get<FetchModel>(d.message()).device, "d");
+  EXPECT_FALSE(ReceiveBounded(router, 3, zmq::recv_flags::dontwait));
 }
 
 }  // namespace

@@ -187,6 +187,23 @@ bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_
 std::optional<std::vector<zmq::message_t>> ReceiveFrames(
     zmq::socket_t& socket, zmq::recv_flags flags = zmq::recv_flags::none);
 
+// The protocol's largest message: a header and one tensor frame (a ROUTER
+// adds the routing id in front).
+inline constexpr std::size_t kMaxFrames = 2;
+
+struct BoundedFrames {
+  std::vector<zmq::message_t> frames;  // the first max_frames frames
+  std::size_t dropped_frames = 0;      // frames after those, read and freed at once
+  std::size_t dropped_bytes = 0;
+};
+// Like ReceiveFrames, but keeps at most `max_frames` frames of the message:
+// the rest are received one by one and released immediately, so a message
+// of many maximum-size frames (ZMQ_MAXMSGSIZE bounds frames, not messages)
+// never sits in memory whole. The caller refuses a message with
+// dropped_frames > 0.
+std::optional<BoundedFrames> ReceiveBounded(zmq::socket_t& socket, std::size_t max_frames,
+                                            zmq::recv_flags flags = zmq::recv_flags::none);
+
 // zmq::poll that treats an interruption by a signal (EINTR) as "nothing
 // ready", so a loop gets back to its stop flag instead of throwing.
 void Poll(std::vector<zmq::pollitem_t>& items, std::chrono::milliseconds timeout);

@@ -1,0 +1,41 @@
+// The limits every fedsgd ZeroMQ socket carries, set in one place so the
+// coordinator (ROUTER, PUB) and the daemon (DEALER, SUB) agree
+// (docs/security.md, "Limits under abuse"):
+//   - ZMQ_MAXMSGSIZE: the largest *frame* the socket accepts; a peer that
+//     sends a larger one is disconnected by libzmq before the frame is
+//     buffered. (It bounds frames, not messages: the coordinator also bounds
+//     the frame count itself, see wire::ReceiveBounded.)
+//   - ZMQ_HANDSHAKE_IVL: a connection that has not finished the ZMTP
+//     handshake in time is closed, so idle TCP connections cannot hold file
+//     descriptors for ever.
+//   - ZMQ_HEARTBEAT_IVL / _TIMEOUT / _TTL: ZMTP pings detect a dead peer (a
+//     board that lost power) without waiting for TCP to notice.
+//   - ZMQ_SNDHWM / ZMQ_RCVHWM when asked: messages queued per peer.
+//
+// Call ApplySocketLimits before bind/connect (libzmq reads most options when
+// a connection starts). Thread-safety: as the socket (one thread). Throws
+// zmq::error_t only for an option libzmq does not know (a build bug).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <zmq.hpp>
+
+namespace fedsgd {
+
+struct SocketLimits {
+  std::int64_t max_frame_bytes = -1;  // ZMQ_MAXMSGSIZE; -1: no limit
+  int handshake_ms = 10000;           // ZMQ_HANDSHAKE_IVL
+  int heartbeat_interval_ms = 5000;   // ZMQ_HEARTBEAT_IVL
+  int heartbeat_timeout_ms = 30000;   // ZMQ_HEARTBEAT_TIMEOUT (and _TTL for the peer)
+  int send_hwm = -1;                  // ZMQ_SNDHWM in messages; -1: libzmq's default (1000)
+  int receive_hwm = -1;               // ZMQ_RCVHWM in messages; -1: libzmq's default (1000)
+};
+
+// The largest legal frame of a model of `params` float32 parameters: the
+// tensor, or a CBOR header (at most 64 KiB), whichever is larger, plus slack.
+std::int64_t MaxFrameBytes(std::size_t params);
+
+void ApplySocketLimits(zmq::socket_t& socket, const SocketLimits& limits);
+
+}  // namespace fedsgd
