@@ -28,14 +28,17 @@
 namespace fedsgd {
 
 struct RoundSettings {
-  std::uint64_t rounds = 10;          // the run ends when this round is committed
-  std::size_t min_devices = 1;        // online devices needed to open a round
-  double quorum = 1.0;                // fraction of online participants to wait for
-  std::size_t min_updates = 1;        // updates needed to close at the deadline
-  double round_timeout = 60;          // seconds
-  double heartbeat_timeout = 3;       // seconds of silence before a device is offline
-  std::size_t max_devices = 10000;    // devices the registry holds at most
-  double forget_offline_after = 600;  // seconds offline before a device is forgotten
+  std::uint64_t rounds = 10;     // the run ends when this round is committed
+  std::size_t min_devices = 1;   // online devices needed to open a round
+  double quorum = 1.0;           // fraction of online participants to wait for
+  std::size_t min_updates = 1;   // updates needed to close at the deadline
+  double round_timeout = 60;     // seconds
+  double heartbeat_timeout = 3;  // seconds of silence before a device is offline
+
+  // The device registry's bounds (see device_registry.h): devices held at
+  // most, and seconds offline before a device is forgotten.
+  std::size_t max_devices = 10000;
+  double forget_offline_after = 600;
 };
 
 enum class RunPhase { kWaiting, kTraining, kAggregating, kDone };

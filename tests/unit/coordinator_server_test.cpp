@@ -363,5 +363,176 @@ TEST_F(CoordinatorServerTest, ResumesTheRunFromTheDatabase) {
   EXPECT_NE(server_->run_id(), run);
 }
 
+// Issue 8, item 2: a finite update of 3e38 per weight claiming 2^64-1
+// samples overflowed the float sum, and an all-Inf model was committed and
+// resumed for ever. Now the claim is refused at join and at update.
+TEST_F(CoordinatorServerTest, TheInfiniteWeightAttackIsRefusedAndTouchesNothing) {
+  options_.min_devices = 1;
+  StartServer();
+  auto honest = Dealer();
+  auto evil = Dealer();
+  const auto initial = Committed();
+  constexpr std::uint64_t kMaxSamples = ~std::uint64_t{0};
+  EXPECT_EQ(RejectOf(*evil, wire::Join{"evil", 1, kMaxSamples, "x"}),
+            RejectReason::kSamplesExceeded);
+  EXPECT_EQ(Expect<wire::Welcome>(Ask(*honest, wire::Join{"dev1", 1, 100, "test"})).round, 1u);
+  Expect<wire::Welcome>(Ask(*evil, wire::Join{"evil", 1, 10'000'000, "x"}));
+  EXPECT_EQ(RejectOf(*evil, Update("evil", 1, 0, 3e38f, kMaxSamples)),
+            RejectReason::kSamplesExceeded);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(Committed(), initial);
+  StopServer();
+  EXPECT_EQ(Committed(), initial);
+}
+
+// Should a finite aggregate still overflow the model, the round is refused
+// before the commit: nothing reaches the database, the same round opens
+// again, and honest updates commit it.
+TEST_F(CoordinatorServerTest, ANonFiniteAggregateRefusesTheRound) {
+  options_.min_devices = 1;
+  options_.quorum = 0.5;
+  options_.server_lr = 2;  // 2 x 3e38 is beyond the float range
+  StartServer();
+  auto honest = Dealer();
+  auto evil = Dealer();
+  const auto initial = Committed();
+  ASSERT_EQ(Expect<wire::Welcome>(Ask(*honest, wire::Join{"dev1", 1, 100, "test"})).round, 1u);
+  Expect<wire::Welcome>(Ask(*evil, wire::Join{"evil", 1, 10'000'000, "x"}));
+  // dev1 alone is round 1's participant: this update alone closes it.
+  EXPECT_EQ(Expect<wire::Ack>(Ask(*evil, Update("evil", 1, 0, 3e38f, 10'000'000))).detail,
+            "accepted");
+  httplib::Client http("127.0.0.1", server_->http_port());
+  const nlohmann::json status =
+      WaitForJson([&] { return nlohmann::json::parse(http.Get("/v1/status")->body); },
+                  [](const nlohmann::json& j) { return j.value("rounds_refused", 0) == 1; });
+  EXPECT_EQ(status["rounds_refused"], 1);
+  EXPECT_EQ(status["round"], 0);
+  EXPECT_EQ(status["open_round"], 1) << "the same round opens again";
+  EXPECT_EQ(Committed(), initial) << "the database is untouched";
+  const std::string metrics = http.Get("/metrics")->body;
+  EXPECT_NE(metrics.find("fedsgd_rounds_refused_total 1\n"), std::string::npos) << metrics;
+
+  EXPECT_EQ(Expect<wire::Ack>(Ask(*honest, Update("dev1", 1, 0, 1, 100))).detail, "accepted");
+  for (int i = 0; i < 60 && Committed().first < 1; ++i) std::this_thread::sleep_for(50ms);
+  const auto [round, params] = Committed();
+  ASSERT_EQ(round, 1u);
+  for (std::size_t i = 0; i < kParams; ++i) EXPECT_FLOAT_EQ(params[i], initial.second[i] + 2.0f);
+  StopServer();
+  EXPECT_NE(log_.str().find("round 1 refused"), std::string::npos) << log_.str();
+}
+
+TEST_F(CoordinatorServerTest, JoinsBeyondTheCapOrTheDeclaredSamplesAreRefused) {
+  options_.max_devices = 2;
+  options_.max_samples_per_device = 1000;
+  StartServer();
+  auto dealer = Dealer();
+  Expect<wire::Welcome>(Ask(*dealer, wire::Join{"a", 1, 1000, "test"}));
+  EXPECT_EQ(RejectOf(*dealer, wire::Join{"b", 1, 1001, "test"}), RejectReason::kSamplesExceeded);
+  Expect<wire::Welcome>(Ask(*dealer, wire::Join{"b", 1, 10, "test"}));
+  EXPECT_EQ(RejectOf(*dealer, wire::Join{"c", 1, 10, "test"}), RejectReason::kTooManyDevices);
+  Expect<wire::Welcome>(Ask(*dealer, wire::Join{"a", 1, 10, "test"}));  // a rejoin
+  httplib::Client http("127.0.0.1", server_->http_port());
+  const nlohmann::json status =
+      WaitForJson([&] { return nlohmann::json::parse(http.Get("/v1/status")->body); },
+                  [](const nlohmann::json& j) { return j.value("updates_rejected", 0) == 2; });
+  EXPECT_EQ(status["devices_total"], 2);
+  EXPECT_EQ(status["max_devices"], 2);
+  EXPECT_EQ(status["rejected_by_reason"],
+            nlohmann::json({{"samples_exceeded", 1}, {"too_many_devices", 1}}));
+}
+
+TEST_F(CoordinatorServerTest, AJoinFloodIsRateLimitedWithoutSendingTheModel) {
+  options_.max_joins_per_second = 3;
+  StartServer();
+  auto dealer = Dealer();
+  const auto t0 = std::chrono::steady_clock::now();
+  int welcomes = 0, limited = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto m = Ask(*dealer, wire::Join{"fake" + std::to_string(i), 1, 10, "x"});
+    ASSERT_TRUE(m);
+    welcomes += std::holds_alternative<wire::Welcome>(*m);
+    const auto* r = std::get_if<wire::Reject>(&*m);
+    limited += r && r->reason == RejectReason::kRateLimited;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(welcomes, 3);
+  EXPECT_LE(welcomes, 3 + static_cast<int>(seconds * 3) + 1);
+  EXPECT_EQ(welcomes + limited, 30);
+  std::this_thread::sleep_for(700ms);
+  Expect<wire::Welcome>(Ask(*dealer, wire::Join{"later", 1, 10, "x"}));
+}
+
+TEST_F(CoordinatorServerTest, ModelFetchesAreRateLimitedPerDevice) {
+  StartServer();
+  auto dealer = Dealer();
+  Expect<wire::Welcome>(Ask(*dealer, wire::Join{"dev1", 1, 100, "test"}));
+  const auto t0 = std::chrono::steady_clock::now();
+  int models = 0, limited = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto m = Ask(*dealer, wire::FetchModel{"dev1"});
+    ASSERT_TRUE(m);
+    models += std::holds_alternative<wire::Model>(*m);
+    const auto* r = std::get_if<wire::Reject>(&*m);
+    limited += r && r->reason == RejectReason::kRateLimited;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(models, 2);
+  EXPECT_LE(models, 2 + static_cast<int>(seconds * 2) + 1);
+  EXPECT_EQ(models + limited, 20);
+}
+
+// A peer that sends requests without reading the replies gets at most the
+// ROUTER's high-water mark of them queued; the rest are dropped and counted.
+TEST_F(CoordinatorServerTest, RepliesToAPeerThatDoesNotReadAreBounded) {
+  StartServer();
+  auto dealer = Dealer();
+  dealer->set(zmq::sockopt::rcvhwm, 1);
+  dealer->set(zmq::sockopt::rcvbuf, 4096);
+  for (int i = 0; i < 2000; ++i) ASSERT_TRUE(wire::Send(*dealer, wire::Heartbeat{"nobody"}));
+  httplib::Client http("127.0.0.1", server_->http_port());
+  const nlohmann::json status =
+      WaitForJson([&] { return nlohmann::json::parse(http.Get("/v1/status")->body); },
+                  [](const nlohmann::json& j) { return j.value("updates_rejected", 0) == 2000; });
+  EXPECT_EQ(status["updates_rejected"], 2000);
+  EXPECT_GT(status["replies_dropped"], 0);
+}
+
+// Issue 8, item 6: ZMQ_MAXMSGSIZE bounds frames, not messages.
+TEST_F(CoordinatorServerTest, AFrameBombIsRefusedWithoutKeepingItsFrames) {
+  StartServer();
+  auto dealer = Dealer();
+  Expect<wire::Welcome>(Ask(*dealer, wire::Join{"dev1", 1, 100, "test"}));
+  std::vector<zmq::message_t> bomb = wire::Encode(wire::Heartbeat{"dev1"});
+  for (int i = 0; i < 149; ++i) bomb.emplace_back(std::string(kParams * 4, 'x'));
+  EXPECT_EQ(RejectOf(*dealer, std::move(bomb)), RejectReason::kMalformed);
+  Expect<wire::Ack>(Ask(*dealer, wire::Heartbeat{"dev1"}));
+  httplib::Client http("127.0.0.1", server_->http_port());
+  const nlohmann::json status =
+      WaitForJson([&] { return nlohmann::json::parse(http.Get("/v1/status")->body); },
+                  [](const nlohmann::json& j) { return j.value("frames_dropped", 0) > 0; });
+  EXPECT_EQ(status["frames_dropped"], 148);
+  EXPECT_EQ(status["rejected_by_reason"]["malformed"], 1);
+}
+
+TEST_F(CoordinatorServerTest, ConnectionsDroppedByLibzmqAreCounted) {
+  StartServer();
+  {
+    auto rogue = Dealer();
+    wire::Update huge = Update("dev1", 1, 0, 1, 100);
+    huge.payload.assign(kParams + 1'000'000, 1.0f);  // over ZMQ_MAXMSGSIZE
+    EXPECT_TRUE(wire::Send(*rogue, std::move(huge)));
+    EXPECT_FALSE(Receive(*rogue, 300ms).has_value());
+  }
+  httplib::Client http("127.0.0.1", server_->http_port());
+  const nlohmann::json status =
+      WaitForJson([&] { return nlohmann::json::parse(http.Get("/v1/status")->body); },
+                  [](const nlohmann::json& j) { return j.value("connections_dropped", 0) > 0; });
+  EXPECT_GE(status["connections_dropped"], 1);
+  const std::string metrics = http.Get("/metrics")->body;
+  EXPECT_NE(metrics.find("fedsgd_connections_dropped_total"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fedsgd
