@@ -59,7 +59,11 @@ void DeviceClient::Log(const std::string& line, LogLevel level) {
 
 void DeviceClient::DropBad(const std::string& what) {
   ++bad_messages_;
-  Log("dropped " + what, LogLevel::kWarning);
+  Warn("dropped", "dropped " + what);
+}
+
+void DeviceClient::Warn(std::string_view key, const std::string& line) {
+  if (warnings_.Allow(key, Now())) Log(line, LogLevel::kWarning);
 }
 
 // ---------------------------------------------------------------- sockets
@@ -159,9 +163,9 @@ void DeviceClient::HandleReply(std::vector<zmq::message_t>& frames) {
       Log("the coordinator does not know this device (restarted?); joining again");
       RejoinNow();
     } else {
-      Log("the coordinator refused a message: " + std::string(wire::ToString(r->reason)) + ": " +
-              r->detail,
-          LogLevel::kWarning);
+      Warn(wire::ToString(r->reason),
+           "the coordinator refused a message: " + std::string(wire::ToString(r->reason)) + ": " +
+               r->detail);
     }
   } else {
     DropBad("an unexpected '" + std::string(wire::KindName(msg)) + "' from the coordinator");
@@ -455,6 +459,9 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
     if (sub_) items.push_back({sub_->handle(), 0, ZMQ_POLLIN, 0});
     wire::Poll(items, std::chrono::milliseconds(50));
     Receive();
+    for (const LogLimiter::Suppressed& held : warnings_.TakeSuppressed(Now())) {
+      Log(held.key + ": " + warnings_.Summary(held.count), LogLevel::kWarning);
+    }
     if (finished_ && options_.exit_when_done) {
       Log("exiting: the run is finished (--exit-when-done)");
       break;

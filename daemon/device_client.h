@@ -20,12 +20,14 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 #include <zmq.hpp>
 
 #include "backoff.h"
 #include "daemon_options.h"
 #include "fedsgd/dataset.h"
+#include "fedsgd/log_limiter.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/service_notifier.h"
 #include "fedsgd/wire.h"
@@ -92,6 +94,9 @@ class DeviceClient {
   std::string PublishEndpoint(const std::string& announced) const;
   void Log(const std::string& line, LogLevel level = LogLevel::kInfo);
   void DropBad(const std::string& what);
+  // A warning, unless too many of its `key` were logged lately (LogLimiter);
+  // the loop logs a summary of those held back.
+  void Warn(std::string_view key, const std::string& line);
 
   DaemonOptions options_;
   const Dataset& shard_;
@@ -132,6 +137,7 @@ class DeviceClient {
   std::string unsent_run_id_;
   double last_samples_per_second_ = 0;
   double last_loss_ = 0;
+  LogLimiter warnings_;
 
   std::atomic<std::uint64_t> updates_sent_{0};
   std::atomic<std::uint64_t> joins_{0};

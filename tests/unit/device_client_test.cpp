@@ -439,6 +439,30 @@ TEST(DeviceClientTest, BadMessagesAreDroppedNotFatal) {
   EXPECT_NE(c.log().find("dropped a bad broadcast: wrong_size"), std::string::npos) << c.log();
 }
 
+TEST(DeviceClientTest, AFloodOfBadMessagesIsLoggedInAFewLines) {
+  const Dataset data = Blobs(60);
+  FakeCoordinator fake;
+  RunningClient c(fake.endpoint(), data);
+  ASSERT_TRUE(fake.ServeUntil([&] { return !fake.heartbeats.empty(); }));
+  wire::Model wrong = fake.CurrentModel();
+  wrong.params.resize(3);
+  const auto until = Clock::now() + 5s;
+  while (c.client().bad_messages() < 200 && Clock::now() < until) {
+    for (int i = 0; i < 20; ++i) fake.Publish(wrong);
+    fake.ServeUntil([] { return false; }, 20ms);
+  }
+  EXPECT_GE(c.client().bad_messages(), 200u);
+  c.Stop();
+  const std::string log = c.log();
+  std::size_t lines = 0;
+  for (auto at = log.find("dropped a bad broadcast"); at != std::string::npos;
+       at = log.find("dropped a bad broadcast", at + 1)) {
+    ++lines;
+  }
+  EXPECT_GE(lines, 1u);
+  EXPECT_LE(lines, 5u) << "one line per dropped message floods the journal";
+}
+
 TEST(DeviceClientTest, ExitsAtTheFinalModelOnlyWhenAsked) {
   const Dataset data = Blobs(60);
   FakeCoordinator fake;
