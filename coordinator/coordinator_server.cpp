@@ -76,7 +76,16 @@ void CoordinatorServer::Start() {
     last_round_.reset();
   } else if (auto r = store_->GetRound(run.run_id, run.round)) {
     last_round_ = *r;
-    if (plan_.dp() && r->privacy.is_object()) manager_->RestorePrivacy(r->privacy);
+    if (plan_.dp()) {
+      // Resuming without it would report the privacy spent so far as 0.
+      if (!r->privacy.is_object()) {
+        throw Error(options_.db + ": round " + std::to_string(run.round) + " of run " +
+                    std::to_string(run.run_id) +
+                    " has no privacy record although the run uses differential privacy: the "
+                    "database is damaged");
+      }
+      manager_->RestorePrivacy(r->privacy);
+    }
   }
 
   const std::size_t n = manager_->params().size();
