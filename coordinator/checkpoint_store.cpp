@@ -16,7 +16,8 @@ namespace {
 
 // "FSGD": marks the file as ours (PRAGMA application_id).
 constexpr int kApplicationId = 0x46534744;
-constexpr int kSchemaVersion = 1;
+// 2: rounds.privacy (differential privacy's record of the round).
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE runs (
@@ -36,6 +37,7 @@ CREATE TABLE rounds (
   rejected_updates INTEGER,
   bytes_in INTEGER,
   devices TEXT NOT NULL,
+  privacy TEXT,
   PRIMARY KEY (run_id, round)
 );
 CREATE TABLE checkpoints (
@@ -82,9 +84,8 @@ class Statement {
   Statement& Bind(int i, const std::string& v) {
     return Check(sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
   }
-  Statement& Bind(int i, const std::optional<double>& v) {
-    return v ? Bind(i, *v) : Check(sqlite3_bind_null(stmt_, i));
-  }
+  Statement& Bind(int i, const std::optional<double>& v) { return v ? Bind(i, *v) : BindNull(i); }
+  Statement& BindNull(int i) { return Check(sqlite3_bind_null(stmt_, i)); }
   // Bound in place (SQLITE_STATIC): v must outlive the Step() that uses it.
   Statement& BindFloats(int i, std::span<const float> v) {
     static_assert(std::endian::native == std::endian::little,
@@ -192,6 +193,13 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
   r.aggregate_seconds = s.Double(7);
   r.rejected_updates = static_cast<std::uint64_t>(s.Int(8));
   r.bytes_in = static_cast<std::uint64_t>(s.Int(9));
+  if (!s.IsNull(11)) {
+    r.privacy = nlohmann::json::parse(s.Text(11), nullptr, false);
+    if (!r.privacy.is_object()) {
+      throw Error(path + ": the privacy record of round " + std::to_string(r.round) + " of run " +
+                  std::to_string(r.run_id) + " is not JSON: the database is damaged");
+    }
+  }
   const nlohmann::json devices = nlohmann::json::parse(s.Text(10), nullptr, false);
   const auto damaged = [&] {
     return Error(path + ": the device list of round " + std::to_string(r.round) + " of run " +
@@ -213,9 +221,13 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
   return r;
 }
 
-constexpr const char* kRoundColumns =
-    "run_id, round, train_loss, test_accuracy, test_loss, started_at, finished_at, "
-    "aggregate_seconds, rejected_updates, bytes_in, devices";
+// A schema-1 file opened read-only has no privacy column: it reads as null.
+std::string RoundColumns(bool has_privacy) {
+  return std::string(
+             "run_id, round, train_loss, test_accuracy, test_loss, started_at, finished_at, "
+             "aggregate_seconds, rejected_updates, bytes_in, devices, ") +
+         (has_privacy ? "privacy" : "NULL");
+}
 
 }  // namespace
 
@@ -241,6 +253,9 @@ nlohmann::json RoundRecord::ToJson() const {
                       {"bytes_in", bytes_in}};
   if (test_accuracy) j["test_accuracy"] = *test_accuracy;
   if (test_loss) j["test_loss"] = *test_loss;
+  // The state a restart resumes from is for the coordinator, not the API.
+  j["privacy"] = privacy;
+  if (privacy.is_object()) j["privacy"].erase("state");
   return j;
 }
 
@@ -282,6 +297,7 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
                   ", this one knows up to " + std::to_string(kSchemaVersion) +
                   "); upgrade fedsgd or choose another --db file");
     }
+    store->has_privacy_column_ = version >= 2;
     // The first line of quick_check's report is "ok" or the first problem.
     std::string verdict = QueryText(db, path, "PRAGMA quick_check");
     if (verdict != "ok") {
@@ -308,7 +324,13 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
            "PRAGMA application_id = " + std::to_string(kApplicationId) +
                "; PRAGMA user_version = " + std::to_string(kSchemaVersion));
       t.Commit();
+    } else if (!store->has_privacy_column_) {
+      // Schema 1 -> 2: a nullable column, so older rounds need no rewrite.
+      Transaction t(db, path);
+      Exec(db, path, "ALTER TABLE rounds ADD COLUMN privacy TEXT; PRAGMA user_version = 2");
+      t.Commit();
     }
+    store->has_privacy_column_ = true;
   }
   return store;
 }
@@ -406,12 +428,18 @@ void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> p
   }
   Statement rec(db, path_,
                 "INSERT INTO rounds (run_id, round, train_loss, test_accuracy, test_loss, "
-                "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices, "
+                "privacy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   rec.Bind(1, r.run_id).Bind(2, r.round).Bind(3, r.train_loss).Bind(4, r.test_accuracy);
   rec.Bind(5, r.test_loss).Bind(6, r.started_at).Bind(7, r.finished_at);
   rec.Bind(8, r.aggregate_seconds).Bind(9, r.rejected_updates).Bind(10, r.bytes_in);
-  rec.Bind(11, r.ToJson()["devices"].dump()).Step();
+  rec.Bind(11, r.ToJson()["devices"].dump());
+  if (r.privacy.is_null()) {
+    rec.BindNull(12);
+  } else {
+    rec.Bind(12, r.privacy.dump());
+  }
+  rec.Step();
   Statement cp(db, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, ?, ?)");
   cp.Bind(1, r.run_id).Bind(2, r.round).BindFloats(3, params).Step();
   t.Commit();
@@ -422,7 +450,7 @@ std::vector<RoundRecord> CheckpointStore::ListRounds(std::int64_t run_id, std::u
   if (!InRange(since) || limit == 0) return {};
   std::lock_guard lock(mutex_);
   Statement s(db_.get(), path_,
-              std::string("SELECT ") + kRoundColumns +
+              "SELECT " + RoundColumns(has_privacy_column_) +
                   " FROM rounds WHERE run_id = ? AND round > ? ORDER BY round LIMIT ?");
   // A limit beyond int64 becomes -1, which SQLite reads as "no limit".
   s.Bind(1, run_id).Bind(2, since).Bind(3, static_cast<std::int64_t>(limit));
@@ -435,9 +463,9 @@ std::optional<RoundRecord> CheckpointStore::GetRound(std::int64_t run_id,
                                                      std::uint64_t round) const {
   if (!InRange(round)) return std::nullopt;
   std::lock_guard lock(mutex_);
-  Statement s(
-      db_.get(), path_,
-      std::string("SELECT ") + kRoundColumns + " FROM rounds WHERE run_id = ? AND round = ?");
+  Statement s(db_.get(), path_,
+              "SELECT " + RoundColumns(has_privacy_column_) +
+                  " FROM rounds WHERE run_id = ? AND round = ?");
   s.Bind(1, run_id).Bind(2, round);
   if (!s.Step()) return std::nullopt;
   return ReadRound(s, path_);

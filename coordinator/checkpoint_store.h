@@ -13,10 +13,11 @@
 // (PRAGMA quick_check, or SQLite reporting SQLITE_CORRUPT / SQLITE_NOTADB),
 // belongs to another application (application_id) or has a newer schema
 // (user_version) is refused with a fedsgd::Error naming the file, never
-// reused. quick_check reads the whole file, so opening costs time in
-// proportion to its size. It checks SQLite's structure, not the bytes inside
-// a blob: weights whose bytes were flipped in place go undetected; a blob of
-// the wrong length is reported as damage when it is read.
+// reused. A schema-1 file (before rounds.privacy) is upgraded in place when
+// opened for writing; read-only, its rounds read with a null privacy. quick_check reads the whole
+// file, so opening costs time in proportion to its size. It checks SQLite's structure, not the
+// bytes inside a blob: weights whose bytes were flipped in place go undetected; a blob of the wrong
+// length is reported as damage when it is read.
 //
 // Thread-safety: all methods may be called from several threads (an
 // internal mutex serialises them); the HTTP side may also open its own
@@ -57,6 +58,9 @@ struct RoundRecord {
   // times: /v1/status and /metrics report it.)
   std::uint64_t rejected_updates = 0;
   std::uint64_t bytes_in = 0;
+  // Differential privacy's figures for the round (RoundManager::CloseRound),
+  // null without it. Stored whole; ToJson leaves out its "state".
+  nlohmann::json privacy;
 
   nlohmann::json ToJson() const;
 };
@@ -123,6 +127,7 @@ class CheckpointStore {
   mutable std::mutex mutex_;              // serialises all use of db_
   std::unique_ptr<sqlite3, CloseDb> db_;  // opened SQLITE_OPEN_NOMUTEX: mutex_ guards it
   std::string path_;
+  bool has_privacy_column_ = true;  // false for a schema-1 file opened read-only
 };
 
 }  // namespace fedsgd

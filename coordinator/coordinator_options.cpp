@@ -93,6 +93,30 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->check(kPositive);
   app.add_option("--seed", o.seed, "Seed of the initial model")->capture_default_str();
 
+  app.add_option("--dp-noise-multiplier", o.dp_noise_multiplier,
+                 "Differential privacy (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963): "
+                 "Gaussian noise of std Z x clip on the sum of the clipped updates; 0 = off")
+      ->capture_default_str()
+      ->check(kNonNegative);
+  app.add_option("--dp-clip", o.dp_clip,
+                 "DP: L2 clip norm of each device's update, or 'adaptive[:INITIAL]' to follow "
+                 "--dp-target-quantile of the norms (Andrew et al. 2021, arXiv:1905.03871; "
+                 "initial 0.1)")
+      ->capture_default_str();
+  app.add_option("--dp-target-quantile", o.dp_target_quantile,
+                 "DP, adaptive clip: the fraction of updates left unclipped")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--dp-clip-lr", o.dp_clip_lr,
+                 "DP, adaptive clip: geometric step eta, clip *= exp(-eta (unclipped - quantile))")
+      ->capture_default_str()
+      ->check(kPositive);
+  app.add_option("--dp-delta", o.dp_delta,
+                 "DP: the delta of the reported (epsilon, delta), by RDP accounting (Mironov "
+                 "2017, arXiv:1702.07476)")
+      ->capture_default_str()
+      ->check(kPositive);
+
   app.add_option("--rounds", o.rounds, "Rounds to run; the coordinator exits after the last")
       ->capture_default_str()
       ->check(kPositive);
@@ -144,12 +168,23 @@ Plan CoordinatorOptions::ToPlan() const {
   p.sgd.schedule = LrSchedule::Parse(lr_schedule);
   p.server_lr = server_lr;
   p.seed = seed;
+  p.dp_noise_multiplier = dp_noise_multiplier;
+  const DpClip clip = ParseDpClip(dp_clip);
+  p.dp_clip = clip.clip;
+  p.dp_adaptive_clip = clip.adaptive;
+  p.dp_target_quantile = dp_target_quantile;
+  p.dp_clip_lr = dp_clip_lr;
+  p.dp_delta = dp_delta;
   p.Validate();
   return p;
 }
 
 void CoordinatorOptions::Check() const {
-  ToPlan();
+  const Plan plan = ToPlan();
+  // The noise is calibrated to the sum of clipped updates: another rule's
+  // sensitivity is not analysed here.
+  if (plan.dp() && aggregator != "mean")
+    throw Error("--dp-noise-multiplier needs --aggregator mean, not " + aggregator);
   if (min_updates > min_devices) {
     throw Error("--min-updates (" + std::to_string(min_updates) +
                 ") cannot exceed --min-devices (" + std::to_string(min_devices) + ")");

@@ -36,6 +36,12 @@ struct CoordinatorOptions {
   std::string lr_schedule = "constant";
   double server_lr = 1.0;
   std::uint64_t seed = 1;
+  // Differential privacy (plan fields dp_*; docs/aggregation.md).
+  double dp_noise_multiplier = 0;
+  std::string dp_clip = "1.0";
+  double dp_target_quantile = 0.5;
+  double dp_clip_lr = 0.2;
+  double dp_delta = 1e-5;
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

@@ -91,6 +91,16 @@ void CoordinatorServer::Start() {
     last_round_.reset();
   } else if (auto r = store_->GetRound(run.run_id, run.round)) {
     last_round_ = *r;
+    if (plan_.dp()) {
+      // Resuming without it would report the privacy spent so far as 0.
+      if (!r->privacy.is_object()) {
+        throw Error(options_.db + ": round " + std::to_string(run.round) + " of run " +
+                    std::to_string(run.run_id) +
+                    " has no privacy record although the run uses differential privacy: the "
+                    "database is damaged");
+      }
+      manager_->RestorePrivacy(r->privacy);
+    }
   }
 
   const std::size_t n = manager_->params().size();
@@ -423,8 +433,15 @@ void CoordinatorServer::CloseRound() {
                 r.train_loss, r.finished_at - r.started_at, updates, receive_seconds_ * 1e3,
                 r.aggregate_seconds * 1e3, last_eval_seconds_ * 1e3, last_commit_seconds_ * 1e3,
                 last_broadcast_seconds_ * 1e3, per_update, per_update / ParameterBytes());
-  log_ << line << std::endl;
-  notifier_.Status(line);
+  std::string summary = line;
+  if (r.privacy.is_object()) {
+    std::snprintf(line, sizeof line, ", privacy: epsilon %.4g at delta %.3g, clip %.4g",
+                  r.privacy["epsilon"].get<double>(), r.privacy["delta"].get<double>(),
+                  r.privacy["clip"].get<double>());
+    summary += line;
+  }
+  log_ << summary << std::endl;
+  notifier_.Status(summary);
   if (open_next) {
     log_ << "fedsgd-coordinator: round " << manager_->open_round() << " open for "
          << manager_->participants() << " device(s)" << std::endl;
@@ -480,6 +497,7 @@ void CoordinatorServer::PublishStatus() {
       {"test_loss", nullptr},
       {"train_loss", nullptr},
       {"last_round", nullptr},
+      {"privacy", manager_->privacy()},
   };
   if (last_round_) {
     if (last_round_->test_accuracy) status["test_accuracy"] = *last_round_->test_accuracy;
@@ -577,6 +595,15 @@ std::string CoordinatorServer::Metrics() const {
   }
   if (last_round_ && last_round_->test_loss) {
     metric("fedsgd_test_loss", "gauge", "Test loss of the newest model.", *last_round_->test_loss);
+  }
+  if (const nlohmann::json privacy = manager_->privacy(); privacy.is_object()) {
+    metric("fedsgd_privacy_epsilon", "gauge",
+           "Differential privacy spent so far: epsilon at fedsgd_privacy_delta (RDP accountant).",
+           privacy["epsilon"].get<double>());
+    metric("fedsgd_privacy_delta", "gauge", "The delta of fedsgd_privacy_epsilon.",
+           privacy["delta"].get<double>());
+    metric("fedsgd_privacy_clip", "gauge", "The L2 clip norm of the next round's updates.",
+           privacy["clip"].get<double>());
   }
   if (last_round_) {
     metric("fedsgd_train_loss", "gauge", "Sample-weighted training loss of the last round.",

@@ -1,7 +1,8 @@
 // The dashboard served at "/": one self-contained page (inline CSS, JS and
 // SVG; nothing from the network but this coordinator's own JSON API). It
 // polls /v1/status, /v1/rounds and /v1/devices every two seconds and draws
-// accuracy and loss per round and the device table. A ?token=... in the page
+// accuracy and loss per round, the device table and, with differential
+// privacy, the (epsilon, delta) spent so far. A ?token=... in the page
 // address is passed on to the API calls.
 #include "http_api.h"
 
@@ -44,6 +45,7 @@ const char* const kDashboardHtml = R"HTML(<!doctype html>
   <div class="kv"><span>devices online</span><b id="devices">-</b></div>
   <div class="kv"><span>test accuracy</span><b id="accuracy">-</b></div>
   <div class="kv"><span>model</span><b id="model">-</b></div>
+  <div class="kv" id="privacy-box" style="display:none"><span>differential privacy</span><b id="privacy">-</b></div>
 </header>
 <div id="error"></div>
 <main>
@@ -156,6 +158,12 @@ async function refresh() {
     document.getElementById("accuracy").textContent =
         typeof status.test_accuracy === "number" ? status.test_accuracy.toFixed(4) : "-";
     document.getElementById("model").textContent = status.model;
+    const p = status.privacy;
+    document.getElementById("privacy-box").style.display = p ? "" : "none";
+    if (p) {
+      document.getElementById("privacy").textContent =
+          "privacy: eps = " + p.epsilon.toPrecision(3) + " at delta = " + p.delta.toExponential(0);
+    }
     chart(document.getElementById("accuracy-chart"), [{key: "test_accuracy", color: "#1a7f37"}], 1.0);
     chart(document.getElementById("loss-chart"),
           [{key: "test_loss", color: "#d1242f"}, {key: "train_loss", color: "#8250df"}]);

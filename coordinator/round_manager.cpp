@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "fedsgd/error.h"
+
 namespace fedsgd {
 
 const char* ToString(RunPhase phase) {
@@ -29,7 +31,36 @@ RoundManager::RoundManager(Plan plan, RoundSettings settings, std::int64_t run_i
       version_(version),
       params_(std::move(params)),
       aggregator_(std::move(aggregator)),
-      devices_(settings.heartbeat_timeout, settings.max_devices, settings.forget_offline_after) {}
+      devices_(settings.heartbeat_timeout, settings.max_devices, settings.forget_offline_after) {
+  if (plan_.dp()) {
+    auto dp = std::make_unique<DpAggregator>(std::move(aggregator_), DpSettings::FromPlan(plan_));
+    dp_ = dp.get();
+    aggregator_ = std::move(dp);
+  }
+}
+
+nlohmann::json RoundManager::privacy() const {
+  if (!dp_) return nullptr;
+  return {{"epsilon", accountant_.Epsilon(plan_.dp_delta)}, {"delta", plan_.dp_delta},
+          {"noise_multiplier", plan_.dp_noise_multiplier},  {"clip", dp_->clip()},
+          {"adaptive_clip", plan_.dp_adaptive_clip},        {"rounds", accountant_.rounds()}};
+}
+
+void RoundManager::RestorePrivacy(const nlohmann::json& record_privacy) {
+  if (!dp_) return;
+  try {
+    const nlohmann::json& state = record_privacy.at("state");
+    const auto clip = state.at("clip").get<std::vector<double>>();
+    const auto accountant = state.at("accountant").get<std::vector<double>>();
+    PrivacyAccountant restored;
+    restored.ImportState(accountant);
+    dp_->ImportState(clip);
+    accountant_ = restored;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("the privacy record of round " + std::to_string(version_) +
+                " cannot be resumed from (" + e.what() + "): the database is damaged");
+  }
+}
 
 RunPhase RoundManager::phase() const {
   if (done()) return RunPhase::kDone;
@@ -107,6 +138,10 @@ std::uint64_t RoundManager::OpenRound(double now, double unix_now) {
   rejected_in_round_ = 0;
   bytes_in_round_ = 0;
   aggregator_->Begin(params_.size());
+  if (dp_) {
+    dp_->SetDenominator(participants_.size());
+    dp_state_at_open_ = dp_->ExportState();
+  }
   return open_round();
 }
 
@@ -162,11 +197,30 @@ ClosedRound RoundManager::CloseRound(double unix_now) {
   r.finished_at = unix_now;
   r.rejected_updates = rejected_in_round_;
   r.bytes_in = bytes_in_round_;
+  if (dp_) {
+    // q = the share of known devices this round was opened for. It is a
+    // sampling rate only if they were picked at random (docs/aggregation.md).
+    const double known = static_cast<double>(std::max<std::size_t>(devices_.size(), 1));
+    const double q =
+        std::min(1.0, static_cast<double>(std::max<std::size_t>(participants_.size(), 1)) / known);
+    PrivacyAccountant next = accountant_;
+    next.Compose(plan_.dp_noise_multiplier, q);
+    r.privacy = {{"epsilon", next.Epsilon(plan_.dp_delta)},
+                 {"delta", plan_.dp_delta},
+                 {"noise_multiplier", plan_.dp_noise_multiplier},
+                 {"clip", dp_->last_clip()},
+                 {"rounds", next.rounds()},
+                 {"sampling_rate", q},
+                 {"state", {{"clip", dp_->ExportState()}, {"accountant", next.ExportState()}}}};
+    if (plan_.dp_adaptive_clip) r.privacy["unclipped_fraction"] = dp_->last_unclipped_fraction();
+    out.accountant = std::move(next);
+  }
   return out;
 }
 
 void RoundManager::Commit(ClosedRound&& round) {
   params_ = std::move(round.params);
+  if (round.accountant) accountant_ = std::move(*round.accountant);
   version_ = round.record.round;
   for (const DeviceContribution& c : round.record.devices) {
     if (DeviceInfo* d = devices_.Find(c.device)) d->rounds_joined += 1;
@@ -176,6 +230,9 @@ void RoundManager::Commit(ClosedRound&& round) {
 }
 
 void RoundManager::Discard() {
+  // The model was not released: neither the clip's step nor the round's
+  // privacy cost counts.
+  if (dp_) dp_->ImportState(dp_state_at_open_);
   open_ = false;
   closing_ = false;
 }

@@ -9,6 +9,11 @@
 // leaves the model as it was (Discard). `now` is seconds on a monotonic
 // clock, passed in, so tests drive time by hand.
 //
+// When the plan asks for differential privacy (plan.dp()), the aggregator
+// given is wrapped in a DpAggregator, and each closed round's record carries
+// its privacy figures (record.privacy, see PrivacyJson) including the state
+// a restart needs (RestorePrivacy).
+//
 // Not thread-safe: one loop thread owns it.
 #pragma once
 
@@ -22,8 +27,10 @@
 #include "aggregator.h"
 #include "checkpoint_store.h"
 #include "device_registry.h"
+#include "dp_aggregator.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/wire.h"
+#include "privacy_accountant.h"
 
 namespace fedsgd {
 
@@ -47,6 +54,9 @@ const char* ToString(RunPhase phase);
 struct ClosedRound {
   RoundRecord record;
   std::vector<float> params;  // the new global model
+  // With differential privacy: the accountant including this round, which
+  // Commit makes current.
+  std::optional<PrivacyAccountant> accountant;
 };
 
 class RoundManager {
@@ -84,6 +94,12 @@ class RoundManager {
   // ceil(quorum x online participants), at least min_updates.
   std::size_t quorum_target() const;
   const std::vector<float>& params() const { return params_; }
+  // {epsilon, delta, noise_multiplier, clip, rounds} so far; null without
+  // differential privacy.
+  nlohmann::json privacy() const;
+  // Resumes the clip and the accountant from the privacy record of the last
+  // committed round. Throws fedsgd::Error when it is not one fedsgd wrote.
+  void RestorePrivacy(const nlohmann::json& record_privacy);
   const Plan& plan() const { return plan_; }
   const RoundSettings& settings() const { return settings_; }
   std::int64_t run_id() const { return run_id_; }
@@ -95,6 +111,9 @@ class RoundManager {
   std::uint64_t version_;
   std::vector<float> params_;
   std::unique_ptr<Aggregator> aggregator_;
+  DpAggregator* dp_ = nullptr;  // aggregator_ itself when DP is on
+  PrivacyAccountant accountant_;
+  std::vector<double> dp_state_at_open_;  // restored when a round is discarded
   DeviceRegistry devices_;
 
   bool open_ = false;

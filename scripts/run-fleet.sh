@@ -7,7 +7,9 @@
 #   scripts/run-fleet.sh [--devices N] [--rounds R] [--split iid|labels:K|dirichlet:A]
 #                        [--model M] [--local-epochs E] [--batch B] [--lr LR]
 #                        [--threads T] [--mode hogwild|sync] [--port P] [--http ADDR:PORT]
-#                        [--dir DIR] [--build DIR]
+#                        [--dir DIR] [--build DIR] [-- COORDINATOR FLAGS...]
+#   Flags after "--" go to fedsgd-coordinator as they are, e.g.
+#   -- --dp-noise-multiplier 1.0 --dp-clip 1.0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +17,8 @@ devices=4 rounds=10 split=iid model=mlp:784-128-10 local_epochs=1 batch=32 lr=0.
 threads=1 mode=hogwild port=7070 http=127.0.0.1:8080 dir="" build=build
 data=/usr/share/datasets/fashion-mnist
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+coordinator_flags=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --devices) devices=$2; shift 2 ;;
@@ -32,6 +35,7 @@ while [[ $# -gt 0 ]]; do
     --dir) dir=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
+    --) shift; coordinator_flags=("$@"); break ;;
     *) echo "run-fleet: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,7 +72,7 @@ echo "run-fleet: $devices devices, $rounds rounds, split $split, model $model; l
   --listen "tcp://127.0.0.1:$port" --publish "tcp://127.0.0.1:$((port + 1))" --http "$http" \
   --db "$dir/fleet.db" --new-run --model "$model" --rounds "$rounds" --min-devices "$devices" \
   --local-epochs "$local_epochs" --batch "$batch" --lr "$lr" --eval-data "$data" \
-  > "$dir/summary.json" &
+  "${coordinator_flags[@]}" > "$dir/summary.json" &
 coordinator=$!
 pids+=("$coordinator")
 

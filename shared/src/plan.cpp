@@ -19,6 +19,29 @@ std::string ToString(Algorithm algorithm) {
   return algorithm == Algorithm::kFedAvg ? "fedavg" : "fedsgd";
 }
 
+DpClip ParseDpClip(const std::string& text) {
+  DpClip c;
+  std::string number = text;
+  if (text == "adaptive") {
+    c.adaptive = true;
+    c.clip = kDefaultAdaptiveInitialClip;
+    return c;
+  }
+  if (text.starts_with("adaptive:")) {
+    c.adaptive = true;
+    number = text.substr(9);
+  }
+  double value = 0;
+  const auto r = std::from_chars(number.data(), number.data() + number.size(), value);
+  if (r.ec != std::errc() || r.ptr != number.data() + number.size() || !std::isfinite(value) ||
+      value <= 0) {
+    throw Error("--dp-clip '" + text +
+                "': expected a clip norm > 0, 'adaptive' or 'adaptive:INITIAL_NORM'");
+  }
+  c.clip = value;
+  return c;
+}
+
 void Plan::Validate() const {
   architecture();  // throws for a bad model text
   auto require = [](bool ok, const std::string& what) {
@@ -35,6 +58,17 @@ void Plan::Validate() const {
   require(std::isfinite(sgd.weight_decay) && sgd.weight_decay >= 0, "weight_decay must be >= 0");
   require(std::isfinite(sgd.l1) && sgd.l1 >= 0, "l1 must be >= 0");
   require(std::isfinite(server_lr) && server_lr > 0, "server_lr must be > 0");
+  require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
+          "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
+          "privacy)");
+  if (!dp()) return;
+  require(std::isfinite(dp_clip) && dp_clip > 0, "dp_clip (--dp-clip) must be > 0");
+  require(dp_delta > 0 && dp_delta < 1,
+          "dp_delta (--dp-delta) must be in (0, 1), and well below 1 / number of devices");
+  if (!dp_adaptive_clip) return;
+  require(dp_target_quantile > 0 && dp_target_quantile < 1,
+          "dp_target_quantile (--dp-target-quantile) must be in (0, 1)");
+  require(std::isfinite(dp_clip_lr) && dp_clip_lr > 0, "dp_clip_lr (--dp-clip-lr) must be > 0");
 }
 
 namespace {
@@ -50,7 +84,7 @@ double Decimal(float v) {
 }  // namespace
 
 nlohmann::json Plan::ToJson() const {
-  return {
+  nlohmann::json j = {
       {"model", architecture().ToString()},
       {"algorithm", ToString(algorithm)},
       {"local_epochs", local_epochs},
@@ -64,6 +98,20 @@ nlohmann::json Plan::ToJson() const {
       {"server_lr", server_lr},
       {"seed", seed},
   };
+  if (dp()) {
+    j["dp_noise_multiplier"] = dp_noise_multiplier;
+    j["dp_delta"] = dp_delta;
+    if (dp_adaptive_clip) {
+      char initial[32];
+      const auto r = std::to_chars(initial, initial + sizeof initial, dp_clip);
+      j["dp_clip"] = "adaptive:" + std::string(initial, r.ptr);
+      j["dp_target_quantile"] = dp_target_quantile;
+      j["dp_clip_lr"] = dp_clip_lr;
+    } else {
+      j["dp_clip"] = dp_clip;
+    }
+  }
+  return j;
 }
 
 Plan Plan::FromJson(const nlohmann::json& j) {
@@ -82,6 +130,17 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     p.sgd.schedule = LrSchedule::Parse(j.at("lr_schedule").get<std::string>());
     p.server_lr = j.at("server_lr").get<double>();
     p.seed = j.at("seed").get<std::uint64_t>();
+    // Plans written before differential privacy existed have no dp_* keys.
+    p.dp_noise_multiplier = j.value("dp_noise_multiplier", p.dp_noise_multiplier);
+    p.dp_delta = j.value("dp_delta", p.dp_delta);
+    if (const auto clip = j.find("dp_clip"); clip != j.end()) {
+      const DpClip c = clip->is_string() ? ParseDpClip(clip->get<std::string>())
+                                         : DpClip{clip->get<double>(), false};
+      p.dp_clip = c.clip;
+      p.dp_adaptive_clip = c.adaptive;
+    }
+    p.dp_target_quantile = j.value("dp_target_quantile", p.dp_target_quantile);
+    p.dp_clip_lr = j.value("dp_clip_lr", p.dp_clip_lr);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

@@ -184,7 +184,51 @@ TEST_F(CheckpointStoreTest, CommitsAndResumesBitIdentical) {
   RawDb raw(path_);
   EXPECT_EQ(raw.Query("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Query("PRAGMA application_id"), std::to_string(0x46534744));
-  EXPECT_EQ(raw.Query("PRAGMA user_version"), "1");
+  EXPECT_EQ(raw.Query("PRAGMA user_version"), "2");
+  EXPECT_TRUE(r2->privacy.is_null()) << "no differential privacy, no privacy record";
+  EXPECT_TRUE(r2->ToJson()["privacy"].is_null());
+}
+
+TEST_F(CheckpointStoreTest, PrivacyRecordRoundTripsWithoutItsStateInTheApi) {
+  auto store = CheckpointStore::Open(path_);
+  const auto run = store->StartRun(plan_, Params(0), false).run_id;
+  RoundRecord r = Record(run, 1);
+  r.privacy = {{"epsilon", 1.5}, {"delta", 1e-5}, {"rounds", 1}, {"state", {{"clip", {0.5}}}}};
+  store->CommitRound(r, Params(1));
+  const auto back = store->GetRound(run, 1);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->privacy, r.privacy);
+  const nlohmann::json api = back->ToJson()["privacy"];
+  EXPECT_EQ(api["epsilon"], 1.5);
+  EXPECT_FALSE(api.contains("state"));
+  RawDb(path_).Exec("UPDATE rounds SET privacy = 'not json'");
+  EXPECT_THROW(store->GetRound(run, 1), Error);
+}
+
+TEST_F(CheckpointStoreTest, UpgradesASchemaOneFileInPlace) {
+  MakeRounds(2);
+  {
+    // What fedsgd before the privacy column wrote.
+    RawDb raw(path_);
+    raw.Exec("ALTER TABLE rounds DROP COLUMN privacy; PRAGMA user_version = 1");
+  }
+  {
+    auto reader = CheckpointStore::Open(path_, /*read_only=*/true);
+    const auto r = reader->GetRound(1, 2);
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(r->privacy.is_null());
+    EXPECT_EQ(reader->ListRounds(1, 0, 10).size(), 2u);
+  }
+  EXPECT_EQ(RawDb(path_).Query("PRAGMA user_version"), "1") << "a reader changed the file";
+  auto store = CheckpointStore::Open(path_);
+  EXPECT_EQ(RawDb(path_).Query("PRAGMA user_version"), "2");
+  const RunState resumed = store->StartRun(plan_, Params(0), false);
+  EXPECT_EQ(resumed.round, 2u);
+  RoundRecord r = Record(1, 3);
+  r.privacy = {{"epsilon", 2.0}};
+  store->CommitRound(r, Params(3));
+  EXPECT_EQ(store->GetRound(1, 3)->privacy, r.privacy);
+  EXPECT_TRUE(store->GetRound(1, 1)->privacy.is_null());
 }
 
 TEST_F(CheckpointStoreTest, DifferentPlanIsRefusedUnlessNewRun) {
@@ -337,7 +381,7 @@ TEST_F(CheckpointStoreTest, RefusesFilesThatAreNotOurs) {
 
   // Ours, but from a newer fedsgd.
   MakeRounds(1);
-  RawDb(path_).Exec("PRAGMA user_version = 2");
+  RawDb(path_).Exec("PRAGMA user_version = 3");
   error = ErrorOf(path_);
   EXPECT_NE(error.find(path_), std::string::npos) << error;
   EXPECT_NE(error.find("newer fedsgd"), std::string::npos) << error;

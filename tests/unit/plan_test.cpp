@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "fedsgd/error.h"
 
 namespace fedsgd {
@@ -54,6 +56,91 @@ TEST(PlanTest, FromJsonRejectsMissingAndMistypedFields) {
   j = Plan{}.ToJson();
   j["algorithm"] = "fedprox";
   EXPECT_THROW(Plan::FromJson(j), Error);
+}
+
+TEST(PlanTest, DifferentialPrivacyFieldsRoundTrip) {
+  Plan p;
+  p.dp_noise_multiplier = 1.1;
+  p.dp_clip = 0.25;
+  p.dp_delta = 1e-6;
+  Plan q = Plan::FromJson(p.ToJson());
+  EXPECT_EQ(q.ToJson(), p.ToJson());
+  EXPECT_EQ(q.ToJson()["dp_clip"], 0.25);
+  EXPECT_FALSE(q.dp_adaptive_clip);
+  EXPECT_DOUBLE_EQ(q.dp_delta, 1e-6);
+
+  p.dp_adaptive_clip = true;
+  p.dp_clip = 0.1;
+  p.dp_target_quantile = 0.7;
+  p.dp_clip_lr = 0.3;
+  q = Plan::FromJson(p.ToJson());
+  EXPECT_EQ(q.ToJson(), p.ToJson());
+  EXPECT_EQ(q.ToJson()["dp_clip"], "adaptive:0.1");
+  EXPECT_TRUE(q.dp_adaptive_clip);
+  EXPECT_DOUBLE_EQ(q.dp_target_quantile, 0.7);
+  EXPECT_DOUBLE_EQ(q.dp_clip_lr, 0.3);
+}
+
+TEST(PlanTest, PlansWithoutDifferentialPrivacyKeepTheirOldJson) {
+  // A plan stored before the dp_* fields existed reads with DP off, and a
+  // plan with DP off writes no dp_* key, so such runs still resume.
+  const nlohmann::json old = Plan{}.ToJson();
+  for (const auto& [key, value] : old.items()) EXPECT_FALSE(key.starts_with("dp_")) << key;
+  const Plan p = Plan::FromJson(old);
+  EXPECT_FALSE(p.dp());
+  EXPECT_EQ(p.dp_clip, 1.0);
+  EXPECT_EQ(p.dp_delta, 1e-5);
+}
+
+TEST(PlanTest, RejectsBadDifferentialPrivacyValuesWithTheFlag) {
+  auto bad = [](auto mutate, const std::string& flag) {
+    Plan p;
+    p.dp_noise_multiplier = 1;
+    mutate(p);
+    try {
+      p.Validate();
+      ADD_FAILURE() << "accepted a bad " << flag;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+    }
+  };
+  bad([](Plan& p) { p.dp_noise_multiplier = -1; }, "--dp-noise-multiplier");
+  bad([](Plan& p) { p.dp_noise_multiplier = NAN; }, "--dp-noise-multiplier");
+  bad([](Plan& p) { p.dp_clip = 0; }, "--dp-clip");
+  bad([](Plan& p) { p.dp_delta = 1; }, "--dp-delta");
+  bad([](Plan& p) { p.dp_delta = 0; }, "--dp-delta");
+  bad(
+      [](Plan& p) {
+        p.dp_adaptive_clip = true;
+        p.dp_target_quantile = 1;
+      },
+      "--dp-target-quantile");
+  bad(
+      [](Plan& p) {
+        p.dp_adaptive_clip = true;
+        p.dp_clip_lr = 0;
+      },
+      "--dp-clip-lr");
+  // Off, the other fields are not looked at.
+  Plan off;
+  off.dp_clip = -5;
+  EXPECT_NO_THROW(off.Validate());
+}
+
+TEST(PlanTest, ParsesDpClip) {
+  EXPECT_EQ(ParseDpClip("0.5").clip, 0.5);
+  EXPECT_FALSE(ParseDpClip("0.5").adaptive);
+  EXPECT_TRUE(ParseDpClip("adaptive").adaptive);
+  EXPECT_EQ(ParseDpClip("adaptive").clip, kDefaultAdaptiveInitialClip);
+  EXPECT_EQ(ParseDpClip("adaptive:2").clip, 2.0);
+  for (const char* bad : {"", "0", "-1", "adaptive:", "adaptive:0", "1x", "nan", "inf", "fixed"}) {
+    try {
+      ParseDpClip(bad);
+      ADD_FAILURE() << "accepted --dp-clip " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--dp-clip"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

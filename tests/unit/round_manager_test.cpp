@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
+#include "fedsgd/error.h"
+
 namespace fedsgd {
 namespace {
 
@@ -289,6 +293,115 @@ TEST(DeviceRegistryTest, FindsTheSenderOfABrokenMessageByRoutingId) {
   r.Join(wire::Join{"b", 1, 10, "v1"}, "rid-b2", "", 1);  // reconnected: a new routing id
   EXPECT_EQ(r.FindByRoutingId("rid-b"), nullptr);
   EXPECT_EQ(r.FindByRoutingId("rid-b2")->id, "b");
+}
+
+}  // namespace
+}  // namespace fedsgd
+
+namespace fedsgd {
+namespace {
+
+// Differential privacy wired in: records, status and resume.
+class RoundManagerPrivacyTest : public ::testing::Test {
+ protected:
+  static Plan DpPlan(bool adaptive) {
+    Plan plan;
+    plan.model = "softmax:2-2";  // 6 parameters
+    plan.dp_noise_multiplier = 1.0;
+    plan.dp_clip = 1.0;
+    plan.dp_adaptive_clip = adaptive;
+    return plan;
+  }
+  static RoundManager Make(const Plan& plan, std::uint64_t version = 0) {
+    RoundSettings s;
+    s.min_devices = 2;
+    s.rounds = 10;
+    return RoundManager(plan, s, 1, version, std::vector<float>(6, 0.0f), MakeAggregator("mean"));
+  }
+  // Opens a round for a and b, both send a delta of norm 6 x 10 = 60, closes it.
+  static ClosedRound RunRound(RoundManager& m, double now) {
+    for (const char* id : {"a", "b"}) {
+      if (!m.devices().Find(id))
+        m.devices().Join(wire::Join{id, 1, 100, "test"}, std::string("rid-") + id, "127.0.0.1",
+                         now);
+    }
+    const std::uint64_t round = m.OpenRound(now, 1000 + now);
+    for (const char* id : {"a", "b"}) {
+      EXPECT_FALSE(m.OnUpdate(wire::Update{id, round, m.version(), 100, 0.5, "delta", 1.0,
+                                           std::vector<float>(6, 10.0f)},
+                              100, now));
+    }
+    return m.CloseRound(1000 + now);
+  }
+};
+
+TEST_F(RoundManagerPrivacyTest, WithoutDpThereIsNoPrivacyRecord) {
+  Plan plan = DpPlan(false);
+  plan.dp_noise_multiplier = 0;
+  RoundManager m = Make(plan);
+  EXPECT_TRUE(m.privacy().is_null());
+  EXPECT_TRUE(RunRound(m, 0).record.privacy.is_null());
+}
+
+TEST_F(RoundManagerPrivacyTest, EachRoundIsClippedNoisedAndAccounted) {
+  RoundManager m = Make(DpPlan(false));
+  EXPECT_EQ(m.privacy()["epsilon"], 0.0);
+  EXPECT_EQ(m.privacy()["rounds"], 0);
+  double last = 0;
+  for (int i = 0; i < 3; ++i) {
+    ClosedRound closed = RunRound(m, i);
+    // Both updates clipped to norm 1: the mean has norm 1 before noise
+    // of std 1 x 1 / 2 per coordinate; unclipped it would be 60.
+    double norm = 0;
+    for (float p : closed.params) norm += static_cast<double>(p) * p;
+    EXPECT_LT(std::sqrt(norm), 12.0);
+    const nlohmann::json& p = closed.record.privacy;
+    ASSERT_TRUE(p.is_object());
+    EXPECT_GT(p["epsilon"].get<double>(), last);
+    EXPECT_EQ(p["rounds"], i + 1);
+    EXPECT_EQ(p["sampling_rate"], 1.0);
+    EXPECT_EQ(p["clip"], 1.0);
+    EXPECT_EQ(m.privacy()["rounds"], i) << "only Commit spends the round";
+    last = p["epsilon"].get<double>();
+    m.Commit(std::move(closed));
+    EXPECT_EQ(m.privacy()["epsilon"], last);
+  }
+  // q = 1, z = 1, T = 3: the Gaussian closed form rho + 2 sqrt(rho log(1/delta)).
+  const double rho = 3 / 2.0;
+  EXPECT_NEAR(last, rho + 2 * std::sqrt(rho * std::log(1e5)), 0.05 * last);
+}
+
+TEST_F(RoundManagerPrivacyTest, ADiscardedRoundCostsNothingAndKeepsTheClip) {
+  RoundManager m = Make(DpPlan(true));
+  const double clip = m.privacy()["clip"].get<double>();
+  ClosedRound closed = RunRound(m, 0);
+  EXPECT_NE(m.privacy()["clip"].get<double>(), clip) << "adaptive: the clip moved";
+  m.Discard();
+  EXPECT_EQ(m.privacy()["clip"].get<double>(), clip);
+  EXPECT_EQ(m.privacy()["rounds"], 0);
+}
+
+TEST_F(RoundManagerPrivacyTest, ResumesTheClipAndTheAccountantFromTheLastRecord) {
+  const Plan plan = DpPlan(true);
+  RoundManager first = Make(plan);
+  ClosedRound closed = RunRound(first, 0);
+  const nlohmann::json record = closed.record.privacy;
+  first.Commit(std::move(closed));
+  closed = RunRound(first, 1);
+  const nlohmann::json record2 = closed.record.privacy;
+  first.Commit(std::move(closed));
+
+  RoundManager resumed = Make(plan, 2);
+  resumed.RestorePrivacy(record2);
+  EXPECT_EQ(resumed.privacy(), first.privacy());
+  EXPECT_EQ(resumed.privacy()["rounds"], 2);
+
+  nlohmann::json damaged = record;
+  damaged["state"]["clip"] = {-1.0};
+  EXPECT_THROW(resumed.RestorePrivacy(damaged), Error);
+  damaged.erase("state");
+  EXPECT_THROW(resumed.RestorePrivacy(damaged), Error);
+  EXPECT_EQ(resumed.privacy(), first.privacy()) << "a refused state changes nothing";
 }
 
 }  // namespace

@@ -12,6 +12,12 @@
 //           sample-weighted mean delta times server_lr.
 //   fedsgd  each device sends the gradient of its whole shard at the global
 //           model; the coordinator steps by -lr * server_lr * mean gradient.
+//
+// Differential privacy (dp_*, off while dp_noise_multiplier is 0): the
+// coordinator clips each update, adds Gaussian noise to the aggregate and
+// accounts (epsilon, delta); see coordinator/dp_aggregator.h and
+// docs/aggregation.md. The dp_* keys appear in the JSON only when it is on,
+// so the plans of runs without it read as they did before.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +40,15 @@ struct Plan {
   SgdOptions sgd;
   double server_lr = 1.0;
   std::uint64_t seed = 1;
+  // DP-FedAvg (McMahan et al. 2018); noise multiplier 0 = off.
+  double dp_noise_multiplier = 0;
+  double dp_clip = 1.0;           // the clip norm C, or the initial C when adaptive
+  bool dp_adaptive_clip = false;  // Andrew et al. 2021
+  double dp_target_quantile = 0.5;
+  double dp_clip_lr = 0.2;
+  double dp_delta = 1e-5;
 
+  bool dp() const { return dp_noise_multiplier > 0; }
   Architecture architecture() const { return Architecture::Parse(model); }
 
   // Checks every field (model text, ranges); throws fedsgd::Error naming the
@@ -47,5 +61,14 @@ struct Plan {
 
 Algorithm ParseAlgorithm(const std::string& text);  // "fedavg" | "fedsgd"; throws Error
 std::string ToString(Algorithm algorithm);
+
+// --dp-clip: "C" (a fixed clip norm), "adaptive" (initial C 0.1, as Andrew
+// et al. 2021 start) or "adaptive:C0". Throws Error naming the flag.
+struct DpClip {
+  double clip = 1.0;
+  bool adaptive = false;
+};
+constexpr double kDefaultAdaptiveInitialClip = 0.1;
+DpClip ParseDpClip(const std::string& text);
 
 }  // namespace fedsgd
