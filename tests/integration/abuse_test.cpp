@@ -212,6 +212,12 @@ TEST_F(AbuseTest, HonestRoundsContinueAndMemoryStaysBoundedUnderAttack) {
         return false;
       },
       10s));
+  // A join declaring more samples than --max-samples-per-device allows.
+  {
+    auto greedy = Dealer();
+    wire::Send(*greedy, wire::Join{"greedy", 1, ~std::uint64_t{0}, "x"});
+    std::this_thread::sleep_for(200ms);
+  }
   const nlohmann::json open = Status();
   const std::uint64_t round = open.value("open_round", std::uint64_t{0});
   const std::uint64_t version = open.value("model_version", std::uint64_t{0});
