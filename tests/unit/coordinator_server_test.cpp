@@ -493,7 +493,15 @@ TEST_F(CoordinatorServerTest, RepliesToAPeerThatDoesNotReadAreBounded) {
   auto dealer = Dealer();
   dealer->set(zmq::sockopt::rcvhwm, 1);
   dealer->set(zmq::sockopt::rcvbuf, 4096);
-  for (int i = 0; i < 2000; ++i) ASSERT_TRUE(wire::Send(*dealer, wire::Heartbeat{"nobody"}));
+  // The coordinator reads at most 4 requests ahead of this peer too: its
+  // RCVHWM pushes back, so a send may have to wait.
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  for (int i = 0; i < 2000; ++i) {
+    while (!wire::Send(*dealer, wire::Heartbeat{"nobody"})) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until);
+      std::this_thread::sleep_for(1ms);
+    }
+  }
   httplib::Client http("127.0.0.1", server_->http_port());
   const nlohmann::json status =
       WaitForJson([&] { return nlohmann::json::parse(http.Get("/v1/status")->body); },
