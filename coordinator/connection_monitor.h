@@ -6,10 +6,11 @@
 // how they show up in /v1/status and /metrics (`connections_dropped`).
 //
 // Uses zmq_socket_monitor on an inproc endpoint and a PAIR socket read with
-// Poll() on the loop thread that owns the monitored socket; construct it on
-// that thread too. Memory: the PAIR socket's queue (libzmq's default
-// high-water mark, 1000 events). Throws zmq::error_t if the monitor cannot
-// be set up (a bug: the endpoint is unique per socket).
+// Poll() by the thread that uses the monitored socket; like that socket, it
+// is used by one thread at a time (CoordinatorServer creates it in Start and
+// hands it to the loop in Run, as it does its sockets). Memory: the PAIR socket's queue (libzmq's
+// default high-water mark, 1000 events). Throws zmq::error_t if the monitor cannot be set up (a
+// bug: the endpoint is unique per socket).
 #pragma once
 
 #include <cstdint>

@@ -169,6 +169,11 @@ std::string CoordinatorServer::listen_endpoint() const { return bound_listen_; }
 std::string CoordinatorServer::publish_endpoint() const { return bound_publish_; }
 
 void CoordinatorServer::Reply(const zmq::message_t& routing_id, wire::Message message) {
+  // libzmq learns that a peer has read its queue (the high-water mark's
+  // count) from commands a send processes at most once a millisecond; with
+  // a queue of 4 that lag alone would refuse replies to a peer that reads.
+  // Asking for ZMQ_EVENTS processes them now.
+  (void)router_.get(zmq::sockopt::events);
   const bool sent = wire::Send(router_, std::move(message), &routing_id);
   if (!sent) {
     ++replies_dropped_;

@@ -449,7 +449,10 @@ TEST_F(CoordinatorServerTest, AJoinFloodIsRateLimitedWithoutSendingTheModel) {
   int welcomes = 0, limited = 0;
   for (int i = 0; i < 30; ++i) {
     auto m = Ask(*dealer, wire::Join{"fake" + std::to_string(i), 1, 10, "x"});
-    ASSERT_TRUE(m);
+    if (!m) {
+      StopServer();
+      FAIL() << "no reply to join " << i << "; the log:\n" << log_.str();
+    }
     welcomes += std::holds_alternative<wire::Welcome>(*m);
     const auto* r = std::get_if<wire::Reject>(&*m);
     limited += r && r->reason == RejectReason::kRateLimited;
@@ -490,7 +493,15 @@ TEST_F(CoordinatorServerTest, RepliesToAPeerThatDoesNotReadAreBounded) {
   auto dealer = Dealer();
   dealer->set(zmq::sockopt::rcvhwm, 1);
   dealer->set(zmq::sockopt::rcvbuf, 4096);
-  for (int i = 0; i < 2000; ++i) ASSERT_TRUE(wire::Send(*dealer, wire::Heartbeat{"nobody"}));
+  // The coordinator reads at most 4 requests ahead of this peer too: its
+  // RCVHWM pushes back, so a send may have to wait.
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  for (int i = 0; i < 2000; ++i) {
+    while (!wire::Send(*dealer, wire::Heartbeat{"nobody"})) {
+      ASSERT_LT(std::chrono::steady_clock::now(), until);
+      std::this_thread::sleep_for(1ms);
+    }
+  }
   httplib::Client http("127.0.0.1", server_->http_port());
   const nlohmann::json status =
       WaitForJson([&] { return nlohmann::json::parse(http.Get("/v1/status")->body); },
