@@ -33,8 +33,9 @@ constexpr std::size_t kMaxDeviceId = 64;
 constexpr std::size_t kMaxDepth = 32;
 
 constexpr std::string_view kReasonNames[kRejectReasonCount] = {
-    "malformed", "bad_version",    "unknown_kind", "bad_field",    "wrong_size", "non_finite",
-    "oversize",  "unknown_device", "stale_round",  "round_closed", "duplicate",  "not_selected",
+    "malformed",         "bad_version",      "unknown_kind", "bad_field",
+    "wrong_size",        "non_finite",       "oversize",     "unknown_device",
+    "stale_round",       "round_closed",     "duplicate",    "not_selected",
     "identity_mismatch", "too_many_devices", "rate_limited", "samples_exceeded"};
 
 constexpr std::string_view kKindNames[] = {"join",  "welcome", "heartbeat", "fetch_model",
@@ -220,8 +221,9 @@ struct Reader {
   }
 };
 
-// std::byteswap is C++23.
-constexpr std::uint32_t Swap32(std::uint32_t x) {
+// std::byteswap is C++23. Called only on big-endian hosts (inside
+// `if constexpr`), hence maybe_unused: clang warns on little-endian ones.
+[[maybe_unused]] constexpr std::uint32_t Swap32(std::uint32_t x) {
   return (x >> 24) | ((x >> 8) & 0xff00u) | ((x << 8) & 0xff0000u) | (x << 24);
 }
 
