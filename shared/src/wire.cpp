@@ -33,9 +33,8 @@ constexpr std::size_t kMaxDeviceId = 64;
 constexpr std::size_t kMaxDepth = 32;
 
 constexpr std::string_view kReasonNames[kRejectReasonCount] = {
-    "malformed",         "bad_version",      "unknown_kind", "bad_field",
-    "wrong_size",        "non_finite",       "oversize",     "unknown_device",
-    "stale_round",       "round_closed",     "duplicate",    "not_selected",
+    "malformed", "bad_version",    "unknown_kind", "bad_field",    "wrong_size", "non_finite",
+    "oversize",  "unknown_device", "stale_round",  "round_closed", "duplicate",  "not_selected",
     "identity_mismatch", "too_many_devices", "rate_limited", "samples_exceeded"};
 
 constexpr std::string_view kKindNames[] = {"join",  "welcome", "heartbeat", "fetch_model",
