@@ -19,7 +19,11 @@ start=$SECONDS
 scripts/install-deps.sh --build-only --fuzz
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
       -DFEDSGD_FUZZ=ON -DFEDSGD_WERROR=ON -DFEDSGD_BUILD_TESTS=OFF -DFEDSGD_BUILD_BENCH=OFF
-cmake --build "$build" -j "$(nproc)" --target "${targets[@]/%/_fuzz}"
+if [[ -n "${FUZZ_TARGETS:-}" ]]; then
+  cmake --build "$build" -j "$(nproc)" --target "${targets[@]/%/_fuzz}"
+else
+  cmake --build "$build" -j "$(nproc)"  # all targets in one parallel build
+fi
 echo "fuzz.sh: built in $((SECONDS - start)) s"
 
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
