@@ -5,6 +5,7 @@
 #   scripts/install-deps.sh --build-only   build and run, no test tools (images)
 #   scripts/install-deps.sh --bench    also PyTorch, the benchmark's reference
 #   scripts/install-deps.sh --package  also the Debian packaging tools
+#   scripts/install-deps.sh --fuzz     also clang and libFuzzer (scripts/fuzz.sh)
 #   scripts/install-deps.sh --arm64    also the aarch64 cross compiler, qemu-user
 #                                      and the arm64 libraries (adds the arch)
 set -euo pipefail
@@ -27,6 +28,7 @@ for arg in "$@"; do
     --build-only) with_test_tools=false ;;
     --bench) packages+=(python3 python3-torch) ;;
     --package) packages+=(dpkg-dev fakeroot file lintian) ;;
+    --fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
     --arm64)
       add_arm64=true
       packages+=(g++-aarch64-linux-gnu qemu-user-static dpkg-dev fakeroot file lintian

@@ -126,8 +126,11 @@ class CsvReader {
                     ": a class label must be a whole number >= 0, found " + Format(label));
       }
       if (label > kMaxClassLabel) {
-        throw Error(Where(label_column_ + 1) + ": class label " +
-                    std::to_string(static_cast<long long>(label)) +
+        // 1e24 fits no integer type: casting it was undefined behaviour
+        // (found by fuzz/csv_loader_fuzz.cpp).
+        const std::string shown =
+            label < 1e18f ? std::to_string(static_cast<long long>(label)) : Format(label);
+        throw Error(Where(label_column_ + 1) + ": class label " + shown +
                     " is implausibly large (is this column a regression target?)");
       }
       max_label_ = std::max(max_label_, static_cast<int>(label));

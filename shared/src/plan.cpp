@@ -3,7 +3,10 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <string>
+#include <utility>
 
 #include "fedsgd/error.h"
 
@@ -81,6 +84,25 @@ double Decimal(float v) {
   return std::stod(std::string(buf, r.ptr));
 }
 
+// An integer field: a JSON integer within T's range, nothing else. get<T>
+// would truncate 2.5 to 2, wrap 4294967297 to 1 and -1 to 2^64-1, and
+// convert 1e20 with undefined behaviour (found by fuzz/plan_json_fuzz.cpp).
+template <typename T>
+T Integer(const nlohmann::json& j, const char* key) {
+  const nlohmann::json& v = j.at(key);
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (std::in_range<T>(u)) return static_cast<T>(u);
+  } else if (v.is_number_integer()) {
+    const auto i = v.get<std::int64_t>();
+    if (std::in_range<T>(i)) return static_cast<T>(i);
+  }
+  throw Error(std::string("invalid plan: ") + key + " must be an integer in " +
+              std::to_string(std::numeric_limits<T>::min()) + ".." +
+              std::to_string(std::numeric_limits<T>::max()) + ", not " +
+              (v.is_number() ? v.dump() : std::string("a ") + v.type_name()));
+}
+
 }  // namespace
 
 nlohmann::json Plan::ToJson() const {
@@ -121,15 +143,15 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     p.model = j.at("model").get<std::string>();
     p.algorithm = ParseAlgorithm(j.at("algorithm").get<std::string>());
     p.local_epochs = j.at("local_epochs").get<double>();
-    p.local_steps = j.at("local_steps").get<long>();
-    p.batch = j.at("batch").get<int>();
+    p.local_steps = Integer<long>(j, "local_steps");
+    p.batch = Integer<int>(j, "batch");
     p.sgd.lr = j.at("lr").get<float>();
     p.sgd.momentum = j.at("momentum").get<float>();
     p.sgd.weight_decay = j.at("weight_decay").get<float>();
     p.sgd.l1 = j.at("l1").get<float>();
     p.sgd.schedule = LrSchedule::Parse(j.at("lr_schedule").get<std::string>());
     p.server_lr = j.at("server_lr").get<double>();
-    p.seed = j.at("seed").get<std::uint64_t>();
+    p.seed = Integer<std::uint64_t>(j, "seed");
     // Plans written before differential privacy existed have no dp_* keys.
     p.dp_noise_multiplier = j.value("dp_noise_multiplier", p.dp_noise_multiplier);
     p.dp_delta = j.value("dp_delta", p.dp_delta);

@@ -220,8 +220,9 @@ struct Reader {
   }
 };
 
-// std::byteswap is C++23.
-constexpr std::uint32_t Swap32(std::uint32_t x) {
+// std::byteswap is C++23. Called only on big-endian hosts (inside
+// `if constexpr`), hence maybe_unused: clang warns on little-endian ones.
+[[maybe_unused]] constexpr std::uint32_t Swap32(std::uint32_t x) {
   return (x >> 24) | ((x >> 8) & 0xff00u) | ((x << 8) & 0xff0000u) | (x << 24);
 }
 

@@ -269,7 +269,12 @@ TEST_F(DatasetTest, CsvRowAndLabelErrors) {
              "c.csv:1:3: a class label must be a whole number >= 0, found 0.5");
   EXPECT_HAS(ErrorOf([&] { LoadCsv(Write("d.csv", "1,2,0\n1,2,-1\n")); }),
              "d.csv:2:3: a class label must be a whole number >= 0, found -1");
-  EXPECT_HAS(ErrorOf([&] { LoadCsv(Write("id.csv", "1,5000000\n")); }), "id.csv:1:2: class label");
+  EXPECT_HAS(ErrorOf([&] { LoadCsv(Write("id.csv", "1,5000000\n")); }),
+             "id.csv:1:2: class label 5000000 is implausibly large");
+  // Found by fuzz/csv_loader_fuzz.cpp (fuzz/corpus/csv_loader/label-1e24-gzip):
+  // a label beyond every integer type was cast to long long for this message.
+  EXPECT_HAS(ErrorOf([&] { LoadCsv(Write("big.csv", "8.,0999999999999999444444421", true)); }),
+             "big.csv:1:2: class label 1e+24 is implausibly large");
   CsvOptions first;
   first.label_column = 0;
   EXPECT_HAS(ErrorOf([&] { LoadCsv(Write("d0.csv", "1.5,2,0\n"), first); }), "d0.csv:1:1: a class");

@@ -143,5 +143,43 @@ TEST(PlanTest, ParsesDpClip) {
   }
 }
 
+// Found by fuzz/plan_json_fuzz.cpp (fuzz/corpus/plan_json/batch-1e20.json):
+// get<int> converted 1e20 with undefined behaviour. Integer fields now take
+// JSON integers in range only, and name the field.
+TEST(PlanTest, FromJsonRefusesIntegerFieldsThatAreNotIntegersInRange) {
+  const auto parsed = nlohmann::json::parse(R"({
+    "algorithm": "fedavg", "batch": 1e20, "l1": 0.0, "local_epochs": 1.0,
+    "local_steps": 0, "lr": 0.05, "lr_schedule": "constant", "model": "mlp:784-128-10",
+    "momentum": 0.9, "seed": 1, "server_lr": 1.0, "weight_decay": 0.0001})");
+  try {
+    Plan::FromJson(parsed);
+    FAIL() << "batch 1e20 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch must be an integer"), std::string::npos)
+        << e.what();
+  }
+  auto refused = [](const char* field, const nlohmann::json& value) {
+    nlohmann::json j = Plan{}.ToJson();
+    j[field] = value;
+    EXPECT_THROW(Plan::FromJson(j), Error) << field << " = " << value.dump();
+  };
+  refused("batch", 2.5);            // was truncated to 2
+  refused("batch", 4294967297ull);  // was wrapped to 1
+  refused("batch", -1e300);         // undefined behaviour
+  refused("local_steps", 1e30);     // undefined behaviour
+  refused("local_steps", 18446744073709551615ull);
+  refused("seed", -1);  // was wrapped to 2^64-1
+  refused("seed", 1.5);
+  refused("seed", "7");
+  nlohmann::json j = Plan{}.ToJson();
+  j["seed"] = 18446744073709551615ull;
+  j["local_steps"] = 5;
+  j["batch"] = 2147483647;
+  const Plan p = Plan::FromJson(j);
+  EXPECT_EQ(p.seed, 18446744073709551615ull);
+  EXPECT_EQ(p.local_steps, 5);
+  EXPECT_EQ(p.batch, 2147483647);
+}
+
 }  // namespace
 }  // namespace fedsgd

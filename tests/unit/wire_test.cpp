@@ -381,6 +381,12 @@ TEST(WireRejectTest, RefusesHostileCbor) {
   // A map declaring 2^32 entries in a few bytes.
   const std::string huge_map("\xba\xff\xff\xff\xff\x00", 6);
   EXPECT_EQ(Refused(HeaderOnly(zmq::message_t(huge_map))).reason, RejectReason::kMalformed);
+  // An array declaring 11422086765081621603 elements in a map: nlohmann's
+  // from_cbor throws out_of_range.408 for it even with allow_exceptions=false
+  // (found by fuzz/plan_json_fuzz.cpp, fuzz/corpus/plan_json/
+  // cbor-excessive-array-size); Decode must refuse it before that parse.
+  const std::string huge_array("\xa1\x61p\x9b\x9e\x83\x67\x65\x62\x61\x74\x63", 12);
+  EXPECT_EQ(Refused(HeaderOnly(zmq::message_t(huge_array))).reason, RejectReason::kMalformed);
   // A text string declaring 2^64-1 bytes.
   const std::string huge_text("\xa1\x7b\xff\xff\xff\xff\xff\xff\xff\xff", 10);
   EXPECT_EQ(Refused(HeaderOnly(zmq::message_t(huge_text))).reason, RejectReason::kMalformed);
