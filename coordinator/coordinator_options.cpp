@@ -5,10 +5,13 @@
 #include <filesystem>
 
 #include "checkpoint_store.h"
+#include "fedsgd/curve_keys.h"
+#include "fedsgd/curve_socket.h"
 #include "fedsgd/error.h"
 #include "fedsgd/json_config.h"
 #include "fedsgd/wire.h"
 #include "http_api.h"
+#include "key_store.h"
 
 namespace fedsgd {
 namespace {
@@ -50,6 +53,14 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
   app.add_flag("--insecure", o.insecure,
                "Allow listening on a non-loopback address without CURVE keys, and serving HTTP "
                "on one without --http-token (a warning is logged at every start)");
+  app.add_option("--curve-key", o.curve_key,
+                 "Encrypt and authenticate the ZeroMQ sockets with CURVE (ZeroMQ RFC 26): this "
+                 "coordinator's secret key file, mode 0600, made by `fedsgd-coordinator keygen` "
+                 "(needs --authorized-keys; docs/security.md)");
+  app.add_option("--authorized-keys", o.authorized_keys,
+                 "With --curve-key: directory of device public keys, one <device-id>.key file per "
+                 "device; only these devices may connect, each only as its own id; re-read on "
+                 "SIGHUP (systemctl reload)");
   app.add_option("--db", o.db, "SQLite database of runs, rounds and checkpoints")
       ->capture_default_str();
   app.add_flag("--check-config", o.check_config,
@@ -203,6 +214,7 @@ void CoordinatorOptions::Check() const {
   if (listen == publish && !listen.ends_with(":*"))
     throw Error("--listen and --publish must differ");
   ParseHostPort(http);
+  CheckSecurity();
   namespace fs = std::filesystem;
   if (!eval_data.empty() && !fs::exists(eval_data))
     throw Error("--eval-data " + eval_data + ": no such file or directory");
@@ -210,6 +222,28 @@ void CoordinatorOptions::Check() const {
   if (!fs::is_directory(parent))
     throw Error("--db " + db + ": directory " + parent.string() + " does not exist");
   if (fs::exists(db)) CheckpointStore::Open(db, /*read_only=*/true);
+}
+
+bool CoordinatorOptions::LoopbackOnly() const {
+  return curve::IsLoopbackEndpoint(listen) && curve::IsLoopbackEndpoint(publish);
+}
+
+void CoordinatorOptions::CheckSecurity() const {
+  if (curve_key.empty() != authorized_keys.empty()) {
+    throw Error(curve_key.empty()
+                    ? "--authorized-keys needs --curve-key (this coordinator's secret key file)"
+                    : "--curve-key needs --authorized-keys (the directory of device public keys)");
+  }
+  if (curve()) {
+    if (!curve::Available()) throw Error("--curve-key: this libzmq was built without CURVE");
+    curve::LoadSecretKey(curve_key);
+    ReadAuthorizedKeys(authorized_keys);
+  } else if (!LoopbackOnly() && !insecure) {
+    throw Error("--listen " + listen + " / --publish " + publish +
+                " can be reached from other machines: give --curve-key and --authorized-keys to "
+                "encrypt and authenticate the fleet (docs/security.md), or --insecure to accept "
+                "anyone's updates in clear text");
+  }
 }
 
 RoundSettings CoordinatorOptions::ToRoundSettings() const {

@@ -18,6 +18,10 @@ struct CoordinatorOptions {
   // Allows a non-loopback ZeroMQ bind without CURVE keys and a non-loopback
   // HTTP bind without a token (docs/security.md); logged at every start.
   bool insecure = false;
+  // CURVE (docs/security.md): the coordinator's secret key file and the
+  // directory of device public keys. Both or neither.
+  std::string curve_key;
+  std::string authorized_keys;
   std::string db = "fedsgd.db";
   bool new_run = false;
   bool check_config = false;
@@ -59,8 +63,14 @@ struct CoordinatorOptions {
   RoundSettings ToRoundSettings() const;
   // Everything that can be checked without starting: the plan, endpoints,
   // the HTTP address, that --eval-data exists, and, when --db exists, that it
-  // is a sound fedsgd database. Throws fedsgd::Error.
+  // is a sound fedsgd database, the CURVE keys, and that a non-loopback
+  // --listen/--publish has keys or --insecure. Throws fedsgd::Error.
   void Check() const;
+  // The CURVE part of Check().
+  void CheckSecurity() const;
+  bool curve() const { return !curve_key.empty(); }
+  // True when --listen and --publish can only be reached from this machine.
+  bool LoopbackOnly() const;
 };
 
 // Adds every flag (and --config) to app, bound to options.

@@ -5,7 +5,9 @@
 // request, feeds the RoundManager, evaluates and commits each closed round
 // to the CheckpointStore in one transaction, then broadcasts the new model.
 // Publishes status snapshots for the HttpApi, which serves them on its own
-// threads.
+// threads. With --curve-key both sockets are CURVE servers and every
+// request's device field must be the id its key is enrolled under
+// (docs/security.md); the ZapHandler answers libzmq on its own thread.
 #pragma once
 
 #include <atomic>
@@ -25,9 +27,11 @@
 #include "fedsgd/log_limiter.h"
 #include "fedsgd/service_notifier.h"
 #include "http_api.h"
+#include "key_store.h"
 #include "round_manager.h"
 #include "status_board.h"
 #include "token_bucket.h"
+#include "zap_handler.h"
 
 namespace fedsgd {
 
@@ -40,8 +44,9 @@ class CoordinatorServer {
   // the sockets and starts HTTP. Throws fedsgd::Error with a clear message.
   void Start();
   // Serves until the last round is committed or *stop becomes true. Returns
-  // a summary (run_id, round, rounds, test_accuracy, seconds, ...).
-  nlohmann::json Run(const std::atomic<bool>& stop);
+  // a summary (run_id, round, rounds, test_accuracy, seconds, ...). When
+  // *reload becomes true (SIGHUP) it is reset and --authorized-keys re-read.
+  nlohmann::json Run(const std::atomic<bool>& stop, std::atomic<bool>* reload = nullptr);
 
   // Bound endpoints (ports resolved when ":0"/"*" was asked for).
   std::string listen_endpoint() const;
@@ -60,6 +65,17 @@ class CoordinatorServer {
   // Summaries of held-back warnings, and devices forgotten; each loop turn.
   void Housekeeping(double now);
   void Reply(const zmq::message_t& routing_id, wire::Message message);
+  // CURVE: key store, ZAP handler and socket options; the warning when
+  // --insecure exposes a keyless coordinator. Before the binds.
+  void SetUpSecurity();
+  // False (the message refused and counted) when CURVE is on and the
+  // message's device is not the id its connection authenticated as, or that
+  // id is no longer authorised.
+  bool CheckIdentity(zmq::message_t& frame, const wire::Message& message,
+                     const zmq::message_t& routing_id);
+  // Hands the ZAP handler's log lines over and, after a reload, marks the
+  // devices whose key was removed offline.
+  void ApplyKeyChanges(std::atomic<bool>* reload);
   void Broadcast(bool final);
   void OpenRound();
   void CloseRound();
@@ -80,6 +96,9 @@ class CoordinatorServer {
   zmq::socket_t router_;
   zmq::socket_t pub_;
   std::string bound_listen_, bound_publish_;
+  std::unique_ptr<KeyStore> keys_;  // null without --curve-key
+  std::unique_ptr<ZapHandler> zap_;
+  std::uint64_t keys_generation_ = 0;  // the KeyStore snapshot last applied
   StatusBoard board_;
   ServiceNotifier notifier_;
   std::unique_ptr<HttpApi> http_;

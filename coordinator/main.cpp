@@ -10,13 +10,16 @@
 #include "coordinator_options.h"
 #include "coordinator_server.h"
 #include "fedsgd/error.h"
+#include "fedsgd/keygen_command.h"
 #include "fedsgd/service_notifier.h"
 
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
 
 extern "C" void OnSignal(int) { g_stop.store(true); }
+extern "C" void OnReload(int) { g_reload.store(true); }
 
 // Parses the command line (and --config). Returns the exit status when the
 // program should end now: 0 after --help/--version, 2 for a usage error.
@@ -50,11 +53,22 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "fedsgd-coordinator " FEDSGD_VERSION);
   fedsgd::CoordinatorOptions options;
   fedsgd::AddCoordinatorOptions(app, options);
+  app.require_subcommand(0, 1);
+  fedsgd::KeygenOptions keygen;
+  CLI::App* keygen_cmd = fedsgd::AddKeygenCommand(app, keygen, "coordinator");
   if (const std::optional<int> status = Parse(app, argc, argv)) return *status;
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+  std::signal(SIGHUP, OnReload);
   try {
+    if (keygen_cmd->parsed()) {
+      fedsgd::RunKeygen(keygen, "coordinator",
+                        "Start with --curve-key SECRET_FILE --authorized-keys DIR; give every "
+                        "daemon the public key file (its --coordinator-key).",
+                        std::cout);
+      return 0;
+    }
     if (options.check_config) {
       options.Check();
       std::cout << "fedsgd-coordinator: configuration ok" << std::endl;
@@ -62,7 +76,7 @@ int main(int argc, char** argv) {
     }
     fedsgd::CoordinatorServer server(options, std::cerr);
     server.Start();
-    const nlohmann::json summary = server.Run(g_stop);
+    const nlohmann::json summary = server.Run(g_stop, &g_reload);
     std::cout << summary.dump() << std::endl;
     std::cerr << "fedsgd-coordinator: "
               << (summary["done"].get<bool>() ? "run complete" : "stopped") << " at round "

@@ -6,6 +6,8 @@
 #include <cctype>
 #include <filesystem>
 
+#include "fedsgd/curve_keys.h"
+#include "fedsgd/curve_socket.h"
 #include "fedsgd/error.h"
 #include "fedsgd/json_config.h"
 #include "fedsgd/shard.h"
@@ -40,6 +42,15 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
   app.add_flag("--csv-header", o.csv_header, "CSV: the first line is a header");
   app.add_flag("--check-config", o.check_config,
                "Check the configuration (flags and --config file) and exit: 0 when it is usable");
+  app.add_option("--key", o.key,
+                 "CURVE (ZeroMQ RFC 26): this device's secret key file, mode 0600, made by "
+                 "`fedsgd-daemon keygen`; its public half must be in the coordinator's "
+                 "--authorized-keys as <id>.key (needs --coordinator-key; docs/security.md)");
+  app.add_option("--coordinator-key", o.coordinator_key,
+                 "With --key: the coordinator's public key file (its keygen's .key file)");
+  app.add_flag("--insecure", o.insecure,
+               "Allow a non-loopback --coordinator without CURVE keys (clear text, anyone on "
+               "the path can read and forge the traffic)");
   app.add_flag("--exit-when-done", o.exit_when_done,
                "Exit when the coordinator announces the end of the run (default: stay up for the "
                "next run, as a service does)");
@@ -71,6 +82,18 @@ void DaemonOptions::Check() {
   ShardIndex::Parse(shard);
   ShardSpec::Parse(split);
   ParseTrainMode(mode);
+  if (key.empty() != coordinator_key.empty()) {
+    throw Error(key.empty() ? "--coordinator-key needs --key (this device's secret key file)"
+                            : "--key needs --coordinator-key (the coordinator's public key file)");
+  }
+  if (!key.empty()) {
+    curve::LoadSecretKey(key);
+    curve::LoadPublicKey(coordinator_key);
+  } else if (!curve::IsLoopbackEndpoint(coordinator) && !insecure) {
+    throw Error("--coordinator " + coordinator +
+                " is on another machine: give --key and --coordinator-key to encrypt and "
+                "authenticate (docs/security.md), or --insecure to send in clear text");
+  }
 }
 
 }  // namespace fedsgd

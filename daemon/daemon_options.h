@@ -22,9 +22,15 @@ struct DaemonOptions {
   bool csv_header = false;
   bool exit_when_done = false;
   bool check_config = false;
+  // CURVE (docs/security.md): this device's secret key file and the
+  // coordinator's public key file. Both or neither.
+  std::string key;
+  std::string coordinator_key;
+  bool insecure = false;  // allows a non-loopback coordinator without keys
 
   // Everything that can be checked without connecting or loading the data:
-  // the endpoint, that --data exists, the id, shard, split and mode. Fills
+  // the endpoint, that --data exists, the id, shard, split and mode, the
+  // key files, and that a non-loopback coordinator has keys or --insecure. Fills
   // in the default id. Throws fedsgd::Error.
   void Check();
 };

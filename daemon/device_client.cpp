@@ -7,6 +7,7 @@
 #include <functional>
 #include <thread>
 
+#include "fedsgd/curve_socket.h"
 #include "fedsgd/error.h"
 #include "fedsgd/socket_options.h"
 
@@ -45,7 +46,12 @@ DeviceClient::DeviceClient(DaemonOptions options, const Dataset& shard, std::ost
       // Seeded per device, so a fleet that lost its coordinator spreads out.
       backoff_(timing_.backoff_initial, timing_.backoff_cap, timing_.backoff_jitter,
                std::hash<std::string>{}(options_.id) ^ options_.seed),
-      start_(std::chrono::steady_clock::now()) {}
+      start_(std::chrono::steady_clock::now()) {
+  if (!options_.key.empty()) {
+    curve_keys_ = curve::LoadSecretKey(options_.key);
+    coordinator_public_key_ = curve::LoadPublicKey(options_.coordinator_key);
+  }
+}
 
 DeviceClient::~DeviceClient() { CancelTraining(); }
 
@@ -68,9 +74,14 @@ void DeviceClient::Warn(std::string_view key, const std::string& line) {
 
 // ---------------------------------------------------------------- sockets
 
+void DeviceClient::ConfigureSocket(zmq::socket_t& socket) {
+  socket.set(zmq::sockopt::linger, 0);
+  if (curve_keys_) curve::MakeClient(socket, *curve_keys_, coordinator_public_key_);
+}
+
 void DeviceClient::Connect() {
   dealer_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
-  dealer_->set(zmq::sockopt::linger, 0);
+  ConfigureSocket(*dealer_);
   ApplySocketLimits(*dealer_, ReceiveLimits());
   // Queue nothing for a coordinator that is not there: a send then fails at
   // once instead of piling up stale heartbeats for when it comes back.
@@ -252,7 +263,7 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   const std::string endpoint = PublishEndpoint(w.publish_endpoint);
   try {
     sub_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::sub);
-    sub_->set(zmq::sockopt::linger, 0);
+    ConfigureSocket(*sub_);
     ApplySocketLimits(*sub_, ReceiveLimits());
     sub_->set(zmq::sockopt::subscribe, "");
     sub_->connect(endpoint);
@@ -437,6 +448,14 @@ void DeviceClient::Tick() {
     const double delay = backoff_.Next();
     Log(Format("coordinator silent for %.1f s, reconnecting in %.2f s", now - last_reply_, delay),
         LogLevel::kWarning);
+    if (!ready_ && !curve_hint_logged_) {
+      // A CURVE handshake the coordinator refuses looks exactly like silence.
+      Log("no reply: if the coordinator uses CURVE, check --key/--coordinator-key (and that "
+          "this device's public key is in its --authorized-keys as " +
+              options_.id + ".key)",
+          LogLevel::kWarning);
+      curve_hint_logged_ = true;
+    }
     notifier_.Status("coordinator " + options_.coordinator + " unreachable, retrying");
     ReconnectLater(delay);
   }

@@ -26,6 +26,7 @@
 
 #include "backoff.h"
 #include "daemon_options.h"
+#include "fedsgd/curve_keys.h"
 #include "fedsgd/dataset.h"
 #include "fedsgd/log_limiter.h"
 #include "fedsgd/plan.h"
@@ -78,6 +79,8 @@ class DeviceClient {
   void Disconnect();
   void ReconnectLater(double delay);
   bool Send(wire::Message message);
+  // Options every socket to the coordinator gets: handshake timeout, CURVE.
+  void ConfigureSocket(zmq::socket_t& socket);
   void Receive();
   void HandleReply(std::vector<zmq::message_t>& frames);
   void HandleBroadcast(std::vector<zmq::message_t>& frames);
@@ -111,6 +114,10 @@ class DeviceClient {
   std::chrono::steady_clock::time_point start_;
   ServiceNotifier notifier_;
   bool ready_ = false;  // told systemd once, at the first welcome
+  // CURVE keys (--key/--coordinator-key); empty: plain ZMTP.
+  std::optional<curve::KeyPair> curve_keys_;
+  std::string coordinator_public_key_;
+  bool curve_hint_logged_ = false;  // the "check your keys" hint, once
 
   // Connection state. reconnect_at_ >= 0: both sockets are closed until then.
   double reconnect_at_ = -1;

@@ -2,6 +2,7 @@
 //
 //   fedsgd-daemon --coordinator tcp://HOST:PORT --data DIR ...   take part in a federation
 //   fedsgd-daemon train --data DIR ...                           train locally, no coordinator
+//   fedsgd-daemon keygen --out PREFIX                            make a CURVE key pair
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,7 @@
 #include "device_client.h"
 #include "fedsgd/dataset.h"
 #include "fedsgd/error.h"
+#include "fedsgd/keygen_command.h"
 #include "fedsgd/service_notifier.h"
 #include "fedsgd/shard.h"
 #include "train_command.h"
@@ -58,11 +60,22 @@ int main(int argc, char** argv) {
   fedsgd::AddDaemonOptions(app, options);
   fedsgd::TrainCommandOptions train;
   CLI::App* train_cmd = fedsgd::AddTrainCommand(app, train);
+  fedsgd::KeygenOptions keygen;
+  CLI::App* keygen_cmd = fedsgd::AddKeygenCommand(app, keygen, "device");
   CLI11_PARSE(app, argc, argv);
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   try {
+    if (keygen_cmd->parsed()) {
+      fedsgd::RunKeygen(keygen, "device",
+                        "Copy the public key file to the coordinator's --authorized-keys "
+                        "directory as <this device's id>.key, then `systemctl reload "
+                        "fedsgd-coordinator`; run with --key SECRET_FILE --coordinator-key "
+                        "COORDINATOR_PUBLIC_FILE.",
+                        std::cout);
+      return 0;
+    }
     if (train_cmd->parsed()) {
       fedsgd::RunTrainCommand(train, std::cout, std::cerr);
       return 0;

@@ -19,8 +19,8 @@ packages=(
 )
 # Used by tests only: the dashboard in a real browser, the metrics format,
 # numpy.load of the model download, systemd-analyze for the units, the
-# compose file's YAML.
-test_tools=(chromium prometheus python3-numpy python3-yaml systemd yamllint)
+# compose file's YAML, tcpdump for the CURVE capture test.
+test_tools=(chromium prometheus python3-numpy python3-yaml systemd yamllint tcpdump)
 add_arm64=false
 with_test_tools=true
 for arg in "$@"; do

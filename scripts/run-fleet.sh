@@ -2,22 +2,25 @@
 # The main job: a real federation on this machine. Installs what is missing,
 # builds, then starts one fedsgd-coordinator and N fedsgd-daemon processes on
 # loopback, each daemon training on its own shard of Fashion-MNIST. Prints
-# one line per round; stops everything at the end or on Ctrl-C.
+# one line per round; stops everything at the end or on Ctrl-C. --secure
+# makes CURVE keys in the run directory (coordinator.key*, devN.key*, an
+# authorized-keys/ directory with every device enrolled) and runs the same
+# fleet encrypted and authenticated (docs/security.md).
 #
 #   scripts/run-fleet.sh [--devices N] [--rounds R] [--split iid|labels:K|dirichlet:A]
 #                        [--model M] [--local-epochs E] [--batch B] [--lr LR]
 #                        [--threads T] [--mode hogwild|sync] [--port P] [--http ADDR:PORT]
-#                        [--dir DIR] [--build DIR] [-- COORDINATOR FLAGS...]
+#                        [--dir DIR] [--build DIR] [--secure] [-- COORDINATOR FLAGS...]
 #   Flags after "--" go to fedsgd-coordinator as they are, e.g.
 #   -- --dp-noise-multiplier 1.0 --dp-clip 1.0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 devices=4 rounds=10 split=iid model=mlp:784-128-10 local_epochs=1 batch=32 lr=0.05
-threads=1 mode=hogwild port=7070 http=127.0.0.1:8080 dir="" build=build
+threads=1 mode=hogwild port=7070 http=127.0.0.1:8080 dir="" build=build secure=0
 data=/usr/share/datasets/fashion-mnist
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 coordinator_flags=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -34,6 +37,7 @@ while [[ $# -gt 0 ]]; do
     --http) http=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
+    --secure) secure=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; coordinator_flags=("$@"); break ;;
     *) echo "run-fleet: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -67,19 +71,34 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "run-fleet: interrupted, stopping the fleet"; exit 130' INT TERM
 
+coordinator_keys=() daemon_keys=()
+if [[ $secure -eq 1 ]]; then
+  # Enrolment as on real boards: each device makes its pair, its public half
+  # is copied into the coordinator's directory under the device's id.
+  mkdir -p "$dir/authorized-keys"
+  "$build/coordinator/fedsgd-coordinator" keygen --out "$dir/coordinator" > /dev/null
+  for ((i = 0; i < devices; i++)); do
+    "$build/daemon/fedsgd-daemon" keygen --out "$dir/dev$i" > /dev/null
+    cp "$dir/dev$i.key" "$dir/authorized-keys/dev$i.key"
+  done
+  coordinator_keys=(--curve-key "$dir/coordinator.key_secret" --authorized-keys "$dir/authorized-keys")
+  echo "run-fleet: CURVE on: keys in $dir, $devices device(s) enrolled in $dir/authorized-keys"
+fi
+
 echo "run-fleet: $devices devices, $rounds rounds, split $split, model $model; logs and database in $dir"
 "$build/coordinator/fedsgd-coordinator" \
   --listen "tcp://127.0.0.1:$port" --publish "tcp://127.0.0.1:$((port + 1))" --http "$http" \
   --db "$dir/fleet.db" --new-run --model "$model" --rounds "$rounds" --min-devices "$devices" \
   --local-epochs "$local_epochs" --batch "$batch" --lr "$lr" --eval-data "$data" \
-  "${coordinator_flags[@]}" > "$dir/summary.json" &
+  "${coordinator_keys[@]}" "${coordinator_flags[@]}" > "$dir/summary.json" &
 coordinator=$!
 pids+=("$coordinator")
 
 for ((i = 0; i < devices; i++)); do
+  [[ $secure -eq 1 ]] && daemon_keys=(--key "$dir/dev$i.key_secret" --coordinator-key "$dir/coordinator.key")
   "$build/daemon/fedsgd-daemon" --coordinator "tcp://127.0.0.1:$port" --id "dev$i" \
     --data "$data" --shard "$i/$devices" --split "$split" --threads "$threads" --mode "$mode" \
-    --exit-when-done 2> "$dir/dev$i.log" &
+    --exit-when-done "${daemon_keys[@]}" 2> "$dir/dev$i.log" &
   pids+=("$!")
 done
 

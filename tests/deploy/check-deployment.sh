@@ -3,7 +3,8 @@
 # PID 1 or a Docker engine:
 #   - both systemd units pass `systemd-analyze verify` and rate an exposure
 #     of 4.0 or lower in `systemd-analyze security --offline=yes`;
-#   - the example configs pass --check-config with the real binaries;
+#   - the example configs pass --check-config with the real binaries, once
+#     their CURVE keys exist (made here by keygen), and not before;
 #   - docker/compose.yaml passes yamllint, and every service's command line
 #     passes --check-config with the real binaries;
 #   - the Dockerfile builds with the project's own install script.
@@ -36,12 +37,30 @@ for unit in fedsgd-daemon fedsgd-coordinator; do
   grep -q '^Type=notify' "$root/systemd/$unit.service" || fail "$unit.service is not Type=notify"
   grep -q '^WatchdogSec=' "$root/systemd/$unit.service" || fail "$unit.service has no WatchdogSec="
   grep -q -- '--check-config' "$root/systemd/$unit.service" || fail "$unit.service does not check its config"
+  grep -q '^LoadCredential=' "$root/systemd/$unit.service" || fail "$unit.service passes no CURVE key"
 done
 
-# The shipped example configs, with their state paths moved somewhere that exists.
-mkdir -p "$work/state/daemon/data" "$work/state/coordinator"
-sed "s#/var/lib/fedsgd#$work/state#g" "$root/systemd/daemon.json" > "$work/daemon.json"
-sed "s#/var/lib/fedsgd#$work/state#g" "$root/systemd/coordinator.json" > "$work/coordinator.json"
+# The shipped example configs, with their state paths moved somewhere that exists
+# and their CURVE keys (which only exist on a deployed machine) made here by keygen.
+mkdir -p "$work/state/daemon/data" "$work/state/coordinator" "$work/etc/authorized-keys" "$work/cred"
+keys_for() {  # CONFIG: the config with /etc/fedsgd and the credentials moved into $work
+  sed -e "s#/var/lib/fedsgd#$work/state#g" -e "s#/etc/fedsgd#$work/etc#g" \
+      -e "s#/run/credentials/[^/\"]*#$work/cred#g" "$1"
+}
+# Before the keys exist, --check-config must say so and name keygen.
+keys_for "$root/systemd/coordinator.json" > "$work/coordinator.json"
+if out=$("$coordinator" --config "$work/coordinator.json" --check-config 2>&1); then
+  fail "coordinator.json passed --check-config without its CURVE keys"
+elif grep -q 'keygen' <<< "$out"; then
+  pass "coordinator.json without keys: --check-config names keygen"
+else
+  fail "coordinator.json without keys: unclear error: $out"
+fi
+"$coordinator" keygen --out "$work/cred/coordinator" > /dev/null
+cp "$work/cred/coordinator.key" "$work/etc/coordinator.key"
+"$daemon" keygen --out "$work/cred/device" > /dev/null
+cp "$work/cred/device.key" "$work/etc/authorized-keys/board-01.key"
+keys_for "$root/systemd/daemon.json" > "$work/daemon.json"
 "$daemon" --config "$work/daemon.json" --check-config > /dev/null && pass "daemon.json --check-config" ||
   fail "systemd/daemon.json does not pass --check-config"
 "$coordinator" --config "$work/coordinator.json" --check-config > /dev/null && pass "coordinator.json --check-config" ||
