@@ -10,13 +10,14 @@
 #include <limits>
 
 #include "fedsgd/error.h"
+#include "fedsgd/plan.h"
 
 namespace fedsgd {
 namespace {
 
 // "FSGD": marks the file as ours (PRAGMA application_id).
 constexpr int kApplicationId = 0x46534744;
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE runs (
@@ -36,6 +37,7 @@ CREATE TABLE rounds (
   rejected_updates INTEGER,
   bytes_in INTEGER,
   devices TEXT NOT NULL,
+  aggregation TEXT,
   PRIMARY KEY (run_id, round)
 );
 CREATE TABLE checkpoints (
@@ -43,6 +45,17 @@ CREATE TABLE checkpoints (
   round INTEGER NOT NULL,
   params BLOB NOT NULL,
   PRIMARY KEY (run_id, round)
+);
+)sql";
+
+// Schema 2 (from 1): the server state, and what aggregation did per round.
+constexpr const char* kServerStateTable = R"sql(
+CREATE TABLE IF NOT EXISTS server_state (
+  run_id INTEGER NOT NULL REFERENCES runs(id),
+  name TEXT NOT NULL,
+  round INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (run_id, name)
 );
 )sql";
 
@@ -86,6 +99,20 @@ class Statement {
     return v ? Bind(i, *v) : Check(sqlite3_bind_null(stmt_, i));
   }
   // Bound in place (SQLITE_STATIC): v must outlive the Step() that uses it.
+  Statement& BindDoubles(int i, std::span<const double> v) {
+    static_assert(std::endian::native == std::endian::little,
+                  "server state is stored as little-endian float64");
+    return Check(sqlite3_bind_blob64(stmt_, i, v.data(), v.size_bytes(), SQLITE_STATIC));
+  }
+  std::vector<double> Doubles(int c, const std::string& what) const {
+    const void* blob = sqlite3_column_blob(stmt_, c);
+    const auto bytes = static_cast<std::size_t>(sqlite3_column_bytes(stmt_, c));
+    if (bytes % sizeof(double) != 0)
+      throw Error(path_ + ": " + what + " is not whole doubles: the database is damaged");
+    std::vector<double> out(bytes / sizeof(double));
+    if (bytes > 0) std::memcpy(out.data(), blob, bytes);
+    return out;
+  }
   Statement& BindFloats(int i, std::span<const float> v) {
     static_assert(std::endian::native == std::endian::little,
                   "checkpoints are stored as little-endian float32");
@@ -192,6 +219,13 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
   r.aggregate_seconds = s.Double(7);
   r.rejected_updates = static_cast<std::uint64_t>(s.Int(8));
   r.bytes_in = static_cast<std::uint64_t>(s.Int(9));
+  if (!s.IsNull(11)) {
+    r.aggregation = nlohmann::json::parse(s.Text(11), nullptr, false);
+    if (r.aggregation.is_discarded()) {
+      throw Error(path + ": the aggregation record of round " + std::to_string(r.round) +
+                  " is not JSON: the database is damaged");
+    }
+  }
   const nlohmann::json devices = nlohmann::json::parse(s.Text(10), nullptr, false);
   const auto damaged = [&] {
     return Error(path + ": the device list of round " + std::to_string(r.round) + " of run " +
@@ -213,9 +247,13 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
   return r;
 }
 
-constexpr const char* kRoundColumns =
-    "run_id, round, train_loss, test_accuracy, test_loss, started_at, finished_at, "
-    "aggregate_seconds, rejected_updates, bytes_in, devices";
+// A schema-1 file opened read-only has no aggregation column: NULL stands in.
+std::string RoundColumns(std::int64_t schema) {
+  return std::string(
+             "run_id, round, train_loss, test_accuracy, test_loss, started_at, finished_at, "
+             "aggregate_seconds, rejected_updates, bytes_in, devices, ") +
+         (schema >= 2 ? "aggregation" : "NULL");
+}
 
 }  // namespace
 
@@ -238,7 +276,8 @@ nlohmann::json RoundRecord::ToJson() const {
                       {"seconds", finished_at - started_at},
                       {"aggregate_seconds", aggregate_seconds},
                       {"rejected_updates", rejected_updates},
-                      {"bytes_in", bytes_in}};
+                      {"bytes_in", bytes_in},
+                      {"aggregation", aggregation}};
   if (test_accuracy) j["test_accuracy"] = *test_accuracy;
   if (test_loss) j["test_loss"] = *test_loss;
   return j;
@@ -277,6 +316,7 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
                   std::to_string(app) + "), not to fedsgd; choose another --db file");
     }
     const std::int64_t version = QueryInt(db, path, "PRAGMA user_version");
+    store->schema_version_ = version;
     if (version > kSchemaVersion) {
       throw Error(path + ": written by a newer fedsgd (schema " + std::to_string(version) +
                   ", this one knows up to " + std::to_string(kSchemaVersion) +
@@ -307,7 +347,17 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
       Exec(db, path,
            "PRAGMA application_id = " + std::to_string(kApplicationId) +
                "; PRAGMA user_version = " + std::to_string(kSchemaVersion));
+      Exec(db, path, kServerStateTable);
       t.Commit();
+      store->schema_version_ = kSchemaVersion;
+    } else if (store->schema_version_ < kSchemaVersion) {
+      // Upgrade in place, in one transaction: 1 -> 2.
+      Transaction t(db, path);
+      Exec(db, path, "ALTER TABLE rounds ADD COLUMN aggregation TEXT");
+      Exec(db, path, kServerStateTable);
+      Exec(db, path, "PRAGMA user_version = " + std::to_string(kSchemaVersion));
+      t.Commit();
+      store->schema_version_ = kSchemaVersion;
     }
   }
   return store;
@@ -338,7 +388,13 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
     Statement newest(db, path_, "SELECT id, plan FROM runs ORDER BY id DESC LIMIT 1");
     if (newest.Step()) {
       const std::int64_t id = newest.Int(0);
-      const nlohmann::json stored = nlohmann::json::parse(newest.Text(1), nullptr, false);
+      nlohmann::json stored = nlohmann::json::parse(newest.Text(1), nullptr, false);
+      // In today's form: fields added since the run started read as defaults.
+      try {
+        stored = Plan::FromJson(stored).ToJson();
+      } catch (const Error&) {
+        // Not a plan this version reads: shown as stored, and refused below.
+      }
       if (stored != plan) {
         throw Error(path_ + " holds run " + std::to_string(id) +
                     " with a different plan:\n  stored:    " + stored.dump() +
@@ -369,6 +425,7 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
     state.params = latest.Floats(
         1, stored_size,
         "round " + std::to_string(state.round) + " of run " + std::to_string(state.run_id));
+    state.state = LoadStateLocked(state.run_id);
     return state;
   }
   Transaction t(db, path_);
@@ -383,7 +440,8 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
   return state;
 }
 
-void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> params) {
+void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> params,
+                                  const ServerState& state) {
   std::lock_guard lock(mutex_);
   sqlite3* db = db_.get();
   Transaction t(db, path_);
@@ -406,15 +464,48 @@ void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> p
   }
   Statement rec(db, path_,
                 "INSERT INTO rounds (run_id, round, train_loss, test_accuracy, test_loss, "
-                "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices, "
+                "aggregation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''))");
   rec.Bind(1, r.run_id).Bind(2, r.round).Bind(3, r.train_loss).Bind(4, r.test_accuracy);
   rec.Bind(5, r.test_loss).Bind(6, r.started_at).Bind(7, r.finished_at);
   rec.Bind(8, r.aggregate_seconds).Bind(9, r.rejected_updates).Bind(10, r.bytes_in);
-  rec.Bind(11, r.ToJson()["devices"].dump()).Step();
+  rec.Bind(11, r.ToJson()["devices"].dump());
+  rec.Bind(12, r.aggregation.is_null() ? std::string() : r.aggregation.dump()).Step();
   Statement cp(db, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, ?, ?)");
   cp.Bind(1, r.run_id).Bind(2, r.round).BindFloats(3, params).Step();
+  Statement forget(db, path_, "DELETE FROM server_state WHERE run_id = ?");
+  forget.Bind(1, r.run_id).Step();
+  for (const auto& [name, values] : state) {
+    Statement st(db, path_,
+                 "INSERT INTO server_state (run_id, name, round, data) VALUES (?, ?, ?, ?)");
+    st.Bind(1, r.run_id).Bind(2, name).Bind(3, r.round).BindDoubles(4, values).Step();
+  }
   t.Commit();
+}
+
+ServerState CheckpointStore::LoadState(std::int64_t run_id) const {
+  std::lock_guard lock(mutex_);
+  return LoadStateLocked(run_id);
+}
+
+ServerState CheckpointStore::LoadStateLocked(std::int64_t run_id) const {
+  ServerState state;
+  if (schema_version_ < 2) return state;
+  Statement latest(db_.get(), path_, "SELECT max(round) FROM checkpoints WHERE run_id = ?");
+  latest.Bind(1, run_id);
+  const std::int64_t newest = latest.Step() ? latest.Int(0) : 0;
+  Statement s(db_.get(), path_, "SELECT name, round, data FROM server_state WHERE run_id = ?");
+  s.Bind(1, run_id);
+  while (s.Step()) {
+    const std::string name = s.Text(0);
+    if (s.Int(1) != newest) {
+      throw Error(path_ + ": the server state '" + name + "' of run " + std::to_string(run_id) +
+                  " belongs to round " + std::to_string(s.Int(1)) + ", not to the newest round " +
+                  std::to_string(newest) + ": the database is damaged");
+    }
+    state[name] = s.Doubles(2, "the server state '" + name + "'");
+  }
+  return state;
 }
 
 std::vector<RoundRecord> CheckpointStore::ListRounds(std::int64_t run_id, std::uint64_t since,
@@ -422,7 +513,7 @@ std::vector<RoundRecord> CheckpointStore::ListRounds(std::int64_t run_id, std::u
   if (!InRange(since) || limit == 0) return {};
   std::lock_guard lock(mutex_);
   Statement s(db_.get(), path_,
-              std::string("SELECT ") + kRoundColumns +
+              std::string("SELECT ") + RoundColumns(schema_version_) +
                   " FROM rounds WHERE run_id = ? AND round > ? ORDER BY round LIMIT ?");
   // A limit beyond int64 becomes -1, which SQLite reads as "no limit".
   s.Bind(1, run_id).Bind(2, since).Bind(3, static_cast<std::int64_t>(limit));
@@ -435,9 +526,9 @@ std::optional<RoundRecord> CheckpointStore::GetRound(std::int64_t run_id,
                                                      std::uint64_t round) const {
   if (!InRange(round)) return std::nullopt;
   std::lock_guard lock(mutex_);
-  Statement s(
-      db_.get(), path_,
-      std::string("SELECT ") + kRoundColumns + " FROM rounds WHERE run_id = ? AND round = ?");
+  Statement s(db_.get(), path_,
+              std::string("SELECT ") + RoundColumns(schema_version_) +
+                  " FROM rounds WHERE run_id = ? AND round = ?");
   s.Bind(1, run_id).Bind(2, round);
   if (!s.Step()) return std::nullopt;
   return ReadRound(s, path_);

@@ -56,6 +56,10 @@ class CoordinatorServer {
   std::string Metrics() const;
   // Bytes received per accepted update of a round, and 4 x parameter count.
   static double BytesPerUpdate(const RoundRecord& r);
+  // The round's norm bound for the log line ("off" when none) and its
+  // aggregation note, " (note)" or "".
+  static std::string BoundText(const RoundRecord& r);
+  static std::string AggregationNote(const RoundRecord& r);
   double ParameterBytes() const;
 
   CoordinatorOptions options_;
@@ -84,6 +88,7 @@ class CoordinatorServer {
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::uint64_t updates_accepted_ = 0;
+  std::uint64_t updates_clipped_ = 0;   // by the norm bound, in this process
   std::uint64_t rounds_committed_ = 0;  // by this process
   // Round durations (open to commit) as a Prometheus histogram.
   std::vector<std::uint64_t> duration_buckets_;

@@ -6,7 +6,10 @@
 // OpenRound, ShouldClose / CloseRound, NeedsRebroadcast. CloseRound
 // aggregates into a *new* parameter vector; only Commit (called after the
 // database has committed it) makes it the global model, so a failed commit
-// leaves the model as it was (Discard). `now` is seconds on a monotonic
+// leaves the model as it was (Discard). The aggregate is applied by the
+// plan's ServerOptimizer; the state carried between rounds (optimiser
+// moments, the norm bound's history: ServerState) is updated in a copy that
+// travels in ClosedRound and is installed by Commit too. `now` is seconds on a monotonic
 // clock, passed in, so tests drive time by hand.
 //
 // Not thread-safe: one loop thread owns it.
@@ -24,6 +27,8 @@
 #include "device_registry.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/wire.h"
+#include "server_optimizer.h"
+#include "server_state.h"
 
 namespace fedsgd {
 
@@ -42,12 +47,16 @@ const char* ToString(RunPhase phase);
 struct ClosedRound {
   RoundRecord record;
   std::vector<float> params;  // the new global model
+  ServerState state;          // the state committed with it
 };
 
 class RoundManager {
  public:
+  // state: the ServerState committed with `version` (empty for a new run).
+  // Throws fedsgd::Error when it does not fit the plan and the model.
   RoundManager(Plan plan, RoundSettings settings, std::int64_t run_id, std::uint64_t version,
-               std::vector<float> params, std::unique_ptr<Aggregator> aggregator);
+               std::vector<float> params, std::unique_ptr<Aggregator> aggregator,
+               ServerState state = {});
 
   DeviceRegistry& devices() { return devices_; }
   const DeviceRegistry& devices() const { return devices_; }
@@ -79,6 +88,7 @@ class RoundManager {
   // ceil(quorum x online participants), at least min_updates.
   std::size_t quorum_target() const;
   const std::vector<float>& params() const { return params_; }
+  const ServerState& state() const { return state_; }
   const Plan& plan() const { return plan_; }
   const RoundSettings& settings() const { return settings_; }
   std::int64_t run_id() const { return run_id_; }
@@ -90,6 +100,8 @@ class RoundManager {
   std::uint64_t version_;
   std::vector<float> params_;
   std::unique_ptr<Aggregator> aggregator_;
+  ServerOptimizer optimizer_;
+  ServerState state_;
   DeviceRegistry devices_;
 
   bool open_ = false;

@@ -37,7 +37,7 @@ TEST(AggregatorTest, BeginForgetsThePreviousRound) {
   EXPECT_EQ(agg.count(), 1u);
 }
 
-TEST(AggregatorTest, UnknownRuleIsAnError) { EXPECT_THROW(MakeAggregator("krum"), Error); }
+TEST(AggregatorTest, UnknownRuleIsAnError) { EXPECT_THROW(MakeAggregator("bogus"), Error); }
 
 }  // namespace
 }  // namespace fedsgd
