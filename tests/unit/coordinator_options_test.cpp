@@ -62,7 +62,7 @@ TEST(CoordinatorOptionsTest, AggregationFlagsBecomePlanFields) {
 TEST(CoordinatorOptionsTest, RefusesABufferThatCannotHoldMinDevicesUpdates) {
   // The MLP 784-128-10: 101,770 floats = 0.39 MiB an update.
   CoordinatorOptions o =
-      Parse({"--aggregator", "median", "--min-devices", "10", "--aggregation-memory-mb", "4",
+      Parse({"--aggregator", "median", "--min-devices", "10", "--aggregation-memory-mb", "3",
              "--norm-bound", "off", "--db", "/tmp/fedsgd-options-test-absent.db"});
   try {
     o.Check();
@@ -70,7 +70,7 @@ TEST(CoordinatorOptionsTest, RefusesABufferThatCannotHoldMinDevicesUpdates) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--aggregation-memory-mb"), std::string::npos) << e.what();
   }
-  o.aggregation_memory_mb = 8;  // 10 x 0.39 MiB fits
+  o.aggregation_memory_mb = 5;  // 10 x 0.39 MiB = 3.9 MiB fits
   EXPECT_NO_THROW(o.Check());
   o.norm_bound = "adaptive:2";  // and the first round's buffer as much again does not
   EXPECT_THROW(o.Check(), Error);
