@@ -10,13 +10,15 @@
 #include <limits>
 
 #include "fedsgd/error.h"
+#include "fedsgd/plan.h"
 
 namespace fedsgd {
 namespace {
 
 // "FSGD": marks the file as ours (PRAGMA application_id).
 constexpr int kApplicationId = 0x46534744;
-// 2: rounds.privacy (differential privacy's record of the round).
+// 2: rounds.aggregation and rounds.privacy (what the rule and differential
+// privacy did), and the server_state table.
 constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
@@ -37,6 +39,7 @@ CREATE TABLE rounds (
   rejected_updates INTEGER,
   bytes_in INTEGER,
   devices TEXT NOT NULL,
+  aggregation TEXT,
   privacy TEXT,
   PRIMARY KEY (run_id, round)
 );
@@ -45,6 +48,17 @@ CREATE TABLE checkpoints (
   round INTEGER NOT NULL,
   params BLOB NOT NULL,
   PRIMARY KEY (run_id, round)
+);
+)sql";
+
+// Schema 2 (from 1): the server state, and what aggregation did per round.
+constexpr const char* kServerStateTable = R"sql(
+CREATE TABLE IF NOT EXISTS server_state (
+  run_id INTEGER NOT NULL REFERENCES runs(id),
+  name TEXT NOT NULL,
+  round INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (run_id, name)
 );
 )sql";
 
@@ -87,6 +101,20 @@ class Statement {
   Statement& Bind(int i, const std::optional<double>& v) { return v ? Bind(i, *v) : BindNull(i); }
   Statement& BindNull(int i) { return Check(sqlite3_bind_null(stmt_, i)); }
   // Bound in place (SQLITE_STATIC): v must outlive the Step() that uses it.
+  Statement& BindDoubles(int i, std::span<const double> v) {
+    static_assert(std::endian::native == std::endian::little,
+                  "server state is stored as little-endian float64");
+    return Check(sqlite3_bind_blob64(stmt_, i, v.data(), v.size_bytes(), SQLITE_STATIC));
+  }
+  std::vector<double> Doubles(int c, const std::string& what) const {
+    const void* blob = sqlite3_column_blob(stmt_, c);
+    const auto bytes = static_cast<std::size_t>(sqlite3_column_bytes(stmt_, c));
+    if (bytes % sizeof(double) != 0)
+      throw Error(path_ + ": " + what + " is not whole doubles: the database is damaged");
+    std::vector<double> out(bytes / sizeof(double));
+    if (bytes > 0) std::memcpy(out.data(), blob, bytes);
+    return out;
+  }
   Statement& BindFloats(int i, std::span<const float> v) {
     static_assert(std::endian::native == std::endian::little,
                   "checkpoints are stored as little-endian float32");
@@ -194,7 +222,14 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
   r.rejected_updates = static_cast<std::uint64_t>(s.Int(8));
   r.bytes_in = static_cast<std::uint64_t>(s.Int(9));
   if (!s.IsNull(11)) {
-    r.privacy = nlohmann::json::parse(s.Text(11), nullptr, false);
+    r.aggregation = nlohmann::json::parse(s.Text(11), nullptr, false);
+    if (r.aggregation.is_discarded()) {
+      throw Error(path + ": the aggregation record of round " + std::to_string(r.round) +
+                  " is not JSON: the database is damaged");
+    }
+  }
+  if (!s.IsNull(12)) {
+    r.privacy = nlohmann::json::parse(s.Text(12), nullptr, false);
     if (!r.privacy.is_object()) {
       throw Error(path + ": the privacy record of round " + std::to_string(r.round) + " of run " +
                   std::to_string(r.run_id) + " is not JSON: the database is damaged");
@@ -221,12 +256,12 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
   return r;
 }
 
-// A schema-1 file opened read-only has no privacy column: it reads as null.
-std::string RoundColumns(bool has_privacy) {
+// A schema-1 file opened read-only has neither column: NULL stands in.
+std::string RoundColumns(std::int64_t schema) {
   return std::string(
              "run_id, round, train_loss, test_accuracy, test_loss, started_at, finished_at, "
              "aggregate_seconds, rejected_updates, bytes_in, devices, ") +
-         (has_privacy ? "privacy" : "NULL");
+         (schema >= 2 ? "aggregation, privacy" : "NULL, NULL");
 }
 
 }  // namespace
@@ -250,7 +285,8 @@ nlohmann::json RoundRecord::ToJson() const {
                       {"seconds", finished_at - started_at},
                       {"aggregate_seconds", aggregate_seconds},
                       {"rejected_updates", rejected_updates},
-                      {"bytes_in", bytes_in}};
+                      {"bytes_in", bytes_in},
+                      {"aggregation", aggregation}};
   if (test_accuracy) j["test_accuracy"] = *test_accuracy;
   if (test_loss) j["test_loss"] = *test_loss;
   // The state a restart resumes from is for the coordinator, not the API.
@@ -292,12 +328,12 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
                   std::to_string(app) + "), not to fedsgd; choose another --db file");
     }
     const std::int64_t version = QueryInt(db, path, "PRAGMA user_version");
+    store->schema_version_ = version;
     if (version > kSchemaVersion) {
       throw Error(path + ": written by a newer fedsgd (schema " + std::to_string(version) +
                   ", this one knows up to " + std::to_string(kSchemaVersion) +
                   "); upgrade fedsgd or choose another --db file");
     }
-    store->has_privacy_column_ = version >= 2;
     // The first line of quick_check's report is "ok" or the first problem.
     std::string verdict = QueryText(db, path, "PRAGMA quick_check");
     if (verdict != "ok") {
@@ -323,14 +359,20 @@ std::unique_ptr<CheckpointStore> CheckpointStore::Open(const std::string& path, 
       Exec(db, path,
            "PRAGMA application_id = " + std::to_string(kApplicationId) +
                "; PRAGMA user_version = " + std::to_string(kSchemaVersion));
+      Exec(db, path, kServerStateTable);
       t.Commit();
-    } else if (!store->has_privacy_column_) {
-      // Schema 1 -> 2: a nullable column, so older rounds need no rewrite.
+      store->schema_version_ = kSchemaVersion;
+    } else if (store->schema_version_ < kSchemaVersion) {
+      // Upgrade in place, in one transaction: 1 -> 2. Nullable columns, so
+      // older rounds need no rewrite.
       Transaction t(db, path);
-      Exec(db, path, "ALTER TABLE rounds ADD COLUMN privacy TEXT; PRAGMA user_version = 2");
+      Exec(db, path, "ALTER TABLE rounds ADD COLUMN aggregation TEXT");
+      Exec(db, path, "ALTER TABLE rounds ADD COLUMN privacy TEXT");
+      Exec(db, path, kServerStateTable);
+      Exec(db, path, "PRAGMA user_version = " + std::to_string(kSchemaVersion));
       t.Commit();
+      store->schema_version_ = kSchemaVersion;
     }
-    store->has_privacy_column_ = true;
   }
   return store;
 }
@@ -360,7 +402,13 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
     Statement newest(db, path_, "SELECT id, plan FROM runs ORDER BY id DESC LIMIT 1");
     if (newest.Step()) {
       const std::int64_t id = newest.Int(0);
-      const nlohmann::json stored = nlohmann::json::parse(newest.Text(1), nullptr, false);
+      nlohmann::json stored = nlohmann::json::parse(newest.Text(1), nullptr, false);
+      // In today's form: fields added since the run started read as defaults.
+      try {
+        stored = Plan::FromJson(stored).ToJson();
+      } catch (const Error&) {
+        // Not a plan this version reads: shown as stored, and refused below.
+      }
       if (stored != plan) {
         throw Error(path_ + " holds run " + std::to_string(id) +
                     " with a different plan:\n  stored:    " + stored.dump() +
@@ -391,6 +439,7 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
     state.params = latest.Floats(
         1, stored_size,
         "round " + std::to_string(state.round) + " of run " + std::to_string(state.run_id));
+    state.state = LoadStateLocked(state.run_id);
     return state;
   }
   Transaction t(db, path_);
@@ -405,7 +454,8 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
   return state;
 }
 
-void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> params) {
+void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> params,
+                                  const ServerState& state) {
   std::lock_guard lock(mutex_);
   sqlite3* db = db_.get();
   Transaction t(db, path_);
@@ -429,20 +479,53 @@ void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> p
   Statement rec(db, path_,
                 "INSERT INTO rounds (run_id, round, train_loss, test_accuracy, test_loss, "
                 "started_at, finished_at, aggregate_seconds, rejected_updates, bytes_in, devices, "
-                "privacy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                "aggregation, privacy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?)");
   rec.Bind(1, r.run_id).Bind(2, r.round).Bind(3, r.train_loss).Bind(4, r.test_accuracy);
   rec.Bind(5, r.test_loss).Bind(6, r.started_at).Bind(7, r.finished_at);
   rec.Bind(8, r.aggregate_seconds).Bind(9, r.rejected_updates).Bind(10, r.bytes_in);
   rec.Bind(11, r.ToJson()["devices"].dump());
+  rec.Bind(12, r.aggregation.is_null() ? std::string() : r.aggregation.dump());
   if (r.privacy.is_null()) {
-    rec.BindNull(12);
+    rec.BindNull(13);
   } else {
-    rec.Bind(12, r.privacy.dump());
+    rec.Bind(13, r.privacy.dump());
   }
   rec.Step();
   Statement cp(db, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, ?, ?)");
   cp.Bind(1, r.run_id).Bind(2, r.round).BindFloats(3, params).Step();
+  Statement forget(db, path_, "DELETE FROM server_state WHERE run_id = ?");
+  forget.Bind(1, r.run_id).Step();
+  for (const auto& [name, values] : state) {
+    Statement st(db, path_,
+                 "INSERT INTO server_state (run_id, name, round, data) VALUES (?, ?, ?, ?)");
+    st.Bind(1, r.run_id).Bind(2, name).Bind(3, r.round).BindDoubles(4, values).Step();
+  }
   t.Commit();
+}
+
+ServerState CheckpointStore::LoadState(std::int64_t run_id) const {
+  std::lock_guard lock(mutex_);
+  return LoadStateLocked(run_id);
+}
+
+ServerState CheckpointStore::LoadStateLocked(std::int64_t run_id) const {
+  ServerState state;
+  if (schema_version_ < 2) return state;
+  Statement latest(db_.get(), path_, "SELECT max(round) FROM checkpoints WHERE run_id = ?");
+  latest.Bind(1, run_id);
+  const std::int64_t newest = latest.Step() ? latest.Int(0) : 0;
+  Statement s(db_.get(), path_, "SELECT name, round, data FROM server_state WHERE run_id = ?");
+  s.Bind(1, run_id);
+  while (s.Step()) {
+    const std::string name = s.Text(0);
+    if (s.Int(1) != newest) {
+      throw Error(path_ + ": the server state '" + name + "' of run " + std::to_string(run_id) +
+                  " belongs to round " + std::to_string(s.Int(1)) + ", not to the newest round " +
+                  std::to_string(newest) + ": the database is damaged");
+    }
+    state[name] = s.Doubles(2, "the server state '" + name + "'");
+  }
+  return state;
 }
 
 std::vector<RoundRecord> CheckpointStore::ListRounds(std::int64_t run_id, std::uint64_t since,
@@ -450,7 +533,7 @@ std::vector<RoundRecord> CheckpointStore::ListRounds(std::int64_t run_id, std::u
   if (!InRange(since) || limit == 0) return {};
   std::lock_guard lock(mutex_);
   Statement s(db_.get(), path_,
-              "SELECT " + RoundColumns(has_privacy_column_) +
+              std::string("SELECT ") + RoundColumns(schema_version_) +
                   " FROM rounds WHERE run_id = ? AND round > ? ORDER BY round LIMIT ?");
   // A limit beyond int64 becomes -1, which SQLite reads as "no limit".
   s.Bind(1, run_id).Bind(2, since).Bind(3, static_cast<std::int64_t>(limit));
@@ -464,7 +547,7 @@ std::optional<RoundRecord> CheckpointStore::GetRound(std::int64_t run_id,
   if (!InRange(round)) return std::nullopt;
   std::lock_guard lock(mutex_);
   Statement s(db_.get(), path_,
-              "SELECT " + RoundColumns(has_privacy_column_) +
+              std::string("SELECT ") + RoundColumns(schema_version_) +
                   " FROM rounds WHERE run_id = ? AND round = ?");
   s.Bind(1, run_id).Bind(2, round);
   if (!s.Step()) return std::nullopt;

@@ -9,6 +9,12 @@
 // floats = 400 KB per round for an MLP 784-128-10, i.e. 400 MB per 1000
 // rounds. (A blob is limited to SQLite's 1 GB, i.e. 250M parameters.)
 //
+// Schema 2 adds the server state (ServerState: optimiser moments, norm-bound
+// history; only the newest round's is kept, rewritten in the round's
+// transaction) and each round's "aggregation" record. A schema-1 file is
+// upgraded in place when opened for writing (read-only it reads as before,
+// without them).
+//
 // Open() checks the file before use: a file that is not SQLite, is damaged
 // (PRAGMA quick_check, or SQLite reporting SQLITE_CORRUPT / SQLITE_NOTADB),
 // belongs to another application (application_id) or has a newer schema
@@ -32,6 +38,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include "server_state.h"
 
 struct sqlite3;
 
@@ -61,6 +69,9 @@ struct RoundRecord {
   // Differential privacy's figures for the round (RoundManager::CloseRound),
   // null without it. Stored whole; ToJson leaves out its "state".
   nlohmann::json privacy;
+  // What the aggregation rule did (AggregationStats::ToJson plus the server
+  // optimiser); null for rounds committed before it was recorded.
+  nlohmann::json aggregation;
 
   nlohmann::json ToJson() const;
 };
@@ -70,6 +81,7 @@ struct RunState {
   nlohmann::json plan;
   std::uint64_t round = 0;  // newest committed round, 0 = the initial model
   std::vector<float> params;
+  ServerState state;     // committed with `round` (empty for a new run)
   bool resumed = false;  // an existing run was continued
 };
 
@@ -84,7 +96,9 @@ class CheckpointStore {
   CheckpointStore(const CheckpointStore&) = delete;
   CheckpointStore& operator=(const CheckpointStore&) = delete;
 
-  // Resumes the newest run when its plan equals `plan` and !new_run
+  // Resumes the newest run when its plan equals `plan` and !new_run (a
+  // stored plan is compared in its current form, Plan::FromJson(stored)
+  // .ToJson(), so fields added since read as their defaults)
   // (returning its newest round and weights). When the newest run's plan
   // differs and !new_run, throws Error showing both plans and pointing to
   // --new-run; so does a resumed checkpoint whose size is not
@@ -93,11 +107,15 @@ class CheckpointStore {
   RunState StartRun(const nlohmann::json& plan, const std::vector<float>& initial_params,
                     bool new_run);
 
-  // Commits the record and the weights of round record.round in one
-  // transaction. The round must be the run's newest round + 1 and params
+  // Commits the record, the weights and the server state of round
+  // record.round in one transaction (the state replaces the run's previous
+  // one). The round must be the run's newest round + 1 and params
   // must have as many values as the run's initial model. Throws Error on
   // failure, and then nothing is committed.
-  void CommitRound(const RoundRecord& record, std::span<const float> params);
+  void CommitRound(const RoundRecord& record, std::span<const float> params,
+                   const ServerState& state = {});
+  // The server state committed with the run's newest round.
+  ServerState LoadState(std::int64_t run_id) const;
 
   // Records of the rounds > since, ascending, at most limit (since 0 starts
   // at round 1: round 0, the initial model, has no record).
@@ -121,13 +139,14 @@ class CheckpointStore {
     void operator()(sqlite3* db) const noexcept;
   };
   CheckpointStore(sqlite3* db, std::string path);
+  ServerState LoadStateLocked(std::int64_t run_id) const;
   // The number of floats in the run's initial model, which every checkpoint
   // of the run has. Caller holds mutex_.
   std::int64_t InitialSize(std::int64_t run_id) const;
   mutable std::mutex mutex_;              // serialises all use of db_
   std::unique_ptr<sqlite3, CloseDb> db_;  // opened SQLITE_OPEN_NOMUTEX: mutex_ guards it
   std::string path_;
-  bool has_privacy_column_ = true;  // false for a schema-1 file opened read-only
+  std::int64_t schema_version_ = 0;  // of the file as opened
 };
 
 }  // namespace fedsgd

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "aggregator.h"
 #include "checkpoint_store.h"
 #include "fedsgd/curve_keys.h"
 #include "fedsgd/curve_socket.h"
@@ -72,9 +73,6 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
   app.add_option("--heartbeat-ms", o.heartbeat_ms, "Daemon heartbeat interval")
       ->capture_default_str()
       ->check(CLI::Range(50, 60000));
-  app.add_option("--aggregator", o.aggregator, "Aggregation rule")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"mean"}));
 
   app.add_option("--model", o.model, "Architecture, e.g. mlp:784-128-10, softmax:784-10")
       ->capture_default_str();
@@ -125,6 +123,63 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
   app.add_option("--dp-delta", o.dp_delta,
                  "DP: the delta of the reported (epsilon, delta), by RDP accounting (Mironov "
                  "2017, arXiv:1702.07476)")
+      ->capture_default_str()
+      ->check(kPositive);
+  app.add_option("--aggregator", o.aggregator,
+                 "Aggregation rule: mean (sample-weighted, McMahan et al. 2017), median or "
+                 "trimmed_mean (coordinate-wise, Yin et al. 2018), krum or multi_krum (Blanchard "
+                 "et al. 2017); all but mean buffer N x P floats (docs/aggregation.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"mean", "median", "trimmed_mean", "krum", "multi_krum"}));
+  app.add_option("--trim-fraction", o.trim_fraction,
+                 "trimmed_mean: fraction of values cut at each end, per coordinate, in [0, 0.5) "
+                 "(Yin et al. 2018)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.4999999));
+  app.add_option("--byzantine", o.byzantine,
+                 "krum / multi_krum: attackers assumed, f; needs more than 2f + 2 updates a round "
+                 "(Blanchard et al. 2017)")
+      ->capture_default_str()
+      ->check(kNonNegative);
+  app.add_option("--krum-select", o.krum_select,
+                 "multi_krum: updates averaged, m; 0 = n - f (Blanchard et al. 2017)")
+      ->capture_default_str()
+      ->check(kNonNegative);
+  app.add_option("--norm-bound", o.norm_bound,
+                 "L2 bound on each update: off, fixed:B, or adaptive:K = K x the previous round's "
+                 "median update norm (the first round: its own); bounds what one device can move "
+                 "the model (docs/aggregation.md)")
+      ->capture_default_str();
+  app.add_option("--max-device-weight", o.max_device_weight,
+                 "Cap on one update's weight (its sample count) in the mean; 0 = none")
+      ->capture_default_str()
+      ->check(kNonNegative);
+  app.add_option("--server-optimizer", o.server_optimizer,
+                 "How the aggregate is applied: sgd (FedAvg, McMahan et al. 2017), momentum "
+                 "(FedAvgM, Hsu et al. 2019), adam, yogi or adagrad (Reddi et al. 2021, Adaptive "
+                 "Federated Optimization)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sgd", "momentum", "adam", "yogi", "adagrad"}));
+  app.add_option("--server-momentum", o.server_momentum,
+                 "momentum: server momentum in [0, 1) (FedAvgM, Hsu et al. 2019)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.9999999));
+  app.add_option("--server-beta1", o.server_beta1,
+                 "adam / yogi / adagrad: first-moment decay in [0, 1) (Reddi et al. 2021)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.9999999));
+  app.add_option("--server-beta2", o.server_beta2,
+                 "adam / yogi: second-moment decay in [0, 1) (Reddi et al. 2021)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.9999999));
+  app.add_option("--server-tau", o.server_tau,
+                 "adam / yogi / adagrad: adaptivity tau > 0 (Reddi et al. 2021)")
+      ->capture_default_str()
+      ->check(kPositive);
+  app.add_option("--aggregation-memory-mb", o.aggregation_memory_mb,
+                 "Limit on the buffers of median / trimmed_mean / krum / multi_krum and of the "
+                 "first round of adaptive norm bounding (N x P x 4 bytes each); a round whose "
+                 "buffer is full closes with what it has")
       ->capture_default_str()
       ->check(kPositive);
 
@@ -186,6 +241,18 @@ Plan CoordinatorOptions::ToPlan() const {
   p.dp_target_quantile = dp_target_quantile;
   p.dp_clip_lr = dp_clip_lr;
   p.dp_delta = dp_delta;
+  p.aggregator = aggregator;
+  p.trim_fraction = trim_fraction;
+  p.byzantine = byzantine;
+  p.krum_select = krum_select;
+  p.norm_bound = norm_bound;
+  p.max_device_weight = max_device_weight;
+  p.server_optimizer = server_optimizer;
+  p.server_momentum = server_momentum;
+  p.server_beta1 = server_beta1;
+  p.server_beta2 = server_beta2;
+  p.server_tau = server_tau;
+  p.aggregation_memory_mb = aggregation_memory_mb;
   p.Validate();
   return p;
 }
@@ -196,6 +263,16 @@ void CoordinatorOptions::Check() const {
   // sensitivity is not analysed here.
   if (plan.dp() && aggregator != "mean")
     throw Error("--dp-noise-multiplier needs --aggregator mean, not " + aggregator);
+  const std::size_t parameters = plan.architecture().ParameterCount();
+  // The buffers must hold at least the updates of --min-devices devices.
+  const double need = AggregationBufferBytes(plan, min_devices, parameters);
+  if (need > aggregation_memory_mb * 1024 * 1024) {
+    throw Error("--aggregator " + aggregator + " with --norm-bound " + norm_bound + " buffers " +
+                std::to_string(min_devices) + " (--min-devices) x " + std::to_string(parameters) +
+                " parameters x 4 bytes = " + std::to_string(need / 1048576.0) +
+                " MiB, more than --aggregation-memory-mb " + std::to_string(aggregation_memory_mb) +
+                "; raise the limit, lower --min-devices or use --aggregator mean");
+  }
   if (min_updates > min_devices) {
     throw Error("--min-updates (" + std::to_string(min_updates) +
                 ") cannot exceed --min-devices (" + std::to_string(min_devices) + ")");

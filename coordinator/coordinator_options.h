@@ -27,7 +27,6 @@ struct CoordinatorOptions {
   bool check_config = false;
   std::string eval_data;
   int heartbeat_ms = 1000;
-  std::string aggregator = "mean";
   // The plan, as flags.
   std::string model = "mlp:784-128-10";
   std::string algorithm = "fedavg";
@@ -46,6 +45,19 @@ struct CoordinatorOptions {
   double dp_target_quantile = 0.5;
   double dp_clip_lr = 0.2;
   double dp_delta = 1e-5;
+  // Aggregation (plan fields too; docs/aggregation.md).
+  std::string aggregator = "mean";
+  double trim_fraction = 0.1;
+  int byzantine = 1;
+  int krum_select = 0;
+  std::string norm_bound = "adaptive:2";
+  double max_device_weight = 0;
+  std::string server_optimizer = "sgd";
+  double server_momentum = 0.9;
+  double server_beta1 = 0.9;
+  double server_beta2 = 0.99;
+  double server_tau = 1e-3;
+  double aggregation_memory_mb = 1024;
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;
@@ -61,7 +73,9 @@ struct CoordinatorOptions {
   // Validated plan and round settings; throw fedsgd::Error naming the flag.
   Plan ToPlan() const;
   RoundSettings ToRoundSettings() const;
-  // Everything that can be checked without starting: the plan, endpoints,
+  // Everything that can be checked without starting: the plan, that the
+  // aggregation buffers of --min-devices updates fit --aggregation-memory-mb,
+  // endpoints,
   // the HTTP address, that --eval-data exists, and, when --db exists, that it
   // is a sound fedsgd database, the CURVE keys, and that a non-loopback
   // --listen/--publish has keys or --insecure. Throws fedsgd::Error.

@@ -88,7 +88,7 @@ void CoordinatorServer::Start() {
   reader_ = CheckpointStore::Open(options_.db, /*read_only=*/true);
   manager_ =
       std::make_unique<RoundManager>(plan_, settings, run.run_id, run.round, std::move(run.params),
-                                     MakeAggregator(options_.aggregator));
+                                     MakeAggregator(plan_), std::move(run.state));
   if (!resumed_ && run.round == 0) {
     last_round_.reset();
   } else if (auto r = store_->GetRound(run.run_id, run.round)) {
@@ -490,7 +490,7 @@ void CoordinatorServer::CloseRound() {
   last_eval_seconds_ = Since(eval_start);
   const auto t0 = Clock::now();
   try {
-    store_->CommitRound(r, closed.params);
+    store_->CommitRound(r, closed.params, closed.state);
   } catch (const Error& e) {
     log_ << LogPriority(LogLevel::kError) << "fedsgd-coordinator: round " << r.round
          << " could not be committed, running it again: " << e.what() << std::endl;
@@ -500,6 +500,8 @@ void CoordinatorServer::CloseRound() {
   last_commit_seconds_ = Since(t0);
   const std::uint64_t round = r.round;
   last_round_ = r;
+  const std::size_t clipped = r.aggregation.value("clipped", std::size_t{0});
+  updates_clipped_ += clipped;
   ++rounds_committed_;
   const double duration = r.finished_at - r.started_at;
   duration_sum_ += duration;
@@ -515,7 +517,7 @@ void CoordinatorServer::CloseRound() {
   Broadcast(manager_->done());
 
   last_receive_seconds_ = receive_seconds_;
-  char line[512];
+  char line[768];
   std::string acc = "n/a", tloss = "n/a";
   if (r.test_accuracy) acc = std::to_string(*r.test_accuracy).substr(0, 6);
   if (r.test_loss) tloss = std::to_string(*r.test_loss).substr(0, 6);
@@ -525,12 +527,15 @@ void CoordinatorServer::CloseRound() {
   std::snprintf(line, sizeof line,
                 "round %llu/%llu: test accuracy %s, test loss %s, train loss %.4f, %.2f s, %zu "
                 "device(s) (receive %.1f ms, aggregate %.2f ms, evaluate %.1f ms, commit %.1f ms, "
-                "broadcast %.1f ms, %.0f bytes/update = %.4f x 4 x parameters)",
+                "broadcast %.1f ms, %.0f bytes/update = %.4f x 4 x parameters), %s: %zu "
+                "clipped to norm %s%s",
                 static_cast<unsigned long long>(round),
                 static_cast<unsigned long long>(settings.rounds), acc.c_str(), tloss.c_str(),
                 r.train_loss, r.finished_at - r.started_at, updates, receive_seconds_ * 1e3,
                 r.aggregate_seconds * 1e3, last_eval_seconds_ * 1e3, last_commit_seconds_ * 1e3,
-                last_broadcast_seconds_ * 1e3, per_update, per_update / ParameterBytes());
+                last_broadcast_seconds_ * 1e3, per_update, per_update / ParameterBytes(),
+                r.aggregation.value("rule", std::string("?")).c_str(), clipped,
+                BoundText(r).c_str(), AggregationNote(r).c_str());
   std::string summary = line;
   if (r.privacy.is_object()) {
     std::snprintf(line, sizeof line, ", privacy: epsilon %.4g at delta %.3g, clip %.4g",
@@ -546,6 +551,19 @@ void CoordinatorServer::CloseRound() {
   }
   receive_seconds_ = 0;
   PublishStatus();
+}
+
+std::string CoordinatorServer::BoundText(const RoundRecord& r) {
+  const auto it = r.aggregation.find("norm_bound");
+  if (it == r.aggregation.end() || !it->is_number()) return "off";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.4g", it->get<double>());
+  return text;
+}
+
+std::string CoordinatorServer::AggregationNote(const RoundRecord& r) {
+  const std::string note = r.aggregation.value("note", std::string());
+  return note.empty() ? "" : " (" + note + ")";
 }
 
 double CoordinatorServer::BytesPerUpdate(const RoundRecord& r) {
@@ -575,6 +593,7 @@ void CoordinatorServer::PublishStatus() {
       {"model", plan_.architecture().ToString()},
       {"parameters", manager_->params().size()},
       {"plan", plan_.ToJson()},
+      {"updates_clipped", updates_clipped_},
       {"listen", listen_endpoint()},
       {"publish", publish_endpoint()},
       {"database", options_.db},
@@ -681,6 +700,14 @@ std::string CoordinatorServer::Metrics() const {
       static_cast<unsigned long long>(rounds_committed_), duration_sum_,
       static_cast<unsigned long long>(rounds_committed_));
   out += line;
+  metric("fedsgd_updates_clipped_total", "counter",
+         "Updates scaled down to the norm bound (--norm-bound) by this process.",
+         u(updates_clipped_));
+  if (last_round_ && last_round_->aggregation.contains("norm_bound") &&
+      last_round_->aggregation["norm_bound"].is_number()) {
+    metric("fedsgd_norm_bound", "gauge", "L2 norm bound applied to the last round's updates.",
+           last_round_->aggregation["norm_bound"].get<double>());
+  }
   const double aggregate = last_round_ ? last_round_->aggregate_seconds : 0;
   metric("fedsgd_aggregate_seconds", "gauge", "Aggregation time of the last round.", aggregate);
   metric("fedsgd_commit_seconds", "gauge", "SQLite commit time of the last round.",

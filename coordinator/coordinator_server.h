@@ -83,6 +83,10 @@ class CoordinatorServer {
   std::string Metrics() const;
   // Bytes received per accepted update of a round, and 4 x parameter count.
   static double BytesPerUpdate(const RoundRecord& r);
+  // The round's norm bound for the log line ("off" when none) and its
+  // aggregation note, " (note)" or "".
+  static std::string BoundText(const RoundRecord& r);
+  static std::string AggregationNote(const RoundRecord& r);
   double ParameterBytes() const;
 
   CoordinatorOptions options_;
@@ -118,6 +122,7 @@ class CoordinatorServer {
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
   std::uint64_t updates_accepted_ = 0;
+  std::uint64_t updates_clipped_ = 0;   // by the norm bound, in this process
   std::uint64_t rounds_committed_ = 0;  // by this process
   std::uint64_t rounds_refused_ = 0;    // aggregates that were not finite
   std::uint64_t frames_dropped_ = 0;    // frames beyond wire::kMaxFrames, never kept

@@ -69,6 +69,17 @@ class DpAggregator : public Aggregator {
   // Clips the update to norm C and adds it with weight 1 (weight ignored).
   void Add(std::span<const float> update, double weight) override;
   std::size_t count() const override { return inner_->count(); }
+  bool full() const override { return inner_->full(); }
+  // The inner rule's figures, under this decorator's name.
+  AggregationStats stats() const override {
+    AggregationStats s = inner_->stats();
+    s.rule = name();
+    return s;
+  }
+  // The inner rule's state (e.g. the norm bound's history) passes through;
+  // the clip of this decorator travels in the round's privacy record.
+  void LoadState(const ServerState& state) override { inner_->LoadState(state); }
+  void SaveState(ServerState& state) const override { inner_->SaveState(state); }
   // The noisy mean, then (adaptive) the next round's clip.
   void Finish(std::span<float> out) override;
 

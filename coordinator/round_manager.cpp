@@ -24,19 +24,24 @@ const char* ToString(RunPhase phase) {
 
 RoundManager::RoundManager(Plan plan, RoundSettings settings, std::int64_t run_id,
                            std::uint64_t version, std::vector<float> params,
-                           std::unique_ptr<Aggregator> aggregator)
+                           std::unique_ptr<Aggregator> aggregator, ServerState state)
     : plan_(std::move(plan)),
       settings_(settings),
       run_id_(run_id),
       version_(version),
       params_(std::move(params)),
       aggregator_(std::move(aggregator)),
+      optimizer_(plan_),
+      state_(std::move(state)),
       devices_(settings.heartbeat_timeout, settings.max_devices, settings.forget_offline_after) {
+  // A stored state that does not fit is refused at startup, not mid-run.
+  optimizer_.CheckState(state_, params_.size());
   if (plan_.dp()) {
     auto dp = std::make_unique<DpAggregator>(std::move(aggregator_), DpSettings::FromPlan(plan_));
     dp_ = dp.get();
     aggregator_ = std::move(dp);
   }
+  aggregator_->LoadState(state_);
 }
 
 nlohmann::json RoundManager::privacy() const {
@@ -105,6 +110,11 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
   if (u.payload.size() != params_.size()) {  // Decode checks this too; never trust one layer
     return refuse(RejectReason::kWrongSize, "payload size differs from the model");
   }
+  if (aggregator_->full()) {
+    return refuse(RejectReason::kRoundClosed,
+                  "round " + std::to_string(u.round) +
+                      " has as many updates as --aggregation-memory-mb holds; it is closing");
+  }
   const std::string expected_kind = plan_.algorithm == Algorithm::kFedAvg ? "delta" : "gradient";
   if (u.kind != expected_kind) {
     return refuse(RejectReason::kBadField, "this run's plan expects " + expected_kind + " updates");
@@ -137,6 +147,7 @@ std::uint64_t RoundManager::OpenRound(double now, double unix_now) {
   contributions_.clear();
   rejected_in_round_ = 0;
   bytes_in_round_ = 0;
+  aggregator_->LoadState(state_);  // the committed state, also after a Discard
   aggregator_->Begin(params_.size());
   if (dp_) {
     dp_->SetDenominator(participants_.size());
@@ -160,6 +171,7 @@ bool RoundManager::ShouldClose(double now) const {
   if (!open_ || closing_) return false;
   const std::size_t got = accepted_.size();
   if (got >= quorum_target()) return true;
+  if (got >= 1 && aggregator_->full()) return true;  // closes with what the buffer holds
   return now >= deadline_ && got >= settings_.min_updates;
 }
 
@@ -174,14 +186,19 @@ ClosedRound RoundManager::CloseRound(double unix_now) {
   closing_ = true;
   const auto t0 = std::chrono::steady_clock::now();
   ClosedRound out;
-  std::vector<float> mean(params_.size());
-  aggregator_->Finish(mean);
+  std::vector<float> aggregate(params_.size());
+  aggregator_->Finish(aggregate);
   out.params = params_;
+  out.state = state_;
+  aggregator_->SaveState(out.state);
+  // fedsgd aggregates gradients: the server step is along -lr x gradient.
   const bool gradient = plan_.algorithm == Algorithm::kFedSgd;
-  const float step =
-      static_cast<float>(gradient ? -plan_.sgd.lr * plan_.server_lr : plan_.server_lr);
-  for (std::size_t i = 0; i < mean.size(); ++i) out.params[i] += step * mean[i];
+  optimizer_.Step(out.params, aggregate, gradient ? -static_cast<double>(plan_.sgd.lr) : 1.0,
+                  out.state);
   RoundRecord& r = out.record;
+  nlohmann::json aggregation = aggregator_->stats().ToJson();
+  aggregation["server_optimizer"] = optimizer_.name();
+  r.aggregation = std::move(aggregation);
   r.aggregate_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.run_id = run_id_;
@@ -221,6 +238,7 @@ ClosedRound RoundManager::CloseRound(double unix_now) {
 void RoundManager::Commit(ClosedRound&& round) {
   params_ = std::move(round.params);
   if (round.accountant) accountant_ = std::move(*round.accountant);
+  state_ = std::move(round.state);
   version_ = round.record.round;
   for (const DeviceContribution& c : round.record.devices) {
     if (DeviceInfo* d = devices_.Find(c.device)) d->rounds_joined += 1;

@@ -6,7 +6,10 @@
 // OpenRound, ShouldClose / CloseRound, NeedsRebroadcast. CloseRound
 // aggregates into a *new* parameter vector; only Commit (called after the
 // database has committed it) makes it the global model, so a failed commit
-// leaves the model as it was (Discard). `now` is seconds on a monotonic
+// leaves the model as it was (Discard). The aggregate is applied by the
+// plan's ServerOptimizer; the state carried between rounds (optimiser
+// moments, the norm bound's history: ServerState) is updated in a copy that
+// travels in ClosedRound and is installed by Commit too. `now` is seconds on a monotonic
 // clock, passed in, so tests drive time by hand.
 //
 // When the plan asks for differential privacy (plan.dp()), the aggregator
@@ -31,6 +34,8 @@
 #include "fedsgd/plan.h"
 #include "fedsgd/wire.h"
 #include "privacy_accountant.h"
+#include "server_optimizer.h"
+#include "server_state.h"
 
 namespace fedsgd {
 
@@ -57,12 +62,16 @@ struct ClosedRound {
   // With differential privacy: the accountant including this round, which
   // Commit makes current.
   std::optional<PrivacyAccountant> accountant;
+  ServerState state;          // the state committed with it
 };
 
 class RoundManager {
  public:
+  // state: the ServerState committed with `version` (empty for a new run).
+  // Throws fedsgd::Error when it does not fit the plan and the model.
   RoundManager(Plan plan, RoundSettings settings, std::int64_t run_id, std::uint64_t version,
-               std::vector<float> params, std::unique_ptr<Aggregator> aggregator);
+               std::vector<float> params, std::unique_ptr<Aggregator> aggregator,
+               ServerState state = {});
 
   DeviceRegistry& devices() { return devices_; }
   const DeviceRegistry& devices() const { return devices_; }
@@ -100,6 +109,7 @@ class RoundManager {
   // Resumes the clip and the accountant from the privacy record of the last
   // committed round. Throws fedsgd::Error when it is not one fedsgd wrote.
   void RestorePrivacy(const nlohmann::json& record_privacy);
+  const ServerState& state() const { return state_; }
   const Plan& plan() const { return plan_; }
   const RoundSettings& settings() const { return settings_; }
   std::int64_t run_id() const { return run_id_; }
@@ -114,6 +124,8 @@ class RoundManager {
   DpAggregator* dp_ = nullptr;  // aggregator_ itself when DP is on
   PrivacyAccountant accountant_;
   std::vector<double> dp_state_at_open_;  // restored when a round is discarded
+  ServerOptimizer optimizer_;
+  ServerState state_;
   DeviceRegistry devices_;
 
   bool open_ = false;

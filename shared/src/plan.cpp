@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <system_error>
+#include <type_traits>
 #include <utility>
 
 #include "fedsgd/error.h"
@@ -45,6 +47,26 @@ DpClip ParseDpClip(const std::string& text) {
   return c;
 }
 
+NormBound NormBound::Parse(const std::string& text) {
+  NormBound b;
+  if (text == "off") return b;
+  const auto colon = text.find(':');
+  const std::string kind = text.substr(0, colon);
+  const auto bad = [&] {
+    return Error("invalid plan: norm_bound (--norm-bound) '" + text +
+                 "' must be off, fixed:B or adaptive:K with a number B or K > 0");
+  };
+  if (colon == std::string::npos || (kind != "fixed" && kind != "adaptive")) throw bad();
+  const std::string number = text.substr(colon + 1);
+  const char* end = number.data() + number.size();
+  const auto r = std::from_chars(number.data(), end, b.value);
+  if (number.empty() || r.ec != std::errc() || r.ptr != end || !std::isfinite(b.value) ||
+      b.value <= 0)
+    throw bad();
+  b.kind = kind == "fixed" ? Kind::kFixed : Kind::kAdaptive;
+  return b;
+}
+
 void Plan::Validate() const {
   architecture();  // throws for a bad model text
   auto require = [](bool ok, const std::string& what) {
@@ -61,6 +83,31 @@ void Plan::Validate() const {
   require(std::isfinite(sgd.weight_decay) && sgd.weight_decay >= 0, "weight_decay must be >= 0");
   require(std::isfinite(sgd.l1) && sgd.l1 >= 0, "l1 must be >= 0");
   require(std::isfinite(server_lr) && server_lr > 0, "server_lr must be > 0");
+  require(aggregator == "mean" || aggregator == "median" || aggregator == "trimmed_mean" ||
+              aggregator == "krum" || aggregator == "multi_krum",
+          "aggregator (--aggregator) '" + aggregator +
+              "' must be mean, median, trimmed_mean, krum or multi_krum");
+  require(std::isfinite(trim_fraction) && trim_fraction >= 0 && trim_fraction < 0.5,
+          "trim_fraction (--trim-fraction) must be in [0, 0.5)");
+  require(byzantine >= 0, "byzantine (--byzantine) must be >= 0");
+  require(krum_select >= 0, "krum_select (--krum-select) must be >= 0");
+  NormBound::Parse(norm_bound);
+  require(std::isfinite(max_device_weight) && max_device_weight >= 0,
+          "max_device_weight (--max-device-weight) must be >= 0");
+  require(server_optimizer == "sgd" || server_optimizer == "momentum" ||
+              server_optimizer == "adam" || server_optimizer == "yogi" ||
+              server_optimizer == "adagrad",
+          "server_optimizer (--server-optimizer) '" + server_optimizer +
+              "' must be sgd, momentum, adam, yogi or adagrad");
+  require(std::isfinite(server_momentum) && server_momentum >= 0 && server_momentum < 1,
+          "server_momentum (--server-momentum) must be in [0, 1)");
+  require(std::isfinite(server_beta1) && server_beta1 >= 0 && server_beta1 < 1,
+          "server_beta1 (--server-beta1) must be in [0, 1)");
+  require(std::isfinite(server_beta2) && server_beta2 >= 0 && server_beta2 < 1,
+          "server_beta2 (--server-beta2) must be in [0, 1)");
+  require(std::isfinite(server_tau) && server_tau > 0, "server_tau (--server-tau) must be > 0");
+  require(std::isfinite(aggregation_memory_mb) && aggregation_memory_mb > 0,
+          "aggregation_memory_mb (--aggregation-memory-mb) must be > 0");
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
@@ -119,6 +166,18 @@ nlohmann::json Plan::ToJson() const {
       {"lr_schedule", sgd.schedule.ToString()},
       {"server_lr", server_lr},
       {"seed", seed},
+      {"aggregator", aggregator},
+      {"trim_fraction", trim_fraction},
+      {"byzantine", byzantine},
+      {"krum_select", krum_select},
+      {"norm_bound", norm_bound},
+      {"max_device_weight", max_device_weight},
+      {"server_optimizer", server_optimizer},
+      {"server_momentum", server_momentum},
+      {"server_beta1", server_beta1},
+      {"server_beta2", server_beta2},
+      {"server_tau", server_tau},
+      {"aggregation_memory_mb", aggregation_memory_mb},
   };
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
@@ -163,6 +222,29 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     }
     p.dp_target_quantile = j.value("dp_target_quantile", p.dp_target_quantile);
     p.dp_clip_lr = j.value("dp_clip_lr", p.dp_clip_lr);
+    // Added with issue 9: a plan stored before has none of them and reads
+    // as the defaults, so the same flags resume it (with today's defaults).
+    const auto optional = [&j](const char* key, auto& field) {
+      using Field = std::remove_reference_t<decltype(field)>;
+      if (!j.contains(key)) return;
+      if constexpr (std::is_integral_v<Field>) {
+        field = Integer<Field>(j, key);
+      } else {
+        field = j.at(key).get<Field>();
+      }
+    };
+    optional("aggregator", p.aggregator);
+    optional("trim_fraction", p.trim_fraction);
+    optional("byzantine", p.byzantine);
+    optional("krum_select", p.krum_select);
+    optional("norm_bound", p.norm_bound);
+    optional("max_device_weight", p.max_device_weight);
+    optional("server_optimizer", p.server_optimizer);
+    optional("server_momentum", p.server_momentum);
+    optional("server_beta1", p.server_beta1);
+    optional("server_beta2", p.server_beta2);
+    optional("server_tau", p.server_tau);
+    optional("aggregation_memory_mb", p.aggregation_memory_mb);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

@@ -61,7 +61,7 @@ TEST(AggregatorTest, MeanOfExtremeUpdatesStaysFinite) {
   EXPECT_EQ(out[0], std::numeric_limits<float>::max());
 }
 
-TEST(AggregatorTest, UnknownRuleIsAnError) { EXPECT_THROW(MakeAggregator("krum"), Error); }
+TEST(AggregatorTest, UnknownRuleIsAnError) { EXPECT_THROW(MakeAggregator("bogus"), Error); }
 
 }  // namespace
 }  // namespace fedsgd

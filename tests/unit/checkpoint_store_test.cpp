@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "fedsgd/error.h"
+#include "fedsgd/plan.h"
 
 namespace fedsgd {
 namespace {
@@ -210,7 +211,9 @@ TEST_F(CheckpointStoreTest, UpgradesASchemaOneFileInPlace) {
   {
     // What fedsgd before the privacy column wrote.
     RawDb raw(path_);
-    raw.Exec("ALTER TABLE rounds DROP COLUMN privacy; PRAGMA user_version = 1");
+    raw.Exec(
+        "ALTER TABLE rounds DROP COLUMN privacy; ALTER TABLE rounds DROP COLUMN aggregation; "
+        "DROP TABLE server_state; PRAGMA user_version = 1");
   }
   {
     auto reader = CheckpointStore::Open(path_, /*read_only=*/true);
@@ -564,6 +567,66 @@ TEST_F(CheckpointStoreTest, KilledWriterLosesAtMostTheRoundInFlight) {
   next.round = s.round + 1;
   store->CommitRound(next, std::vector<float>(100000, 1.0f));
   std::cout << "[          ] killed after round " << s.round << "\n";
+}
+
+TEST_F(CheckpointStoreTest, UpgradesASchemaVersion1FileInPlace) {
+  {
+    RawDb raw(path_);
+    raw.Exec(
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY, plan TEXT NOT NULL, created_at REAL NOT NULL);"
+        "CREATE TABLE rounds (run_id INTEGER NOT NULL REFERENCES runs(id), round INTEGER NOT NULL,"
+        " train_loss REAL, test_accuracy REAL, test_loss REAL, started_at REAL, finished_at REAL,"
+        " aggregate_seconds REAL, rejected_updates INTEGER, bytes_in INTEGER,"
+        " devices TEXT NOT NULL, PRIMARY KEY (run_id, round));"
+        "CREATE TABLE checkpoints (run_id INTEGER NOT NULL REFERENCES runs(id),"
+        " round INTEGER NOT NULL, params BLOB NOT NULL, PRIMARY KEY (run_id, round));"
+        "PRAGMA application_id = 1179862852; PRAGMA user_version = 1;");
+    raw.Exec("INSERT INTO runs VALUES (1, '" + plan_.dump() + "', 0)");
+    raw.Exec("INSERT INTO checkpoints VALUES (1, 0, zeroblob(4000)), (1, 1, zeroblob(4000))");
+    raw.Exec("INSERT INTO rounds VALUES (1, 1, 0.5, NULL, NULL, 1, 2, 0.1, 0, 10, '[]')");
+  }
+  {
+    // Read-only it is read as it is, without the new column.
+    auto reader = CheckpointStore::Open(path_, /*read_only=*/true);
+    const auto rounds = reader->ListRounds(1, 0, 10);
+    ASSERT_EQ(rounds.size(), 1u);
+    EXPECT_TRUE(rounds[0].aggregation.is_null());
+  }
+  auto store = CheckpointStore::Open(path_);
+  EXPECT_EQ(RawDb(path_).Query("PRAGMA user_version"), "2");
+  const RunState run = store->StartRun(plan_, Params(0), false);
+  EXPECT_TRUE(run.resumed);
+  EXPECT_EQ(run.round, 1u);
+  EXPECT_TRUE(run.state.empty());
+  ASSERT_EQ(store->GetRound(1, 1)->aggregation, nullptr);
+  RoundRecord r = Record(1, 2);
+  r.aggregation = {{"rule", "median"}, {"clipped", 1}};
+  const ServerState state = {{"server_optimizer", {1.5, -0.0, 1e300}}, {"norm_bound", {0.25}}};
+  store->CommitRound(r, Params(2), state);
+  EXPECT_EQ(store->LoadState(1), state);
+  EXPECT_EQ(store->GetRound(1, 2)->aggregation, r.aggregation);
+  EXPECT_EQ(store->ListRounds(1, 0, 10).back().ToJson()["aggregation"]["rule"], "median");
+  store.reset();
+  auto again = CheckpointStore::Open(path_);
+  EXPECT_EQ(again->StartRun(plan_, Params(0), false).state, state) << "resume returns the state";
+  again->CommitRound(Record(1, 3), Params(3), {{"norm_bound", {0.5}}});
+  EXPECT_EQ(again->LoadState(1), (ServerState{{"norm_bound", {0.5}}})) << "only the newest kept";
+}
+
+TEST_F(CheckpointStoreTest, APlanStoredWithoutTheNewFieldsResumesWithTheDefaults) {
+  const Plan plan;
+  nlohmann::json old = plan.ToJson();
+  for (const char* key : {"aggregator", "trim_fraction", "byzantine", "krum_select", "norm_bound",
+                          "max_device_weight", "server_optimizer", "server_momentum",
+                          "server_beta1", "server_beta2", "server_tau", "aggregation_memory_mb"})
+    old.erase(key);
+  auto store = CheckpointStore::Open(path_);
+  const auto size = plan.architecture().ParameterCount();
+  store->StartRun(old, std::vector<float>(size), false);
+  EXPECT_TRUE(store->StartRun(plan.ToJson(), std::vector<float>(size), false).resumed);
+  Plan other;
+  other.aggregator = "krum";
+  EXPECT_THROW(store->StartRun(other.ToJson(), std::vector<float>(size), false), Error);
 }
 
 }  // namespace

@@ -1,4 +1,6 @@
-// The coordinator's limit flags: parsed, checked, passed to the rounds.
+// The coordinator's flags: the limits (parsed, checked, passed to the
+// rounds) and aggregation (parsed into the plan; a buffer that cannot hold
+// --min-devices updates refused at startup).
 #include "coordinator_options.h"
 
 #include <gtest/gtest.h>
@@ -10,13 +12,13 @@ namespace {
 
 CoordinatorOptions Parse(std::vector<std::string> args) {
   CLI::App app;
-  CoordinatorOptions options;
-  AddCoordinatorOptions(app, options);
+  CoordinatorOptions o;
+  AddCoordinatorOptions(app, o);
   args.insert(args.begin(), "fedsgd-coordinator");
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());
   app.parse(static_cast<int>(argv.size()), argv.data());
-  return options;
+  return o;
 }
 
 TEST(CoordinatorOptionsTest, LimitFlagsHaveSafeDefaultsAndReachTheRounds) {
@@ -49,6 +51,62 @@ TEST(CoordinatorOptionsTest, LimitFlagsRefuseNonsense) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--max-devices"), std::string::npos) << e.what();
   }
+}
+
+TEST(CoordinatorOptionsTest, AggregationFlagsBecomePlanFields) {
+  const Plan plan = Parse({"--aggregator",
+                           "multi_krum",
+                           "--byzantine",
+                           "2",
+                           "--krum-select",
+                           "4",
+                           "--norm-bound",
+                           "fixed:3",
+                           "--max-device-weight",
+                           "500",
+                           "--server-optimizer",
+                           "adam",
+                           "--server-beta2",
+                           "0.999",
+                           "--server-tau",
+                           "0.01",
+                           "--trim-fraction",
+                           "0.2",
+                           "--aggregation-memory-mb",
+                           "64"})
+                        .ToPlan();
+  EXPECT_EQ(plan.aggregator, "multi_krum");
+  EXPECT_EQ(plan.byzantine, 2);
+  EXPECT_EQ(plan.krum_select, 4);
+  EXPECT_EQ(plan.norm_bound, "fixed:3");
+  EXPECT_EQ(plan.max_device_weight, 500);
+  EXPECT_EQ(plan.server_optimizer, "adam");
+  EXPECT_EQ(plan.server_beta2, 0.999);
+  EXPECT_EQ(plan.server_tau, 0.01);
+  EXPECT_EQ(plan.trim_fraction, 0.2);
+  EXPECT_EQ(plan.aggregation_memory_mb, 64);
+  const Plan defaults = Parse({}).ToPlan();
+  EXPECT_EQ(defaults.norm_bound, "adaptive:2");
+  EXPECT_EQ(defaults.aggregator, "mean");
+  EXPECT_THROW(Parse({"--aggregator", "bulyan"}), CLI::ValidationError);
+  EXPECT_THROW(Parse({"--norm-bound", "fixed:-1"}).ToPlan(), Error);
+}
+
+TEST(CoordinatorOptionsTest, RefusesABufferThatCannotHoldMinDevicesUpdates) {
+  // The MLP 784-128-10: 101,770 floats = 0.39 MiB an update.
+  CoordinatorOptions o =
+      Parse({"--aggregator", "median", "--min-devices", "10", "--aggregation-memory-mb", "3",
+             "--norm-bound", "off", "--db", "/tmp/fedsgd-options-test-absent.db"});
+  try {
+    o.Check();
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--aggregation-memory-mb"), std::string::npos) << e.what();
+  }
+  o.aggregation_memory_mb = 5;  // 10 x 0.39 MiB = 3.9 MiB fits
+  EXPECT_NO_THROW(o.Check());
+  o.norm_bound = "adaptive:2";  // and the first round's buffer as much again does not
+  EXPECT_THROW(o.Check(), Error);
 }
 
 }  // namespace

@@ -13,6 +13,12 @@
 //   fedsgd  each device sends the gradient of its whole shard at the global
 //           model; the coordinator steps by -lr * server_lr * mean gradient.
 //
+// Aggregation (docs/aggregation.md): the rule that combines a round's
+// updates (aggregator), the bound on each update's L2 norm (norm_bound) and
+// weight (max_device_weight), and the server optimiser that applies the
+// aggregate (server_optimizer). Plans stored before these fields existed
+// read as their defaults.
+//
 // Differential privacy (dp_*, off while dp_noise_multiplier is 0): the
 // coordinator clips each update, adds Gaussian noise to the aggregate and
 // accounts (epsilon, delta); see coordinator/dp_aggregator.h and
@@ -49,6 +55,21 @@ struct Plan {
   double dp_delta = 1e-5;
 
   bool dp() const { return dp_noise_multiplier > 0; }
+
+  // Aggregation at the coordinator (docs/aggregation.md).
+  std::string aggregator = "mean";        // mean | median | trimmed_mean | krum | multi_krum
+  double trim_fraction = 0.1;             // trimmed_mean: fraction cut at each end, [0, 0.5)
+  int byzantine = 1;                      // krum / multi_krum: assumed attackers f
+  int krum_select = 0;                    // multi_krum: updates averaged, 0 = n - f
+  std::string norm_bound = "adaptive:2";  // off | fixed:B | adaptive:K
+  double max_device_weight = 0;           // cap on one update's weight, 0 = none
+  std::string server_optimizer = "sgd";   // sgd | momentum | adam | yogi | adagrad
+  double server_momentum = 0.9;
+  double server_beta1 = 0.9;
+  double server_beta2 = 0.99;
+  double server_tau = 1e-3;
+  double aggregation_memory_mb = 1024;  // buffer limit of the buffering rules
+
   Architecture architecture() const { return Architecture::Parse(model); }
 
   // Checks every field (model text, ranges); throws fedsgd::Error naming the
@@ -57,6 +78,16 @@ struct Plan {
   nlohmann::json ToJson() const;
   // Throws fedsgd::Error for a missing or mistyped field.
   static Plan FromJson(const nlohmann::json& j);
+};
+
+// The parsed form of Plan::norm_bound.
+struct NormBound {
+  enum class Kind { kOff, kFixed, kAdaptive };
+  Kind kind = Kind::kOff;
+  double value = 0;  // B for fixed, K for adaptive
+  // "off", "fixed:B" (B > 0) or "adaptive:K" (K > 0); throws Error naming
+  // --norm-bound and the text.
+  static NormBound Parse(const std::string& text);
 };
 
 Algorithm ParseAlgorithm(const std::string& text);  // "fedavg" | "fedsgd"; throws Error
