@@ -14,7 +14,8 @@ struct CoordinatorOptions {
   std::string listen = "tcp://127.0.0.1:7070";
   std::string publish = "tcp://127.0.0.1:7071";
   std::string http = "127.0.0.1:8080";
-  std::string http_token;  // empty: no authentication
+  std::string http_token;           // empty: no authentication
+  std::string http_cert, http_key;  // PEM files: HTTPS (both or neither)
   // Allows a non-loopback ZeroMQ bind without CURVE keys and a non-loopback
   // HTTP bind without a token (docs/security.md); logged at every start.
   bool insecure = false;
@@ -47,7 +48,8 @@ struct CoordinatorOptions {
   Plan ToPlan() const;
   RoundSettings ToRoundSettings() const;
   // Everything that can be checked without starting: the plan, endpoints,
-  // the HTTP address, that --eval-data exists, and, when --db exists, that it
+  // the HTTP address (a non-loopback one needs --http-token or --insecure),
+  // the TLS files, that --eval-data exists, and, when --db exists, that it
   // is a sound fedsgd database. Throws fedsgd::Error.
   void Check() const;
 };
