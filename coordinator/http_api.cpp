@@ -331,6 +331,8 @@ void HttpApi::Start(const std::string& address) {
   }
   if (port_ <= 0)
     throw Error("cannot serve HTTP on " + address + " (address in use or not local?)");
+  if (auto* plain = dynamic_cast<GuardedHttpServer*>(server_.get())) plain->WidenBacklog();
+  if (auto* tls = dynamic_cast<GuardedHttpsServer*>(server_.get())) tls->WidenBacklog();
   listen_returned_ = false;
   thread_ = std::thread([this] {
     server_->listen_after_bind();

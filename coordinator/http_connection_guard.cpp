@@ -71,6 +71,9 @@ class DeadlineStream : public httplib::Stream {
       : sock_(sock), ssl_(ssl), write_seconds_(write_seconds), timed_out_(timed_out) {}
 
   void set_deadline(Clock::time_point deadline) { deadline_ = deadline; }
+  // A read ran past the deadline: cpp-httplib may still answer 400, but the
+  // connection must end then (the client may go on trickling).
+  bool expired() const { return expired_; }
 
   bool is_readable() const override {
     return (ssl_ && SSL_pending(ssl_) > 0) || WaitReadable(sock_, deadline_);
@@ -80,8 +83,11 @@ class DeadlineStream : public httplib::Stream {
     return ::poll(&p, 1, static_cast<int>(write_seconds_ * 1000)) > 0;
   }
   ssize_t read(char* ptr, size_t size) override {
-    if (!is_readable()) {
-      ++timed_out_;
+    // Past the deadline even when bytes are waiting: a trickle must not
+    // keep a request alive.
+    if (Clock::now() >= deadline_ || !is_readable()) {
+      if (!expired_) ++timed_out_;
+      expired_ = true;
       return -1;
     }
     if (ssl_) {
@@ -122,6 +128,7 @@ class DeadlineStream : public httplib::Stream {
   double write_seconds_;
   std::atomic<std::uint64_t>& timed_out_;
   Clock::time_point deadline_ = Clock::now();
+  bool expired_ = false;
 };
 
 // TLS handshake with a deadline: the socket is non-blocking meanwhile, so a
@@ -269,7 +276,7 @@ void HttpConnectionGuard::Serve(int sock, void* ssl_ctx, const std::function<boo
     bool closed = false;
     const bool last = n + 1 == limits_.max_requests_per_connection;
     clean = process(stream, last, closed);
-    serving = clean && !closed;
+    serving = clean && !closed && !stream.expired();
   }
   if (ssl) {
     if (clean) SSL_shutdown(ssl);

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstddef>
@@ -85,9 +86,14 @@ class HttpConnectionGuard {
   std::atomic<std::uint64_t> timed_out_{0};
 };
 
+inline constexpr int kListenBacklog = 1024;
+
 class GuardedHttpServer : public httplib::Server {
  public:
   explicit GuardedHttpServer(HttpConnectionGuard& guard);
+  // cpp-httplib listens with a backlog of 5: a burst of connections would
+  // wait for SYN retries. Call after bind_to_port.
+  void WidenBacklog() { ::listen(svr_sock_, kListenBacklog); }
 
  private:
   bool process_and_close_socket(socket_t sock) override;
@@ -98,6 +104,7 @@ class GuardedHttpsServer : public httplib::SSLServer {
  public:
   GuardedHttpsServer(HttpConnectionGuard& guard, const std::string& cert_file,
                      const std::string& key_file);
+  void WidenBacklog() { ::listen(svr_sock_, kListenBacklog); }
 
  private:
   bool process_and_close_socket(socket_t sock) override;

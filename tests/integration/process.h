@@ -55,6 +55,7 @@ class Process {
     return !exit_code_;
   }
   void Signal(int sig) { kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
   // The exit status (128 + signal when killed), or nullopt on timeout.
   std::optional<int> Wait(std::chrono::milliseconds timeout) {
     const auto until = std::chrono::steady_clock::now() + timeout;
