@@ -12,14 +12,14 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git ca-certificates
   libzmq3-dev cppzmq-dev libeigen3-dev nlohmann-json3-dev libsqlite3-dev sqlite3
-  zlib1g-dev libcli11-dev libcpp-httplib-dev libsystemd-dev
+  zlib1g-dev libcli11-dev libcpp-httplib-dev libssl-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
 )
 # Used by tests only: the dashboard in a real browser, the metrics format,
 # numpy.load of the model download, systemd-analyze for the units, the
-# compose file's YAML.
-test_tools=(chromium prometheus python3-numpy python3-yaml systemd yamllint)
+# compose file's YAML, openssl for the HTTPS test's self-signed certificate.
+test_tools=(chromium prometheus python3-numpy python3-yaml systemd yamllint openssl)
 add_arm64=false
 with_test_tools=true
 for arg in "$@"; do
