@@ -206,13 +206,18 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     const HttpConnectionGuard::Stats c = guard_.stats();
     res.set_content(board_.metrics() +
+                        "# HELP fedsgd_http_connections_open HTTP connections being served\n"
                         "# TYPE fedsgd_http_connections_open gauge\n"
                         "fedsgd_http_connections_open " +
                         std::to_string(c.open) +
-                        "\n# TYPE fedsgd_http_connections_refused_total counter\n"
+                        "\n# HELP fedsgd_http_connections_refused_total HTTP connections closed at "
+                        "once (over a limit)\n"
+                        "# TYPE fedsgd_http_connections_refused_total counter\n"
                         "fedsgd_http_connections_refused_total " +
                         std::to_string(c.refused) +
-                        "\n# TYPE fedsgd_http_requests_timed_out_total counter\n"
+                        "\n# HELP fedsgd_http_requests_timed_out_total HTTP requests or TLS "
+                        "handshakes that came too slowly\n"
+                        "# TYPE fedsgd_http_requests_timed_out_total counter\n"
                         "fedsgd_http_requests_timed_out_total " +
                         std::to_string(c.timed_out) + "\n",
                     "text/plain; version=0.0.4; charset=utf-8");
