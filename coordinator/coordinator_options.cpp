@@ -51,6 +51,9 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       "Require 'Authorization: Bearer TOKEN' on every HTTP endpoint but /healthz (use it "
       "when --http is not bound to 127.0.0.1; better in a --config file than on the "
       "command line)");
+  app.add_option("--http-cert", o.http_cert,
+                 "Serve HTTPS with this PEM certificate (chain); needs --http-key");
+  app.add_option("--http-key", o.http_key, "PEM private key of --http-cert");
   app.add_flag("--insecure", o.insecure,
                "Allow listening on a non-loopback address without CURVE keys, and serving HTTP "
                "on one without --http-token (a warning is logged at every start)");
@@ -290,8 +293,14 @@ void CoordinatorOptions::Check() const {
   // Two binds of "HOST:*" get two free ports; any other repeat cannot bind.
   if (listen == publish && !listen.ends_with(":*"))
     throw Error("--listen and --publish must differ");
-  ParseHostPort(http);
   CheckSecurity();
+  const std::string http_host = ParseHostPort(http).first;
+  if (!IsLoopbackHost(http_host) && http_token.empty() && !insecure) {
+    throw Error("--http " + http +
+                " is reachable from other hosts: give --http-token (and "
+                "--http-cert/--http-key), or --insecure to serve it without authentication");
+  }
+  CheckTlsFiles({http_cert, http_key});
   namespace fs = std::filesystem;
   if (!eval_data.empty() && !fs::exists(eval_data))
     throw Error("--eval-data " + eval_data + ": no such file or directory");

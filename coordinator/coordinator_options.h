@@ -14,7 +14,8 @@ struct CoordinatorOptions {
   std::string listen = "tcp://127.0.0.1:7070";
   std::string publish = "tcp://127.0.0.1:7071";
   std::string http = "127.0.0.1:8080";
-  std::string http_token;  // empty: no authentication
+  std::string http_token;           // empty: no authentication
+  std::string http_cert, http_key;  // PEM files: HTTPS (both or neither)
   // Allows a non-loopback ZeroMQ bind without CURVE keys and a non-loopback
   // HTTP bind without a token (docs/security.md); logged at every start.
   bool insecure = false;
@@ -75,10 +76,11 @@ struct CoordinatorOptions {
   RoundSettings ToRoundSettings() const;
   // Everything that can be checked without starting: the plan, that the
   // aggregation buffers of --min-devices updates fit --aggregation-memory-mb,
-  // endpoints,
-  // the HTTP address, that --eval-data exists, and, when --db exists, that it
-  // is a sound fedsgd database, the CURVE keys, and that a non-loopback
-  // --listen/--publish has keys or --insecure. Throws fedsgd::Error.
+  // endpoints, the HTTP address (a non-loopback one needs --http-token or
+  // --insecure), the TLS files, that --eval-data exists, and, when --db
+  // exists, that it is a sound fedsgd database; the CURVE keys, and that a
+  // non-loopback --listen/--publish has keys or --insecure. Throws
+  // fedsgd::Error.
   void Check() const;
   // The CURVE part of Check().
   void CheckSecurity() const;

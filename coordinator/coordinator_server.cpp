@@ -81,6 +81,7 @@ void CoordinatorServer::Start() {
     }
   }
 
+  db_lock_ = DatabaseLock::Acquire(options_.db);
   store_ = CheckpointStore::Open(options_.db);
   const Model initial = Model::Create(arch, plan_.seed);
   RunState run = store_->StartRun(plan_.ToJson(), initial.params, options_.new_run);
@@ -140,12 +141,13 @@ void CoordinatorServer::Start() {
   bound_listen_ = router_.get(zmq::sockopt::last_endpoint);
   bound_publish_ = pub_.get(zmq::sockopt::last_endpoint);
 
-  http_ = std::make_unique<HttpApi>(board_, *reader_, run.run_id, arch, options_.http_token);
+  http_ = std::make_unique<HttpApi>(board_, *reader_, run.run_id, arch, options_.http_token,
+                                    HttpTls{options_.http_cert, options_.http_key});
   http_->Start(options_.http);
   PublishStatus();
 
   const auto [host, port] = ParseHostPort(options_.http);
-  const std::string base = "http://" +
+  const std::string base = (options_.http_cert.empty() ? "http://" : "https://") +
                            (host.empty() || host == "0.0.0.0" ? std::string("127.0.0.1") : host) +
                            ":" + std::to_string(http_->port());
   log_ << "fedsgd-coordinator: run " << run.run_id
@@ -163,6 +165,10 @@ void CoordinatorServer::Start() {
                : " (could not raise it to " + std::to_string(files.hard) + ": " + files.error + ")")
        << ", at most " << options_.max_devices << " devices, " << options_.max_joins_per_second
        << " joins/s" << std::endl;
+  if (!IsLoopbackHost(host) && options_.http_token.empty()) {
+    log_ << "fedsgd-coordinator: WARNING: --insecure: HTTP on " << options_.http
+         << " answers anyone without a token" << std::endl;
+  }
   notifier_.Ready();
   notifier_.Status("run " + std::to_string(run.run_id) + ": waiting for devices");
 }

@@ -23,6 +23,7 @@
 #include "checkpoint_store.h"
 #include "connection_monitor.h"
 #include "coordinator_options.h"
+#include "database_lock.h"
 #include "fedsgd/dataset.h"
 #include "fedsgd/log_limiter.h"
 #include "fedsgd/service_notifier.h"
@@ -92,6 +93,7 @@ class CoordinatorServer {
   CoordinatorOptions options_;
   std::ostream& log_;
   Plan plan_;
+  std::unique_ptr<DatabaseLock> db_lock_;  // before store_: released after it closes
   std::unique_ptr<CheckpointStore> store_;
   std::unique_ptr<CheckpointStore> reader_;  // the HTTP side's own connection
   std::unique_ptr<RoundManager> manager_;

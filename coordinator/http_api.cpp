@@ -2,9 +2,16 @@
 #include "http_api.h"
 
 #include <httplib.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <charconv>
 #include <cstring>
+#include <fstream>
 
 #include "checkpoint_store.h"
 #include "fedsgd/error.h"
@@ -14,7 +21,9 @@ namespace {
 
 void Json(httplib::Response& res, const nlohmann::json& body, int status = 200) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  // replace: a path or id with invalid UTF-8 must not make dump() throw.
+  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  "application/json");
 }
 
 void JsonError(httplib::Response& res, int status, const std::string& message) {
@@ -34,7 +43,69 @@ bool QueryCount(const httplib::Request& req, const char* name, std::uint64_t fal
   return !req.has_param(name) || ParseCount(req.get_param_value(name), out);
 }
 
+// A method token as RFC 9110 allows it (letters only here): 405 for an
+// unknown one, 400 for a request line that is not HTTP at all.
+bool LooksLikeMethod(const std::string& method) {
+  if (method.empty() || method.size() > 32) return false;
+  for (const char c : method) {
+    if (c < 'A' || c > 'Z') return false;
+  }
+  return true;
+}
+
+// SO_REUSEADDR (restart while old connections linger in TIME_WAIT) but not
+// cpp-httplib's default SO_REUSEPORT, which lets a second server share it.
+void ReuseAddressOnly(socket_t sock) {
+  const int yes = 1;
+  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+}
+
+std::string OpenSslError() {
+  const unsigned long code = ERR_get_error();
+  ERR_clear_error();
+  if (code == 0) return "";
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  return std::string(" (") + text + ")";
+}
+
 }  // namespace
+
+bool IsLoopbackHost(const std::string& host) {
+  std::string h = host;
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  return h == "localhost" || h == "::1" || h.starts_with("127.");
+}
+
+void CheckTlsFiles(const HttpTls& tls) {
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    throw Error("--http-cert and --http-key go together: give both PEM files or neither");
+  if (tls.cert_file.empty()) return;
+  for (const auto& [flag, file] :
+       {std::pair{"--http-cert", tls.cert_file}, {"--http-key", tls.key_file}}) {
+    if (!std::ifstream(file)) throw Error(std::string(flag) + " " + file + ": cannot be read");
+  }
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()),
+                                                        &SSL_CTX_free);
+  if (!ctx) throw Error("OpenSSL cannot create a TLS context" + OpenSslError());
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), tls.cert_file.c_str()) != 1)
+    throw Error("--http-cert " + tls.cert_file + ": not a PEM certificate" + OpenSslError());
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), tls.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+    throw Error("--http-key " + tls.key_file + ": not a PEM private key for --http-cert " +
+                tls.cert_file + OpenSslError());
+  if (SSL_CTX_check_private_key(ctx.get()) != 1)
+    throw Error("--http-key " + tls.key_file + " does not match --http-cert " + tls.cert_file +
+                OpenSslError());
+}
+
+bool TokenMatches(const std::string& presented, const std::string& token) {
+  // Digests have one length, so neither the length nor the first differing
+  // byte of the token shows in the time taken.
+  unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(presented.data()), presented.size(), a);
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), b);
+  return CRYPTO_memcmp(a, b, sizeof a) == 0;
+}
 
 std::pair<std::string, int> ParseHostPort(const std::string& address) {
   const std::size_t colon = address.rfind(':');
@@ -70,31 +141,53 @@ std::string NpyFile(const std::vector<float>& values) {
 }
 
 HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::int64_t run_id,
-                 Architecture arch, std::string token)
+                 Architecture arch, std::string token, HttpTls tls, HttpConnectionLimits limits)
     : board_(board),
       store_(store),
       run_id_(run_id),
       arch_(std::move(arch)),
       token_(std::move(token)),
-      server_(std::make_unique<httplib::Server>()) {
+      guard_(limits) {
+  CheckTlsFiles(tls);
+  if (tls.cert_file.empty()) {
+    server_ = std::make_unique<GuardedHttpServer>(guard_);
+  } else {
+    server_ = std::make_unique<GuardedHttpsServer>(guard_, tls.cert_file, tls.key_file);
+    if (!server_->is_valid())
+      throw Error("cannot serve HTTPS with --http-cert " + tls.cert_file + " and --http-key " +
+                  tls.key_file + OpenSslError());
+  }
   httplib::Server& s = *server_;
-  // A slow client holds one HTTP worker for at most these, never the loop;
-  // a few dozen workers keep the API up beside a handful of them.
-  s.new_task_queue = [] { return new httplib::ThreadPool(32); };
-  s.set_read_timeout(2, 0);
+  // The guard bounds how long a request may take to arrive; these bound
+  // each socket operation as a last resort (cpp-httplib sets them on accept).
+  const auto whole = static_cast<time_t>(limits.request_seconds + 1);
+  s.set_read_timeout(whole, 0);
   s.set_write_timeout(5, 0);
-  s.set_keep_alive_timeout(2);
   s.set_payload_max_length(64 * 1024);
+  s.set_socket_options(ReuseAddressOnly);
+  s.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
+        std::string what = "internal error";
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          what += std::string(": ") + e.what();
+        } catch (...) {
+        }
+        JsonError(res, 500, what);
+      });
 
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (req.method != "GET" && req.method != "HEAD") {
+      res.set_header("Allow", "GET, HEAD");
       JsonError(res, 405, "only GET and HEAD are supported");
       return httplib::Server::HandlerResponse::Handled;
     }
     if (!token_.empty() && req.path != "/healthz") {
       const std::string bearer = "Bearer " + token_;
-      const bool ok = req.get_header_value("Authorization") == bearer ||
-                      (req.has_param("token") && req.get_param_value("token") == token_);
+      const bool ok =
+          TokenMatches(req.get_header_value("Authorization"), bearer) ||
+          (req.has_param("token") && TokenMatches(req.get_param_value("token"), token_));
       if (!ok) {
         res.set_header("WWW-Authenticate", "Bearer");
         JsonError(res, 401, "this endpoint needs Authorization: Bearer <token>");
@@ -111,15 +204,42 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
     Json(res, {{"ok", true}});
   });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(board_.metrics(), "text/plain; version=0.0.4; charset=utf-8");
+    const HttpConnectionGuard::Stats c = guard_.stats();
+    res.set_content(board_.metrics() +
+                        "# HELP fedsgd_http_connections_open HTTP connections being served\n"
+                        "# TYPE fedsgd_http_connections_open gauge\n"
+                        "fedsgd_http_connections_open " +
+                        std::to_string(c.open) +
+                        "\n# HELP fedsgd_http_connections_refused_total HTTP connections closed at "
+                        "once (over a limit)\n"
+                        "# TYPE fedsgd_http_connections_refused_total counter\n"
+                        "fedsgd_http_connections_refused_total " +
+                        std::to_string(c.refused) +
+                        "\n# HELP fedsgd_http_requests_timed_out_total HTTP requests or TLS "
+                        "handshakes that came too slowly\n"
+                        "# TYPE fedsgd_http_requests_timed_out_total counter\n"
+                        "fedsgd_http_requests_timed_out_total " +
+                        std::to_string(c.timed_out) + "\n",
+                    "text/plain; version=0.0.4; charset=utf-8");
   });
   s.Get("/v1/status",
         [this](const httplib::Request&, httplib::Response& res) { Json(res, board_.status()); });
   s.Get("/v1/plan", [this](const httplib::Request&, httplib::Response& res) {
     Json(res, board_.status().value("plan", nlohmann::json::object()));
   });
-  s.Get("/v1/devices",
-        [this](const httplib::Request&, httplib::Response& res) { Json(res, board_.devices()); });
+  s.Get("/v1/devices", [this](const httplib::Request& req, httplib::Response& res) {
+    std::uint64_t offset = 0, limit = 100;
+    if (!QueryCount(req, "offset", 0, offset) || !QueryCount(req, "limit", 100, limit) ||
+        limit == 0 || limit > 1000) {
+      return JsonError(res, 400, "offset is a non-negative integer, limit one in 1..1000");
+    }
+    const nlohmann::json all = board_.devices();
+    nlohmann::json page = nlohmann::json::array();
+    for (std::uint64_t i = offset; i < all.size() && page.size() < limit; ++i)
+      page.push_back(all[static_cast<std::size_t>(i)]);
+    res.set_header("X-Total-Count", std::to_string(all.size()));
+    Json(res, page);
+  });
   s.Get(R"(/v1/devices/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     const std::string id = req.matches[1];
     for (const auto& d : board_.devices()) {
@@ -187,10 +307,21 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
       JsonError(res, 500, e.what());
     }
   });
+  // Runs outside cpp-httplib's exception handling: it must not throw.
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;  // a handler already explained
-    if (res.status == 404) return JsonError(res, 404, "no such endpoint: " + req.path);
-    JsonError(res, res.status, res.status == 400 ? "bad request" : "error");
+    try {
+      if (res.status == 404) return JsonError(res, 404, "no such endpoint: " + req.path);
+      // cpp-httplib answers 400 to a method it does not know (FOO).
+      if (res.status == 400 && req.method != "GET" && req.method != "HEAD" &&
+          LooksLikeMethod(req.method)) {
+        res.set_header("Allow", "GET, HEAD");
+        return JsonError(res, 405, "only GET and HEAD are supported");
+      }
+      JsonError(res, res.status, res.status == 400 ? "bad request" : "error");
+    } catch (...) {
+      res.set_content(R"({"error":"error"})", "application/json");
+    }
   });
 }
 
@@ -205,12 +336,23 @@ void HttpApi::Start(const std::string& address) {
   }
   if (port_ <= 0)
     throw Error("cannot serve HTTP on " + address + " (address in use or not local?)");
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  if (auto* plain = dynamic_cast<GuardedHttpServer*>(server_.get())) plain->WidenBacklog();
+  if (auto* tls = dynamic_cast<GuardedHttpsServer*>(server_.get())) tls->WidenBacklog();
+  listen_returned_ = false;
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
+  // stop() does nothing to a server that has not started listening yet: an
+  // early Stop() would then wait forever for the accept loop.
+  while (!server_->is_running() && !listen_returned_)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void HttpApi::Stop() {
   if (thread_.joinable()) {
     server_->stop();
+    guard_.CloseAll();
     thread_.join();
   }
 }

@@ -19,8 +19,9 @@ packages=(
 )
 # Used by tests only: the dashboard in a real browser, the metrics format,
 # numpy.load of the model download, systemd-analyze for the units, the
-# compose file's YAML, tcpdump for the CURVE capture test.
-test_tools=(chromium prometheus python3-numpy python3-yaml systemd yamllint tcpdump)
+# compose file's YAML, tcpdump for the CURVE capture test, openssl for the
+# HTTPS test's self-signed certificate.
+test_tools=(chromium prometheus python3-numpy python3-yaml systemd yamllint tcpdump openssl)
 add_arm64=false
 with_test_tools=true
 for arg in "$@"; do
