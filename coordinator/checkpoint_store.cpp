@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "fedsgd/error.h"
+#include "fedsgd/plan.h"
 
 namespace fedsgd {
 namespace {
@@ -338,7 +339,14 @@ RunState CheckpointStore::StartRun(const nlohmann::json& plan,
     Statement newest(db, path_, "SELECT id, plan FROM runs ORDER BY id DESC LIMIT 1");
     if (newest.Step()) {
       const std::int64_t id = newest.Int(0);
-      const nlohmann::json stored = nlohmann::json::parse(newest.Text(1), nullptr, false);
+      nlohmann::json stored = nlohmann::json::parse(newest.Text(1), nullptr, false);
+      // A plan stored before a plan key existed reads back with that key's
+      // default, so it resumes under the same plan written today. One this
+      // version cannot read is compared as stored (and differs).
+      try {
+        stored = Plan::FromJson(stored).ToJson();
+      } catch (const Error&) {
+      }
       if (stored != plan) {
         throw Error(path_ + " holds run " + std::to_string(id) +
                     " with a different plan:\n  stored:    " + stored.dump() +

@@ -92,6 +92,16 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->capture_default_str()
       ->check(kPositive);
   app.add_option("--seed", o.seed, "Seed of the initial model")->capture_default_str();
+  app.add_option("--prox-mu", o.prox_mu,
+                 "FedAvg: FedProx proximal term mu, local loss + mu/2 ||w - w_global||^2 (Li et "
+                 "al. 2020, Federated Optimization in Heterogeneous Networks); 0 = off")
+      ->capture_default_str()
+      ->check(kNonNegative);
+  app.add_option("--eval-fraction", o.eval_fraction,
+                 "Share of each device's shard held out for federated evaluation of every global "
+                 "model (loss, accuracy, fairness over devices); 0 = off, at most 0.5")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.5));
 
   app.add_option("--rounds", o.rounds, "Rounds to run; the coordinator exits after the last")
       ->capture_default_str()
@@ -124,6 +134,8 @@ Plan CoordinatorOptions::ToPlan() const {
   p.sgd.schedule = LrSchedule::Parse(lr_schedule);
   p.server_lr = server_lr;
   p.seed = seed;
+  p.prox_mu = prox_mu;
+  p.eval_fraction = eval_fraction;
   p.Validate();
   return p;
 }

@@ -36,6 +36,8 @@ struct CoordinatorOptions {
   std::string lr_schedule = "constant";
   double server_lr = 1.0;
   std::uint64_t seed = 1;
+  double prox_mu = 0;
+  double eval_fraction = 0.1;
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

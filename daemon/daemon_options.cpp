@@ -11,6 +11,7 @@
 #include "fedsgd/shard.h"
 #include "fedsgd/trainer.h"
 #include "fedsgd/wire.h"
+#include "simulated_attack.h"
 
 namespace fedsgd {
 
@@ -38,6 +39,12 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
   app.add_option("--label-column", o.label_column, "CSV: 0-based label column (-1: last)")
       ->capture_default_str();
   app.add_flag("--csv-header", o.csv_header, "CSV: the first line is a header");
+  app.add_option("--simulate-attack", o.simulate_attack,
+                 "SIMULATION AID for robust-aggregation experiments: make this daemon an "
+                 "attacker that sends sign-flip (-delta), scale:K (K x delta), gaussian:SIGMA "
+                 "(N(0, SIGMA^2) noise instead of the update) or label-flip (trains on labels "
+                 "C-1-y) updates; none = honest")
+      ->capture_default_str();
   app.add_flag("--check-config", o.check_config,
                "Check the configuration (flags and --config file) and exit: 0 when it is usable");
   app.add_flag("--exit-when-done", o.exit_when_done,
@@ -71,6 +78,7 @@ void DaemonOptions::Check() {
   ShardIndex::Parse(shard);
   ShardSpec::Parse(split);
   ParseTrainMode(mode);
+  SimulatedAttack::Parse(simulate_attack);
 }
 
 }  // namespace fedsgd

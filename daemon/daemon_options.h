@@ -22,6 +22,7 @@ struct DaemonOptions {
   bool csv_header = false;
   bool exit_when_done = false;
   bool check_config = false;
+  std::string simulate_attack = "none";  // a simulation aid: see simulated_attack.h
 
   // Everything that can be checked without connecting or loading the data:
   // the endpoint, that --data exists, the id, shard, split and mode. Fills

@@ -35,6 +35,10 @@ void Plan::Validate() const {
   require(std::isfinite(sgd.weight_decay) && sgd.weight_decay >= 0, "weight_decay must be >= 0");
   require(std::isfinite(sgd.l1) && sgd.l1 >= 0, "l1 must be >= 0");
   require(std::isfinite(server_lr) && server_lr > 0, "server_lr must be > 0");
+  require(std::isfinite(prox_mu) && prox_mu >= 0, "prox_mu must be >= 0");
+  // At most half held out: a device must keep most of its shard to train on.
+  require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
+          "eval_fraction must be in [0, 0.5]");
 }
 
 namespace {
@@ -63,6 +67,8 @@ nlohmann::json Plan::ToJson() const {
       {"lr_schedule", sgd.schedule.ToString()},
       {"server_lr", server_lr},
       {"seed", seed},
+      {"prox_mu", prox_mu},
+      {"eval_fraction", eval_fraction},
   };
 }
 
@@ -82,6 +88,10 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     p.sgd.schedule = LrSchedule::Parse(j.at("lr_schedule").get<std::string>());
     p.server_lr = j.at("server_lr").get<double>();
     p.seed = j.at("seed").get<std::uint64_t>();
+    // Absent in plans stored before issue 9: the defaults, which then
+    // compare equal on resume.
+    p.prox_mu = j.value("prox_mu", p.prox_mu);
+    p.eval_fraction = j.value("eval_fraction", p.eval_fraction);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

@@ -309,8 +309,8 @@ TEST_F(FederationTest, HostileMessagesNeverCrashOrTouchTheModel) {
 
   auto update = [&](std::string device, std::uint64_t round, std::vector<float> payload,
                     std::string kind = "delta") {
-    return wire::Update{std::move(device), round, 0, 100, 0.5, std::move(kind), 1.0,
-                        std::move(payload)};
+    return wire::Update{std::move(device),  round,       0, 100, 0.5, std::move(kind), 1.0,
+                        std::move(payload), std::nullopt};
   };
   EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 1, std::vector<float>(10, 1.0f)))),
             wire::RejectReason::kWrongSize);

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "fedsgd/error.h"
+#include "fedsgd/plan.h"
 
 namespace fedsgd {
 namespace {
@@ -185,6 +186,22 @@ TEST_F(CheckpointStoreTest, CommitsAndResumesBitIdentical) {
   EXPECT_EQ(raw.Query("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Query("PRAGMA application_id"), std::to_string(0x46534744));
   EXPECT_EQ(raw.Query("PRAGMA user_version"), "1");
+}
+
+// A plan stored before prox_mu / eval_fraction existed resumes under today's
+// plan with their defaults, and only with those.
+TEST_F(CheckpointStoreTest, PlanStoredWithoutNewerKeysResumesWithTheirDefaults) {
+  auto store = CheckpointStore::Open(path_);
+  nlohmann::json old = Plan{}.ToJson();
+  old.erase("prox_mu");
+  old.erase("eval_fraction");
+  const RunState first = store->StartRun(old, Params(0), false);
+  const RunState again = store->StartRun(Plan{}.ToJson(), Params(0), false);
+  EXPECT_TRUE(again.resumed);
+  EXPECT_EQ(again.run_id, first.run_id);
+  Plan prox;
+  prox.prox_mu = 0.01;
+  EXPECT_THROW(store->StartRun(prox.ToJson(), Params(0), false), Error);
 }
 
 TEST_F(CheckpointStoreTest, DifferentPlanIsRefusedUnlessNewRun) {

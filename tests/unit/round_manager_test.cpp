@@ -24,8 +24,8 @@ class RoundManagerTest : public ::testing::Test {
   }
   static wire::Update Update(const std::string& id, std::uint64_t round, float value,
                              std::uint64_t samples = 100, std::uint64_t version = 0) {
-    return wire::Update{id,  round,   version, samples,
-                        0.5, "delta", 1.0,     std::vector<float>(6, value)};
+    return wire::Update{
+        id, round, version, samples, 0.5, "delta", 1.0, std::vector<float>(6, value), std::nullopt};
   }
   static RejectReason Refusal(RoundManager& m, const wire::Update& u, double now) {
     const auto r = m.OnUpdate(u, 100, now);

@@ -12,6 +12,16 @@
 //           sample-weighted mean delta times server_lr.
 //   fedsgd  each device sends the gradient of its whole shard at the global
 //           model; the coordinator steps by -lr * server_lr * mean gradient.
+//
+// Device-side options (issue 9):
+//   prox_mu        FedProx (Li et al. 2020, "Federated Optimization in
+//                  Heterogeneous Networks"): local training minimises
+//                  loss + prox_mu/2 ||w - w_global||^2; 0 = plain FedAvg.
+//   eval_fraction  share of each device's shard held out (never trained on)
+//                  to evaluate every global model it receives: federated
+//                  evaluation. 0 = off.
+// FromJson accepts a plan without these keys (written before they existed)
+// and gives them their defaults.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +44,8 @@ struct Plan {
   SgdOptions sgd;
   double server_lr = 1.0;
   std::uint64_t seed = 1;
+  double prox_mu = 0;
+  double eval_fraction = 0.1;
 
   Architecture architecture() const { return Architecture::Parse(model); }
 
