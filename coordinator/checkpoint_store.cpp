@@ -247,8 +247,14 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
   };
   try {
     for (const auto& d : devices) {
-      r.devices.push_back({d.at("device").get<std::string>(), d.at("samples").get<std::uint64_t>(),
-                           number(d.at("loss")), number(d.at("train_seconds"))});
+      DeviceContribution c{d.at("device").get<std::string>(), d.at("samples").get<std::uint64_t>(),
+                           number(d.at("loss")), number(d.at("train_seconds")), std::nullopt};
+      if (d.contains("eval_samples")) {
+        c.evaluation =
+            wire::HeldOutEvaluation{number(d.at("eval_loss")), number(d.at("eval_accuracy")),
+                                    d.at("eval_samples").get<std::uint64_t>()};
+      }
+      r.devices.push_back(std::move(c));
     }
   } catch (const nlohmann::json::exception&) {
     throw damaged();
@@ -273,6 +279,11 @@ nlohmann::json RoundRecord::ToJson() const {
                     {"samples", d.samples},
                     {"loss", d.loss},
                     {"train_seconds", d.train_seconds}});
+    if (d.evaluation) {
+      devs.back()["eval_loss"] = d.evaluation->loss;
+      devs.back()["eval_accuracy"] = d.evaluation->accuracy;
+      devs.back()["eval_samples"] = d.evaluation->samples;
+    }
   }
   nlohmann::json j = {{"run_id", run_id},
                       {"round", round},
@@ -292,7 +303,23 @@ nlohmann::json RoundRecord::ToJson() const {
   // The state a restart resumes from is for the coordinator, not the API.
   j["privacy"] = privacy;
   if (privacy.is_object()) j["privacy"].erase("state");
+  const std::optional<FederatedEvaluation> f = federated_evaluation();
+  j["federated_accuracy"] = f ? nlohmann::json(f->accuracy) : nlohmann::json();
+  j["federated_loss"] = f ? nlohmann::json(f->loss) : nlohmann::json();
+  j["federated_accuracy_min"] = f ? nlohmann::json(f->min_accuracy) : nlohmann::json();
+  j["federated_accuracy_median"] = f ? nlohmann::json(f->median_accuracy) : nlohmann::json();
+  j["federated_accuracy_max"] = f ? nlohmann::json(f->max_accuracy) : nlohmann::json();
+  j["federated_devices"] = f ? f->devices : 0;
+  j["federated_samples"] = f ? f->samples : 0;
   return j;
+}
+
+std::optional<FederatedEvaluation> RoundRecord::federated_evaluation() const {
+  std::vector<wire::HeldOutEvaluation> evaluations;
+  for (const DeviceContribution& d : devices) {
+    if (d.evaluation) evaluations.push_back(*d.evaluation);
+  }
+  return SummariseFederatedEvaluation(evaluations);
 }
 
 void CheckpointStore::CloseDb::operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }

@@ -40,6 +40,8 @@
 #include <vector>
 
 #include "server_state.h"
+#include "federated_evaluation.h"
+#include "fedsgd/wire.h"
 
 struct sqlite3;
 
@@ -50,6 +52,10 @@ struct DeviceContribution {
   std::uint64_t samples = 0;
   double loss = 0;
   double train_seconds = 0;
+  // Federated evaluation of the model the device trained from (absent when
+  // it sent none). Stored in the devices JSON column as eval_loss,
+  // eval_accuracy, eval_samples.
+  std::optional<wire::HeldOutEvaluation> evaluation;
 };
 
 struct RoundRecord {
@@ -73,6 +79,11 @@ struct RoundRecord {
   // optimiser); null for rounds committed before it was recorded.
   nlohmann::json aggregation;
 
+  // Derived from devices (federated_evaluation.h); nullopt without any.
+  std::optional<FederatedEvaluation> federated_evaluation() const;
+  // Includes the derived federated_accuracy, federated_loss,
+  // federated_accuracy_min / _median / _max, federated_devices and
+  // federated_samples (null when no device evaluated).
   nlohmann::json ToJson() const;
 };
 

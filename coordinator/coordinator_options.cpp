@@ -104,6 +104,16 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->capture_default_str()
       ->check(kPositive);
   app.add_option("--seed", o.seed, "Seed of the initial model")->capture_default_str();
+  app.add_option("--prox-mu", o.prox_mu,
+                 "FedAvg: FedProx proximal term mu, local loss + mu/2 ||w - w_global||^2 (Li et "
+                 "al. 2020, Federated Optimization in Heterogeneous Networks); 0 = off")
+      ->capture_default_str()
+      ->check(kNonNegative);
+  app.add_option("--eval-fraction", o.eval_fraction,
+                 "Share of each device's shard held out for federated evaluation of every global "
+                 "model (loss, accuracy, fairness over devices); 0 = off, at most 0.5")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.5));
 
   app.add_option("--dp-noise-multiplier", o.dp_noise_multiplier,
                  "Differential privacy (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963): "
@@ -256,6 +266,8 @@ Plan CoordinatorOptions::ToPlan() const {
   p.server_beta2 = server_beta2;
   p.server_tau = server_tau;
   p.aggregation_memory_mb = aggregation_memory_mb;
+  p.prox_mu = prox_mu;
+  p.eval_fraction = eval_fraction;
   p.Validate();
   return p;
 }

@@ -59,6 +59,8 @@ struct CoordinatorOptions {
   double server_beta2 = 0.99;
   double server_tau = 1e-3;
   double aggregation_memory_mb = 1024;
+  double prox_mu = 0;
+  double eval_fraction = 0.1;
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

@@ -523,21 +523,30 @@ void CoordinatorServer::CloseRound() {
   Broadcast(manager_->done());
 
   last_receive_seconds_ = receive_seconds_;
-  char line[768];
+  char line[900];
   std::string acc = "n/a", tloss = "n/a";
   if (r.test_accuracy) acc = std::to_string(*r.test_accuracy).substr(0, 6);
   if (r.test_loss) tloss = std::to_string(*r.test_loss).substr(0, 6);
+  // The devices' view of the model they trained from (version round - 1).
+  std::string federated = "n/a";
+  if (const auto f = r.federated_evaluation()) {
+    char text[96];
+    std::snprintf(text, sizeof text, "%.4f (min %.4f, median %.4f, max %.4f)", f->accuracy,
+                  f->min_accuracy, f->median_accuracy, f->max_accuracy);
+    federated = text;
+  }
   const std::size_t updates = r.devices.size();
   // Against the 4 bytes a float32 parameter needs: what the header costs.
   const double per_update = BytesPerUpdate(r);
   std::snprintf(line, sizeof line,
-                "round %llu/%llu: test accuracy %s, test loss %s, train loss %.4f, %.2f s, %zu "
+                "round %llu/%llu: test accuracy %s, test loss %s, federated accuracy %s, train "
+                "loss %.4f, %.2f s, %zu "
                 "device(s) (receive %.1f ms, aggregate %.2f ms, evaluate %.1f ms, commit %.1f ms, "
                 "broadcast %.1f ms, %.0f bytes/update = %.4f x 4 x parameters), %s: %zu "
                 "clipped to norm %s%s",
                 static_cast<unsigned long long>(round),
                 static_cast<unsigned long long>(settings.rounds), acc.c_str(), tloss.c_str(),
-                r.train_loss, r.finished_at - r.started_at, updates, receive_seconds_ * 1e3,
+                federated.c_str(), r.train_loss, r.finished_at - r.started_at, updates, receive_seconds_ * 1e3,
                 r.aggregate_seconds * 1e3, last_eval_seconds_ * 1e3, last_commit_seconds_ * 1e3,
                 last_broadcast_seconds_ * 1e3, per_update, per_update / ParameterBytes(),
                 r.aggregation.value("rule", std::string("?")).c_str(), clipped,
@@ -739,6 +748,20 @@ std::string CoordinatorServer::Metrics() const {
   if (last_round_) {
     metric("fedsgd_train_loss", "gauge", "Sample-weighted training loss of the last round.",
            last_round_->train_loss);
+  }
+  if (const auto f = last_round_ ? last_round_->federated_evaluation() : std::nullopt) {
+    metric("fedsgd_federated_accuracy", "gauge",
+           "Sample-weighted accuracy on the devices' held-out data of the model the last round "
+           "trained from.",
+           f->accuracy);
+    metric("fedsgd_federated_loss", "gauge",
+           "Sample-weighted loss on the devices' held-out data of that model.", f->loss);
+    metric("fedsgd_federated_accuracy_min", "gauge", "Lowest device's held-out accuracy.",
+           f->min_accuracy);
+    metric("fedsgd_federated_accuracy_median", "gauge", "Median device's held-out accuracy.",
+           f->median_accuracy);
+    metric("fedsgd_federated_accuracy_max", "gauge", "Highest device's held-out accuracy.",
+           f->max_accuracy);
   }
   return out;
 }

@@ -49,7 +49,9 @@ const char* const kDashboardHtml = R"HTML(<!doctype html>
 </header>
 <div id="error"></div>
 <main>
-  <section><h2>Test accuracy per round</h2><svg id="accuracy-chart" viewBox="0 0 600 240" preserveAspectRatio="none"></svg></section>
+  <section><h2>Accuracy per round</h2>
+    <div class="legend"><span><i style="background:#1a7f37"></i>test</span><span><i style="background:#0969da"></i>federated (devices' held-out data)</span><span><i style="background:#9ec5fe"></i>federated min / max over devices</span></div>
+    <svg id="accuracy-chart" viewBox="0 0 600 240" preserveAspectRatio="none"></svg></section>
   <section><h2>Loss per round</h2>
     <div class="legend"><span><i style="background:#d1242f"></i>test loss</span><span><i style="background:#8250df"></i>train loss</span></div>
     <svg id="loss-chart" viewBox="0 0 600 240" preserveAspectRatio="none"></svg></section>
@@ -164,7 +166,9 @@ async function refresh() {
       document.getElementById("privacy").textContent =
           "privacy: eps = " + p.epsilon.toPrecision(3) + " at delta = " + p.delta.toExponential(0);
     }
-    chart(document.getElementById("accuracy-chart"), [{key: "test_accuracy", color: "#1a7f37"}], 1.0);
+    chart(document.getElementById("accuracy-chart"),
+          [{key: "test_accuracy", color: "#1a7f37"}, {key: "federated_accuracy", color: "#0969da"},
+           {key: "federated_accuracy_min", color: "#9ec5fe"}, {key: "federated_accuracy_max", color: "#9ec5fe"}], 1.0);
     chart(document.getElementById("loss-chart"),
           [{key: "test_loss", color: "#d1242f"}, {key: "train_loss", color: "#8250df"}]);
     devicesTable(devices);

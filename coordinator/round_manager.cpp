@@ -121,7 +121,7 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
   }
   aggregator_->Add(u.payload, static_cast<double>(u.samples));
   accepted_.insert(u.device);
-  contributions_.push_back({u.device, u.samples, u.loss, u.train_seconds});
+  contributions_.push_back({u.device, u.samples, u.loss, u.train_seconds, u.evaluation});
   bytes_in_round_ += bytes;
   device->updates_accepted += 1;
   device->bytes_in += bytes;

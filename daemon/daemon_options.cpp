@@ -13,6 +13,7 @@
 #include "fedsgd/shard.h"
 #include "fedsgd/trainer.h"
 #include "fedsgd/wire.h"
+#include "simulated_attack.h"
 
 namespace fedsgd {
 
@@ -40,6 +41,12 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
   app.add_option("--label-column", o.label_column, "CSV: 0-based label column (-1: last)")
       ->capture_default_str();
   app.add_flag("--csv-header", o.csv_header, "CSV: the first line is a header");
+  app.add_option("--simulate-attack", o.simulate_attack,
+                 "SIMULATION AID for robust-aggregation experiments: make this daemon an "
+                 "attacker that sends sign-flip (-delta), scale:K (K x delta), gaussian:SIGMA "
+                 "(N(0, SIGMA^2) noise instead of the update) or label-flip (trains on labels "
+                 "C-1-y) updates; none = honest")
+      ->capture_default_str();
   app.add_flag("--check-config", o.check_config,
                "Check the configuration (flags and --config file) and exit: 0 when it is usable");
   app.add_option("--key", o.key,
@@ -94,6 +101,7 @@ void DaemonOptions::Check() {
                 " is on another machine: give --key and --coordinator-key to encrypt and "
                 "authenticate (docs/security.md), or --insecure to send in clear text");
   }
+  SimulatedAttack::Parse(simulate_attack);
 }
 
 }  // namespace fedsgd

@@ -10,6 +10,7 @@
 #include "fedsgd/curve_socket.h"
 #include "fedsgd/error.h"
 #include "fedsgd/socket_options.h"
+#include "fedsgd/holdout.h"
 
 namespace fedsgd {
 namespace {
@@ -36,6 +37,8 @@ DeviceClient::DeviceClient(DaemonOptions options, const Dataset& shard, std::ost
                            ClientTiming timing)
     : options_(std::move(options)),
       shard_(shard),
+      attack_(SimulatedAttack::Parse(options_.simulate_attack)),
+      attack_rng_(options_.seed ^ std::hash<std::string>{}(options_.id)),
       log_(log),
       timing_(timing),
       mode_(ParseTrainMode(options_.mode)),
@@ -210,6 +213,11 @@ std::optional<std::string> DeviceClient::CheckPlan(const wire::Welcome& w, Plan&
       return "model " + arch.ToString() + " has " + std::to_string(arch.num_classes()) +
              " classes but this device's data has " + std::to_string(shard_.num_classes);
     }
+    if (attack_.kind == SimulatedAttack::Kind::kLabelFlip &&
+        (arch.num_classes() < 2 || shard_.num_classes == 0)) {
+      return "--simulate-attack label-flip needs a classifier with at least 2 classes and "
+             "labelled data";
+    }
     if (w.params.size() != arch.ParameterCount()) {
       return "the welcome's model has " + std::to_string(w.params.size()) +
              " parameters, the plan's " + arch.ToString() + " has " +
@@ -251,6 +259,7 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   joined_ = true;
   fetch_sent_at_ = -1;
   plan_ = std::move(plan);
+  PrepareData(*plan_);
   run_id_ = w.run_id;
   model_version_ = w.model_version;
   params_ = std::move(w.params);
@@ -358,11 +367,32 @@ void DeviceClient::HandleAck(const wire::Ack& a) {
 
 // ---------------------------------------------------------------- training
 
+void DeviceClient::PrepareData(const Plan& plan) {
+  const int classes = plan.architecture().num_classes();
+  if (plan.eval_fraction == split_fraction_ && classes == split_classes_) return;
+  CancelTraining();  // a job reads the sets about to be replaced
+  unsent_.reset();   // and its result counted samples of the old split
+  // Seeded per device: every device holds out its own samples.
+  const HoldOutSplit split =
+      HoldOut(shard_, plan.eval_fraction, options_.seed ^ std::hash<std::string>{}(options_.id));
+  train_set_ = shard_.Subset(split.train);
+  held_out_ = shard_.Subset(split.eval);
+  attack_.FlipLabels(train_set_, classes);
+  split_fraction_ = plan.eval_fraction;
+  split_classes_ = classes;
+  if (held_out_.size() > 0) {
+    Log("federated evaluation: " + std::to_string(held_out_.size()) + " of " +
+        std::to_string(shard_.size()) + " samples held out, " + std::to_string(train_set_.size()) +
+        " to train on");
+  }
+}
+
 void DeviceClient::StartTraining(std::uint64_t round) {
   if (!plan_ || !unfit_reason_.empty()) return;
   CancelTraining();
-  job_ = std::make_unique<TrainingJob>(*plan_, shard_, params_, round, model_version_, threads_,
-                                       mode_, options_.seed);
+  job_ = std::make_unique<TrainingJob>(*plan_, train_set_, params_, round, model_version_, threads_,
+                                       mode_, options_.seed,
+                                       held_out_.size() > 0 ? &held_out_ : nullptr);
   job_run_id_ = run_id_;
   Log("round " + std::to_string(round) + ": training from model version " +
       std::to_string(model_version_));
@@ -390,6 +420,7 @@ void DeviceClient::FinishTraining() {
     return;
   }
   if (r.cancelled) return;
+  attack_.Apply(r.payload, attack_rng_);
   last_loss_ = r.loss;
   last_samples_per_second_ = r.samples_per_second;
   if (!joined_ || run != run_id_) {
@@ -410,8 +441,12 @@ void DeviceClient::SendUpdate(TrainingResult r) {
       Format(" in %.3f s (loss %.4f, %.0f samples/s), ", r.seconds, r.loss, r.samples_per_second);
   // The payload is copied (a few hundred KB, next to seconds of training) so
   // that an update the DEALER cannot take now is kept for after the rejoin.
-  wire::Update u{options_.id, r.round, r.model_version, r.samples,
-                 r.loss,      r.kind,  r.seconds,       r.payload};
+  wire::Update u{options_.id, r.round,   r.model_version, r.samples,   r.loss,
+                 r.kind,      r.seconds, r.payload,       std::nullopt};
+  if (r.evaluation) {
+    u.evaluation = wire::HeldOutEvaluation{Finite(r.evaluation->loss), r.evaluation->accuracy,
+                                           r.evaluation->samples};
+  }
   if (Send(std::move(u))) {
     ++updates_sent_;
     Log(line + "update sent (" + std::to_string(bytes) + " bytes)");
@@ -462,6 +497,11 @@ void DeviceClient::Tick() {
 }
 
 int DeviceClient::Run(const std::atomic<bool>& stop) {
+  if (attack_.active()) {
+    Log("SIMULATED ATTACKER: --simulate-attack " + attack_.ToString() +
+            ": this device sends deliberately bad updates (a simulation aid; never in production)",
+        LogLevel::kWarning);
+  }
   Connect();
   Log("connecting to " + options_.coordinator + " with " + std::to_string(shard_.size()) +
       " samples, " + std::to_string(threads_) + " thread(s), " + ToString(mode_));

@@ -9,6 +9,14 @@
 // jitter: a restarted coordinator is never a reason to exit. A plan that
 // does not fit this device's data is logged and asked for again slowly.
 //
+// Federated evaluation: when the plan's eval_fraction > 0 the shard is split
+// (seeded, stratified by class: fedsgd/holdout.h) into a training set and a
+// held-out set that is never trained on; each job scores the global model on
+// the held-out set first and the Update carries the result. Memory: the two
+// parts are a copy of the shard (one more shard's worth of floats), made
+// again only when eval_fraction changes. --simulate-attack (a simulation
+// aid, simulated_attack.h) changes the training labels or the sent update.
+//
 // Thread-safety: Run() is called once, from one thread; the figures below
 // may be read from any thread.
 #pragma once
@@ -32,6 +40,7 @@
 #include "fedsgd/plan.h"
 #include "fedsgd/service_notifier.h"
 #include "fedsgd/wire.h"
+#include "simulated_attack.h"
 #include "training_job.h"
 
 namespace fedsgd {
@@ -93,6 +102,9 @@ class DeviceClient {
   void CancelTraining();
   void FinishTraining();
   void SendUpdate(TrainingResult result);
+  // Cuts the shard into training and held-out parts for the plan (once per
+  // eval_fraction) and applies a label-flip attack to the training part.
+  void PrepareData(const Plan& plan);
   void Tick();
   std::string PublishEndpoint(const std::string& announced) const;
   void Log(const std::string& line, LogLevel level = LogLevel::kInfo);
@@ -103,6 +115,14 @@ class DeviceClient {
 
   DaemonOptions options_;
   const Dataset& shard_;
+  // The shard without its held-out part, and that part; split_fraction_ is
+  // the eval_fraction they were cut for (< 0: not yet cut).
+  Dataset train_set_;
+  Dataset held_out_;
+  double split_fraction_ = -1;
+  int split_classes_ = 0;  // the model's classes the labels were flipped for
+  SimulatedAttack attack_;
+  std::mt19937_64 attack_rng_;
   std::ostream& log_;
   ClientTiming timing_;
   TrainMode mode_;

@@ -10,9 +10,10 @@ namespace fedsgd {
 
 TrainingJob::TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global,
                          std::uint64_t round, std::uint64_t model_version, int threads,
-                         TrainMode mode, std::uint64_t seed)
+                         TrainMode mode, std::uint64_t seed, const Dataset* held_out)
     : plan_(plan),
       data_(data),
+      held_out_(held_out),
       global_(std::move(global)),
       round_(round),
       model_version_(model_version),
@@ -52,6 +53,9 @@ void TrainingJob::Work() {
   r.samples = data_.size();
   try {
     Model model{plan_.architecture(), global_};
+    if (held_out_ != nullptr && held_out_->size() > 0 && !cancel_.load()) {
+      r.evaluation = Evaluate(model.arch, global_.data(), *held_out_, threads_);
+    }
     if (plan_.algorithm == Algorithm::kFedAvg) {
       TrainOptions o;
       o.threads = threads_;
@@ -60,6 +64,7 @@ void TrainingJob::Work() {
       o.epochs = plan_.local_epochs;
       o.max_steps = plan_.local_steps;
       o.sgd = plan_.sgd;
+      o.prox_mu = static_cast<float>(plan_.prox_mu);
       // A different shuffle every round, the same for a given round.
       o.seed = seed_ * 1000003u + round_;
       const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);

@@ -1,11 +1,11 @@
 // TrainingJob: one round's local training, on a thread of its own.
 //
 // Started by the network thread with the global model of a round; it never
-// touches a socket. FedAvg runs LocalTrainer for the plan's local epochs /
-// steps and yields delta = trained - global. FedSGD yields the gradient of
-// the mean loss over the whole shard at the global model (computed in
-// mini-batches of the plan's size on one thread). Cancel() makes it end
-// after the current mini-batch. The network thread polls done() and then
+// touches a socket. With a held-out set (federated evaluation) it first
+// scores the global model on it, then trains. FedAvg runs LocalTrainer for the plan's local epochs
+// / steps and yields delta = trained - global. FedSGD yields the gradient of the mean loss over the
+// whole shard at the global model (computed in mini-batches of the plan's size on one thread).
+// Cancel() makes it end after the current mini-batch. The network thread polls done() and then
 // takes the result.
 #pragma once
 
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "fedsgd/dataset.h"
+#include "fedsgd/network.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/trainer.h"
 
@@ -33,15 +34,20 @@ struct TrainingResult {
   double loss = 0;
   double seconds = 0;
   double samples_per_second = 0;
+  // The global model on the held-out samples, before training; absent
+  // without a held-out set (or an empty one).
+  std::optional<Evaluation> evaluation;
   bool cancelled = false;
   std::string error;  // set when training failed (e.g. the plan does not fit the data)
 };
 
 class TrainingJob {
  public:
-  // `data` must outlive the job. threads/mode are the device's own settings.
+  // `data` (and `held_out`, which may be null) must outlive the job.
+  // threads/mode are the device's own settings.
   TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global, std::uint64_t round,
-              std::uint64_t model_version, int threads, TrainMode mode, std::uint64_t seed);
+              std::uint64_t model_version, int threads, TrainMode mode, std::uint64_t seed,
+              const Dataset* held_out = nullptr);
   ~TrainingJob();  // cancels and joins
   TrainingJob(const TrainingJob&) = delete;
   TrainingJob& operator=(const TrainingJob&) = delete;
@@ -62,6 +68,7 @@ class TrainingJob {
 
   Plan plan_;
   const Dataset& data_;
+  const Dataset* held_out_;
   std::vector<float> global_;
   std::uint64_t round_;
   std::uint64_t model_version_;

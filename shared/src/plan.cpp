@@ -108,6 +108,10 @@ void Plan::Validate() const {
   require(std::isfinite(server_tau) && server_tau > 0, "server_tau (--server-tau) must be > 0");
   require(std::isfinite(aggregation_memory_mb) && aggregation_memory_mb > 0,
           "aggregation_memory_mb (--aggregation-memory-mb) must be > 0");
+  require(std::isfinite(prox_mu) && prox_mu >= 0, "prox_mu (--prox-mu) must be >= 0");
+  // At most half held out: a device must keep most of its shard to train on.
+  require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
+          "eval_fraction (--eval-fraction) must be in [0, 0.5]");
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
@@ -178,6 +182,8 @@ nlohmann::json Plan::ToJson() const {
       {"server_beta2", server_beta2},
       {"server_tau", server_tau},
       {"aggregation_memory_mb", aggregation_memory_mb},
+      {"prox_mu", prox_mu},
+      {"eval_fraction", eval_fraction},
   };
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
@@ -245,6 +251,8 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("server_beta2", p.server_beta2);
     optional("server_tau", p.server_tau);
     optional("aggregation_memory_mb", p.aggregation_memory_mb);
+    optional("prox_mu", p.prox_mu);
+    optional("eval_fraction", p.eval_fraction);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

@@ -13,6 +13,10 @@
 //            thread reduces one slice of the parameter vector over all
 //            threads' gradients (in thread order, so the result does not
 //            depend on timing) and applies the step to it.
+//
+// With FedProx (prox_mu > 0) the proximal gradient is added to the private
+// gradient: in hogwild at the thread's weight snapshot (the point where the
+// loss gradient was taken), in sync mode to the thread's own slice.
 #include "fedsgd/trainer.h"
 
 #include <algorithm>
@@ -27,6 +31,7 @@
 
 #include "fedsgd/error.h"
 #include "fedsgd/network.h"
+#include "fedsgd/proximal_term.h"
 
 namespace fedsgd {
 
@@ -103,6 +108,7 @@ struct RunPlan {
   TrainProgress* progress;
   std::size_t steps_per_epoch;
   long total_steps;
+  const float* anchor;  // FedProx: the weights at the start; null when prox_mu == 0
 };
 
 bool StopRequested(const std::atomic<bool>* stop) {
@@ -149,6 +155,10 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       const float loss =
           ForwardBackward(run.arch, buf.weights.data(), buf.x.data(), buf.y.data(), rows,
                           buf.grad.data(), buf.workspace, dropout ? &rngs[t] : nullptr);
+      if (run.anchor) {
+        AddProximalGradient(buf.grad.data(), buf.weights.data(), run.anchor, count,
+                            run.opt.prox_mu);
+      }
       const auto lr = static_cast<float>(run.opt.sgd.schedule.Rate(run.opt.sgd.lr, first_step + b));
       SgdStepShared(shared, buf.grad.data(), shared_velocity, count, lr, run.opt.sgd);
       r.loss_sum += loss;
@@ -246,6 +256,10 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
         const float* gu = buffers[u].grad.data();
         for (std::size_t i = slice_begin; i < slice_end; ++i) g[i] += w * gu[i];
       }
+      if (run.anchor) {
+        AddProximalGradient(g + slice_begin, model.params.data() + slice_begin,
+                            run.anchor + slice_begin, slice_end - slice_begin, run.opt.prox_mu);
+      }
       const auto lr =
           static_cast<float>(run.opt.sgd.schedule.Rate(run.opt.sgd.lr, first_step + step));
       SgdStep(model.params.data() + slice_begin, g + slice_begin,
@@ -280,7 +294,15 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
 
   const std::size_t n = data.size();
   const std::size_t batch = static_cast<std::size_t>(opt.batch);
-  RunPlan run{model.arch, data, opt, stop, progress, (n + batch - 1) / batch, 0};
+  if (!std::isfinite(opt.prox_mu) || opt.prox_mu < 0) {
+    throw Error("the FedProx mu (prox_mu) must be >= 0");
+  }
+  // Allocated once here, read-only during training.
+  const std::vector<float> anchor = opt.prox_mu > 0 ? model.params : std::vector<float>();
+  RunPlan run{model.arch, data,
+              opt,        stop,
+              progress,   (n + batch - 1) / batch,
+              0,          anchor.empty() ? nullptr : anchor.data()};
   run.total_steps =
       opt.epochs > 0
           ? static_cast<long>(std::ceil(opt.epochs * static_cast<double>(run.steps_per_epoch)))

@@ -33,8 +33,9 @@ constexpr std::size_t kMaxDeviceId = 64;
 constexpr std::size_t kMaxDepth = 32;
 
 constexpr std::string_view kReasonNames[kRejectReasonCount] = {
-    "malformed", "bad_version",    "unknown_kind", "bad_field",    "wrong_size", "non_finite",
-    "oversize",  "unknown_device", "stale_round",  "round_closed", "duplicate",  "not_selected",
+    "malformed",         "bad_version",      "unknown_kind", "bad_field",
+    "wrong_size",        "non_finite",       "oversize",     "unknown_device",
+    "stale_round",       "round_closed",     "duplicate",    "not_selected",
     "identity_mismatch", "too_many_devices", "rate_limited", "samples_exceeded"};
 
 constexpr std::string_view kKindNames[] = {"join",  "welcome", "heartbeat", "fetch_model",
@@ -340,14 +341,21 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
     message =
         Model{r.String("run_id"), r.Uint("model_version"), r.Uint("round"), r.Bool("final"), {}};
   } else if (kind == "update") {
-    message = Update{r.Device(),
-                     r.Uint("round"),
-                     r.Uint("model_version"),
-                     r.Uint("samples", 1),
-                     r.Double("loss"),
-                     r.OneOf("update_kind", {"delta", "gradient"}),
-                     r.Double("train_seconds", 0),
-                     {}};
+    Update u{r.Device(),
+             r.Uint("round"),
+             r.Uint("model_version"),
+             r.Uint("samples", 1),
+             r.Double("loss"),
+             r.OneOf("update_kind", {"delta", "gradient"}),
+             r.Double("train_seconds", 0),
+             {},
+             std::nullopt};
+    // Federated evaluation: all three fields or none.
+    if (h.contains("eval_loss") || h.contains("eval_accuracy") || h.contains("eval_samples")) {
+      u.evaluation = HeldOutEvaluation{r.Double("eval_loss", 0), r.Double("eval_accuracy", 0, 1),
+                                       r.Uint("eval_samples", 1, kMaxHeldOutSamples)};
+    }
+    message = std::move(u);
   } else if (kind == "ack") {
     message = Ack{r.Uint("round"), r.Uint("model_version"), r.String("detail")};
   } else if (kind == "reject") {
@@ -425,6 +433,11 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["loss"] = m.loss;
           h["update_kind"] = m.kind;
           h["train_seconds"] = m.train_seconds;
+          if (m.evaluation) {
+            h["eval_loss"] = m.evaluation->loss;
+            h["eval_accuracy"] = m.evaluation->accuracy;
+            h["eval_samples"] = m.evaluation->samples;
+          }
         } else if constexpr (std::is_same_v<T, Ack>) {
           h["round"] = m.round;
           h["model_version"] = m.model_version;

@@ -223,9 +223,9 @@ TEST_F(AbuseTest, HonestRoundsContinueAndMemoryStaysBoundedUnderAttack) {
   const std::uint64_t round = open.value("open_round", std::uint64_t{0});
   const std::uint64_t version = open.value("model_version", std::uint64_t{0});
   wire::Send(*mallory, wire::Update{"mallory", round, version, ~std::uint64_t{0}, 0.5, "delta", 1,
-                                    std::vector<float>(n, 3e38f)});
+                                    std::vector<float>(n, 3e38f), std::nullopt});
   wire::Send(*mallory, wire::Update{"mallory", round, version, 100, 0.5, "delta", 1,
-                                    std::vector<float>(n / 2, 1.0f)});
+                                    std::vector<float>(n / 2, 1.0f), std::nullopt});
   // 3. 1,500 model fetches, never read.
   for (int i = 0; i < 1500; ++i) {
     wire::Send(*mallory, wire::FetchModel{"mallory"});

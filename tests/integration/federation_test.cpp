@@ -156,6 +156,8 @@ TEST_F(FederationTest, FullRunToTheEnd) {
   EXPECT_GT(summary["test_accuracy"].get<double>(), 0.6);
   EXPECT_EQ(summary["updates_rejected"], 0);
   EXPECT_NE(coordinator->Stderr().find("round 3/3: test accuracy"), std::string::npos);
+  EXPECT_NE(coordinator->Stderr().find("federated accuracy 0."), std::string::npos)
+      << "the default plan holds out 10% of each shard for federated evaluation";
   for (auto& d : daemons) EXPECT_EQ(d->Wait(10s), 0) << d->Stderr();
 
   auto store = CheckpointStore::Open(db(), /*read_only=*/true);
@@ -164,6 +166,16 @@ TEST_F(FederationTest, FullRunToTheEnd) {
   for (const RoundRecord& r : rounds) {
     EXPECT_EQ(r.devices.size(), 3u) << "round " << r.round;
     EXPECT_TRUE(r.test_accuracy.has_value());
+    // Federated evaluation (default eval_fraction 0.1): every device scored
+    // the model it trained from on its held-out tenth.
+    for (const DeviceContribution& d : r.devices) {
+      ASSERT_TRUE(d.evaluation.has_value()) << d.device << " round " << r.round;
+      EXPECT_GT(d.evaluation->samples, 0u);
+    }
+    const nlohmann::json j = r.ToJson();
+    EXPECT_TRUE(j.at("federated_accuracy").is_number()) << j.dump();
+    EXPECT_LE(j.at("federated_accuracy_min").get<double>(),
+              j.at("federated_accuracy_max").get<double>());
     // Each update: 4 bytes a parameter plus a small CBOR header.
     const std::uint64_t payload = 3 * Architecture::Parse(kModel).ParameterCount() * 4;
     EXPECT_GE(r.bytes_in, payload);
@@ -309,8 +321,8 @@ TEST_F(FederationTest, HostileMessagesNeverCrashOrTouchTheModel) {
 
   auto update = [&](std::string device, std::uint64_t round, std::vector<float> payload,
                     std::string kind = "delta") {
-    return wire::Update{std::move(device), round, 0, 100, 0.5, std::move(kind), 1.0,
-                        std::move(payload)};
+    return wire::Update{std::move(device),  round,       0, 100, 0.5, std::move(kind), 1.0,
+                        std::move(payload), std::nullopt};
   };
   EXPECT_EQ(ReasonOf(peer.Ask(update("mallory", 1, std::vector<float>(10, 1.0f)))),
             wire::RejectReason::kWrongSize);
@@ -460,6 +472,7 @@ TEST_F(FederationTest, MonitoringMetricsModelDownloadAndDashboard) {
   }
   EXPECT_NE(metrics->body.find("fedsgd_round_duration_seconds_count"), std::string::npos);
   EXPECT_NE(metrics->body.find("fedsgd_devices_online 2"), std::string::npos);
+  EXPECT_NE(metrics->body.find("fedsgd_federated_accuracy_median "), std::string::npos);
 
   // The model as .npy, read by numpy itself.
   const std::string npy = Path("model.npy");

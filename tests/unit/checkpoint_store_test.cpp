@@ -75,7 +75,7 @@ class CheckpointStoreTest : public ::testing::Test {
     RoundRecord r;
     r.run_id = run;
     r.round = round;
-    r.devices = {{"dev0", 100, 0.5, 1.0}, {"dev1", 300, 0.25, 2.0}};
+    r.devices = {{"dev0", 100, 0.5, 1.0, std::nullopt}, {"dev1", 300, 0.25, 2.0, std::nullopt}};
     r.train_loss = 0.3125;
     r.test_accuracy = 0.5 + 0.01 * static_cast<double>(round);
     r.started_at = 1000.0 + static_cast<double>(round);
@@ -232,6 +232,50 @@ TEST_F(CheckpointStoreTest, UpgradesASchemaOneFileInPlace) {
   store->CommitRound(r, Params(3));
   EXPECT_EQ(store->GetRound(1, 3)->privacy, r.privacy);
   EXPECT_TRUE(store->GetRound(1, 1)->privacy.is_null());
+}
+
+// Federated evaluation lives in the devices column: it reads back as sent
+// and the round's federated figures are derived from it again.
+TEST_F(CheckpointStoreTest, DeviceEvaluationsRoundTripAndDeriveTheFederatedView) {
+  auto store = CheckpointStore::Open(path_);
+  const RunState run = store->StartRun(plan_, Params(0), false);
+  RoundRecord r = Record(run.run_id, 1);
+  r.devices[0].evaluation = wire::HeldOutEvaluation{0.5, 0.9, 100};
+  r.devices[1].evaluation = wire::HeldOutEvaluation{1.5, 0.5, 300};
+  RoundRecord plain = Record(run.run_id, 2);
+  store->CommitRound(r, Params(1));
+  store->CommitRound(plain, Params(2));
+  const auto rounds = store->ListRounds(run.run_id, 0, 10);
+  ASSERT_EQ(rounds.size(), 2u);
+  ASSERT_TRUE(rounds[0].devices[1].evaluation.has_value());
+  EXPECT_DOUBLE_EQ(rounds[0].devices[1].evaluation->accuracy, 0.5);
+  EXPECT_EQ(rounds[0].devices[1].evaluation->samples, 300u);
+  const nlohmann::json j = rounds[0].ToJson();
+  EXPECT_DOUBLE_EQ(j.at("federated_accuracy").get<double>(), (0.9 * 100 + 0.5 * 300) / 400);
+  EXPECT_DOUBLE_EQ(j.at("federated_loss").get<double>(), (0.5 * 100 + 1.5 * 300) / 400);
+  EXPECT_DOUBLE_EQ(j.at("federated_accuracy_min").get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j.at("federated_accuracy_max").get<double>(), 0.9);
+  EXPECT_EQ(j.at("federated_samples").get<std::uint64_t>(), 400u);
+  EXPECT_EQ(j.at("devices")[0].at("eval_accuracy").get<double>(), 0.9);
+  EXPECT_FALSE(rounds[1].devices[0].evaluation.has_value());
+  EXPECT_TRUE(rounds[1].ToJson().at("federated_accuracy").is_null());
+  EXPECT_FALSE(rounds[1].ToJson().at("devices")[0].contains("eval_accuracy"));
+}
+
+// A plan stored before prox_mu / eval_fraction existed resumes under today's
+// plan with their defaults, and only with those.
+TEST_F(CheckpointStoreTest, PlanStoredWithoutNewerKeysResumesWithTheirDefaults) {
+  auto store = CheckpointStore::Open(path_);
+  nlohmann::json old = Plan{}.ToJson();
+  old.erase("prox_mu");
+  old.erase("eval_fraction");
+  const RunState first = store->StartRun(old, Params(0), false);
+  const RunState again = store->StartRun(Plan{}.ToJson(), Params(0), false);
+  EXPECT_TRUE(again.resumed);
+  EXPECT_EQ(again.run_id, first.run_id);
+  Plan prox;
+  prox.prox_mu = 0.01;
+  EXPECT_THROW(store->StartRun(prox.ToJson(), Params(0), false), Error);
 }
 
 TEST_F(CheckpointStoreTest, DifferentPlanIsRefusedUnlessNewRun) {
@@ -507,7 +551,7 @@ TEST_F(CheckpointStoreTest, ReadersRunWhileRoundsCommit) {
       RoundRecord rec;
       rec.run_id = run;
       rec.round = r;
-      rec.devices = {{"dev0", r, 0.5, 1.0}};
+      rec.devices = {{"dev0", r, 0.5, 1.0, std::nullopt}};
       store->CommitRound(rec, std::vector<float>(100000, static_cast<float>(r)));
       if (r == 1 && write(ready, "x", 1) != 1) _exit(3);
     }

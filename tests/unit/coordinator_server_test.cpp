@@ -131,8 +131,9 @@ class CoordinatorServerTest : public ::testing::Test {
 
   static wire::Update Update(const std::string& device, std::uint64_t round, std::uint64_t version,
                              float value, std::uint64_t samples) {
-    return wire::Update{device, round,   version, samples,
-                        0.5,    "delta", 0.1,     std::vector<float>(kParams, value)};
+    return wire::Update{device,      round,   version, samples,
+                        0.5,         "delta", 0.1,     std::vector<float>(kParams, value),
+                        std::nullopt};
   }
   // The newest committed round and its weights, read as the HTTP side does.
   std::pair<std::uint64_t, std::vector<float>> Committed() const {

@@ -183,8 +183,9 @@ class FakeCoordinator {
 class RunningClient {
  public:
   RunningClient(const std::string& endpoint, const Dataset& data, ClientTiming timing = Fast(),
-                bool exit_when_done = false) {
+                bool exit_when_done = false, std::string attack = "none") {
     DaemonOptions o;
+    o.simulate_attack = std::move(attack);
     o.coordinator = endpoint;
     o.id = "dev0";
     o.threads = 1;
@@ -246,7 +247,14 @@ TEST(DeviceClientTest, JoinsTrainsTheOpenRoundAndSendsItsUpdate) {
   EXPECT_EQ(u.device, "dev0");
   EXPECT_EQ(u.round, 4u);
   EXPECT_EQ(u.model_version, 3u);
-  EXPECT_EQ(u.samples, 300u);
+  // The default plan holds out 10% per class (3 classes of 100) for
+  // federated evaluation: the update weighs the samples trained on.
+  EXPECT_EQ(u.samples, 270u);
+  ASSERT_TRUE(u.evaluation.has_value());
+  EXPECT_EQ(u.evaluation->samples, 30u);
+  EXPECT_GE(u.evaluation->accuracy, 0.0);
+  EXPECT_LE(u.evaluation->accuracy, 1.0);
+  EXPECT_GT(u.evaluation->loss, 0.0);
   EXPECT_EQ(u.kind, "delta");
   EXPECT_EQ(u.payload.size(), fake.params.size());
   EXPECT_GT(u.loss, 0);
@@ -269,17 +277,42 @@ TEST(DeviceClientTest, JoinsTrainsTheOpenRoundAndSendsItsUpdate) {
   EXPECT_EQ(c.client().updates_sent(), 2u);
   EXPECT_NE(c.log().find("dev0: joined run 7 at model version 3 (round 4 open)"), std::string::npos)
       << c.log();
-  EXPECT_NE(c.log().find("dev0: round 4: trained 300 samples"), std::string::npos) << c.log();
+  EXPECT_NE(c.log().find("dev0: round 4: trained 270 samples"), std::string::npos) << c.log();
+  EXPECT_EQ(c.log().find("SIMULATED ATTACKER"), std::string::npos) << "honest by default";
+}
+
+// Sync mode with one thread is deterministic, so the attacker's update is
+// exactly the transform of the honest one.
+TEST(DeviceClientTest, SimulatedAttackerSendsTheTransformedUpdateAndSaysSo) {
+  const Dataset data = Blobs(120);
+  std::vector<float> honest;
+  {
+    FakeCoordinator fake;
+    RunningClient c(fake.endpoint(), data);
+    ASSERT_TRUE(fake.ServeUntil([&] { return !fake.updates.empty(); }));
+    honest = fake.updates[0].payload;
+  }
+  FakeCoordinator fake;
+  RunningClient c(fake.endpoint(), data, RunningClient::Fast(), false, "scale:-3");
+  ASSERT_TRUE(fake.ServeUntil([&] { return !fake.updates.empty(); }));
+  const std::vector<float>& sent = fake.updates[0].payload;
+  ASSERT_EQ(sent.size(), honest.size());
+  for (std::size_t i = 0; i < sent.size(); ++i) EXPECT_FLOAT_EQ(sent[i], -3.0f * honest[i]) << i;
+  c.Stop();
+  EXPECT_NE(c.log().find("SIMULATED ATTACKER: --simulate-attack scale:-3"), std::string::npos)
+      << c.log();
 }
 
 TEST(DeviceClientTest, FedSgdSendsTheGradient) {
   const Dataset data = Blobs(90);
   FakeCoordinator fake;
   fake.plan.algorithm = Algorithm::kFedSgd;
+  fake.plan.eval_fraction = 0;  // federated evaluation off: the whole shard, no evaluation
   RunningClient c(fake.endpoint(), data);
   ASSERT_TRUE(fake.ServeUntil([&] { return !fake.updates.empty(); }));
   EXPECT_EQ(fake.updates[0].kind, "gradient");
   EXPECT_EQ(fake.updates[0].samples, 90u);
+  EXPECT_FALSE(fake.updates[0].evaluation.has_value());
   EXPECT_EQ(fake.updates[0].payload.size(), fake.params.size());
 }
 

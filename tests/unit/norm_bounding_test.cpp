@@ -36,13 +36,14 @@ ClosedRound PlayRound(RoundManager& m, std::uint64_t round, bool hostile) {
   float v = 0.09f;
   for (const char* id : {"a", "b", "c"}) {
     v += 0.01f;
-    EXPECT_FALSE(
-        m.OnUpdate(wire::Update{id, round, round - 1, 100, 0.5, "delta", 1.0, Fill(v)}, 100, now));
+    EXPECT_FALSE(m.OnUpdate(
+        wire::Update{id, round, round - 1, 100, 0.5, "delta", 1.0, Fill(v), std::nullopt}, 100,
+        now));
   }
   if (hostile) {
-    EXPECT_FALSE(m.OnUpdate(
-        wire::Update{"evil", round, round - 1, 1000000000000000ull, 0.5, "delta", 1.0, Fill(1e30f)},
-        100, now));
+    EXPECT_FALSE(m.OnUpdate(wire::Update{"evil", round, round - 1, 1000000000000000ull, 0.5,
+                                         "delta", 1.0, Fill(1e30f), std::nullopt},
+                            100, now));
   }
   return m.CloseRound(now);
 }

@@ -20,10 +20,26 @@ TEST(PlanTest, JsonRoundTrip) {
   p.sgd.schedule = LrSchedule::Parse("step:100:0.5");
   p.server_lr = 0.75;
   p.seed = 42;
+  p.prox_mu = 0.01;
+  p.eval_fraction = 0.2;
   const Plan q = Plan::FromJson(p.ToJson());
   EXPECT_EQ(q.ToJson(), p.ToJson());
   EXPECT_EQ(q.algorithm, Algorithm::kFedSgd);
   EXPECT_EQ(q.architecture(), p.architecture());
+  EXPECT_EQ(q.prox_mu, 0.01);
+  EXPECT_EQ(q.eval_fraction, 0.2);
+}
+
+TEST(PlanTest, PlanWithoutTheDeviceKeysGetsTheDefaults) {
+  nlohmann::json j = Plan{}.ToJson();
+  j.erase("prox_mu");
+  j.erase("eval_fraction");
+  const Plan p = Plan::FromJson(j);
+  EXPECT_EQ(p.prox_mu, 0.0);
+  EXPECT_EQ(p.eval_fraction, 0.1);
+  EXPECT_EQ(p.ToJson(), Plan{}.ToJson());
+  j["prox_mu"] = "strong";
+  EXPECT_THROW(Plan::FromJson(j), Error);
 }
 
 TEST(PlanTest, RejectsBadValuesWithTheFieldName) {
@@ -43,6 +59,10 @@ TEST(PlanTest, RejectsBadValuesWithTheFieldName) {
   bad([](Plan& p) { p.server_lr = 0; }, "server_lr");
   bad([](Plan& p) { p.local_epochs = 0; }, "local_epochs");
   bad([](Plan& p) { p.model = "mlp:"; }, "mlp:");
+  bad([](Plan& p) { p.prox_mu = -0.1; }, "prox_mu");
+  bad([](Plan& p) { p.prox_mu = std::nan(""); }, "prox_mu");
+  bad([](Plan& p) { p.eval_fraction = 0.6; }, "eval_fraction");
+  bad([](Plan& p) { p.eval_fraction = -0.1; }, "eval_fraction");
 }
 
 TEST(PlanTest, AggregationFieldsRoundTripDefaultAndValidate) {

@@ -28,8 +28,8 @@ class RoundManagerTest : public ::testing::Test {
   }
   static wire::Update Update(const std::string& id, std::uint64_t round, float value,
                              std::uint64_t samples = 100, std::uint64_t version = 0) {
-    return wire::Update{id,  round,   version, samples,
-                        0.5, "delta", 1.0,     std::vector<float>(6, value)};
+    return wire::Update{
+        id, round, version, samples, 0.5, "delta", 1.0, std::vector<float>(6, value), std::nullopt};
   }
   static RejectReason Refusal(RoundManager& m, const wire::Update& u, double now) {
     const auto r = m.OnUpdate(u, 100, now);
@@ -328,7 +328,7 @@ class RoundManagerPrivacyTest : public ::testing::Test {
     const std::uint64_t round = m.OpenRound(now, 1000 + now);
     for (const char* id : {"a", "b"}) {
       EXPECT_FALSE(m.OnUpdate(wire::Update{id, round, m.version(), 100, 0.5, "delta", 1.0,
-                                           std::vector<float>(6, 10.0f)},
+                                           std::vector<float>(6, 10.0f), std::nullopt},
                               100, now));
     }
     return m.CloseRound(1000 + now);

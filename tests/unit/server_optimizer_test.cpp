@@ -113,8 +113,9 @@ class ResumeTest : public ::testing::Test {
       std::vector<float> delta(6);
       for (float& x : delta) x = normal(rng);
       samples += 25;
-      ASSERT_FALSE(m.OnUpdate(wire::Update{id, round, round - 1, samples, 0.5, "delta", 1.0, delta},
-                              100, now));
+      ASSERT_FALSE(m.OnUpdate(
+          wire::Update{id, round, round - 1, samples, 0.5, "delta", 1.0, delta, std::nullopt}, 100,
+          now));
     }
     ClosedRound closed = m.CloseRound(now);
     store.CommitRound(closed.record, closed.params, closed.state);

@@ -369,6 +369,46 @@ TEST(WireRejectTest, RefusesOutOfRangeFields) {
   EXPECT_EQ(Refused(Encode(nan_loss)).reason, RejectReason::kBadField);
 }
 
+TEST(WireTest, UpdateCarriesAnOptionalHeldOutEvaluation) {
+  const Update plain = RoundTrip(SomeUpdate());
+  EXPECT_FALSE(plain.evaluation.has_value());
+  Update u0 = SomeUpdate();
+  u0.evaluation = HeldOutEvaluation{0.625, 0.75, 600};
+  const Update u = RoundTrip(u0);
+  ASSERT_TRUE(u.evaluation.has_value());
+  EXPECT_DOUBLE_EQ(u.evaluation->loss, 0.625);
+  EXPECT_DOUBLE_EQ(u.evaluation->accuracy, 0.75);
+  EXPECT_EQ(u.evaluation->samples, 600u);
+  EXPECT_EQ(ValidHeader(u0).count("eval_samples"), 1u);
+  EXPECT_EQ(ValidHeader(SomeUpdate()).count("eval_samples"), 0u) << "absent when not measured";
+}
+
+TEST(WireRejectTest, RefusesABadHeldOutEvaluation) {
+  Update u = SomeUpdate();
+  u.evaluation = HeldOutEvaluation{0.5, 0.5, 100};
+  const json nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<std::pair<std::string, json>> cases = {
+      {"eval_accuracy", 1.5},
+      {"eval_accuracy", -0.1},
+      {"eval_accuracy", nan},
+      {"eval_accuracy", "0.9"},
+      {"eval_loss", -1.0},
+      {"eval_loss", nan},
+      {"eval_loss", std::numeric_limits<double>::infinity()},
+      {"eval_samples", 0},
+      {"eval_samples", -3},
+      {"eval_samples", 1.5},
+      {"eval_samples", (std::uint64_t{1} << 32) + 1},
+      {"eval_samples", json(json::value_t::discarded)},  // the others without it
+      {"eval_loss", json(json::value_t::discarded)},
+  };
+  for (const auto& [key, value] : cases) {
+    EXPECT_EQ(WithField(u, key, value), RejectReason::kBadField) << key << " = " << value.dump();
+  }
+  // One field alone on an update without evaluation: the other two are missing.
+  EXPECT_EQ(WithField(SomeUpdate(), "eval_accuracy", 0.5), RejectReason::kBadField);
+}
+
 TEST(WireRejectTest, RefusesHostileCbor) {
   // 60,000 nested arrays: a recursive parser would overflow its stack.
   std::string deep = "\xa1\x61p";

@@ -24,6 +24,16 @@
 // accounts (epsilon, delta); see coordinator/dp_aggregator.h and
 // docs/aggregation.md. The dp_* keys appear in the JSON only when it is on,
 // so the plans of runs without it read as they did before.
+//
+// Device-side options (issue 9):
+//   prox_mu        FedProx (Li et al. 2020, "Federated Optimization in
+//                  Heterogeneous Networks"): local training minimises
+//                  loss + prox_mu/2 ||w - w_global||^2; 0 = plain FedAvg.
+//   eval_fraction  share of each device's shard held out (never trained on)
+//                  to evaluate every global model it receives: federated
+//                  evaluation. 0 = off.
+// FromJson accepts a plan without these keys (written before they existed)
+// and gives them their defaults.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +56,9 @@ struct Plan {
   SgdOptions sgd;
   double server_lr = 1.0;
   std::uint64_t seed = 1;
+  double prox_mu = 0;
+  double eval_fraction = 0.1;
+
   // DP-FedAvg (McMahan et al. 2018); noise multiplier 0 = off.
   double dp_noise_multiplier = 0;
   double dp_clip = 1.0;           // the clip norm C, or the initial C when adaptive

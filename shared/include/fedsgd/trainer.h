@@ -41,6 +41,9 @@ struct TrainOptions {
   long max_steps = 0;  // > 0: stop after this many mini-batches in total
   SgdOptions sgd;
   double early_stop_delta = 0;  // > 0: stop when an epoch's mean loss moves less
+  // FedProx (see proximal_term.h): > 0 adds prox_mu * (w - w_start) to every
+  // gradient, w_start being the model's weights when Train() is called.
+  float prox_mu = 0;
   std::uint64_t seed = 1;
 };
 

@@ -110,6 +110,16 @@ struct Model {
   std::vector<float> params;
 };
 
+// Federated evaluation (Plan::eval_fraction): how the global model the
+// update was trained from scores on the device's held-out samples, measured
+// before training. Optional on the wire: the three fields come together.
+struct HeldOutEvaluation {
+  double loss = 0;            // mean loss, finite, >= 0
+  double accuracy = 0;        // 0..1
+  std::uint64_t samples = 0;  // 1..kMaxHeldOutSamples
+};
+inline constexpr std::uint64_t kMaxHeldOutSamples = std::uint64_t{1} << 32;
+
 // Daemon -> coordinator; replied with Ack or Reject.
 struct Update {
   std::string device;
@@ -120,6 +130,7 @@ struct Update {
   std::string kind = "delta";  // delta | gradient
   double train_seconds = 0;    // >= 0
   std::vector<float> payload;
+  std::optional<HeldOutEvaluation> evaluation;
 };
 
 struct Ack {

@@ -1,0 +1,61 @@
+// The issue 9 device-side options as flags: --prox-mu and --eval-fraction
+// reach the plan, bad values are refused, and the daemon's
+// --simulate-attack is checked before it starts.
+#include <gtest/gtest.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "coordinator_options.h"
+#include "daemon_options.h"
+#include "fedsgd/error.h"
+
+namespace fedsgd {
+namespace {
+
+bool ParseCoordinator(std::vector<std::string> args, CoordinatorOptions& o) {
+  CLI::App app;
+  AddCoordinatorOptions(app, o);
+  std::reverse(args.begin(), args.end());  // CLI11 takes them last first
+  try {
+    app.parse(args);
+    return true;
+  } catch (const CLI::ParseError&) {
+    return false;
+  }
+}
+
+TEST(DeviceOptionsTest, ProxMuAndEvalFractionReachThePlan) {
+  CoordinatorOptions o;
+  ASSERT_TRUE(ParseCoordinator({"--prox-mu", "0.01", "--eval-fraction", "0.2"}, o));
+  const Plan p = o.ToPlan();
+  EXPECT_DOUBLE_EQ(p.prox_mu, 0.01);
+  EXPECT_DOUBLE_EQ(p.eval_fraction, 0.2);
+  CoordinatorOptions defaults;
+  ASSERT_TRUE(ParseCoordinator({}, defaults));
+  EXPECT_EQ(defaults.ToPlan().prox_mu, 0.0);
+  EXPECT_EQ(defaults.ToPlan().eval_fraction, 0.1);
+}
+
+TEST(DeviceOptionsTest, BadValuesAreRefused) {
+  CoordinatorOptions o;
+  EXPECT_FALSE(ParseCoordinator({"--prox-mu", "-1"}, o));
+  EXPECT_FALSE(ParseCoordinator({"--eval-fraction", "0.7"}, o));
+  EXPECT_FALSE(ParseCoordinator({"--eval-fraction", "-0.1"}, o));
+}
+
+TEST(DeviceOptionsTest, DaemonChecksSimulateAttack) {
+  DaemonOptions d;
+  d.coordinator = "tcp://127.0.0.1:7070";
+  d.data = ".";
+  d.id = "dev0";
+  d.simulate_attack = "gaussian:1";
+  EXPECT_NO_THROW(d.Check());
+  d.simulate_attack = "gaussian";
+  EXPECT_THROW(d.Check(), Error);
+}
+
+}  // namespace
+}  // namespace fedsgd
