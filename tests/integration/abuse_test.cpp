@@ -277,15 +277,19 @@ TEST_F(AbuseTest, HonestRoundsContinueAndMemoryStaysBoundedUnderAttack) {
   // frame bomb (libzmq holds each connection's whole message before the
   // first frame can be read: 6 x 150 x 97 KB are in flight at once), and
   // 19-23 MiB at the end. The coordinator before these limits: 26 MiB after
-  // the flood, 33 MiB after the fetches. Bounds: twice the measured growth
-  // (sanitizers keep freed memory in quarantine: wider there).
-  const double slack = kSanitized ? 4 : 1;
+  // the flood, 33 MiB after the fetches. Bounds: twice the measured growth.
+  // Under a sanitizer the figures are its allocator's, not ours (ASan keeps
+  // up to 256 MiB of freed blocks in quarantine and pads every block: 85 MiB
+  // of growth after the fetches, 250 MiB after the bomb in CI), so there they
+  // are printed, not checked; the uninstrumented stage checks them.
   std::cerr << "coordinator VmRSS: " << rss_before << " MiB before, peak " << rss_after_flood
             << " MiB after the join flood, " << rss_after_fetches << " MiB after the fetches, "
             << rss_peak << " MiB after the frame bomb, " << RssMiB(coordinator.pid())
             << " MiB at the end\n";
-  EXPECT_LT(rss_after_fetches - rss_before, 8 * slack) << "the join flood and fetches";
-  EXPECT_LT(rss_peak - rss_before, 110 * slack) << "the frame bomb";
+  if (!kSanitized) {
+    EXPECT_LT(rss_after_fetches - rss_before, 8) << "the join flood and fetches";
+    EXPECT_LT(rss_peak - rss_before, 110) << "the frame bomb";
+  }
   // The silent fake devices are forgotten (3 heartbeat timeouts of 3 s).
   EXPECT_TRUE(WaitFor([&] { return Status().value("devices_total", 0) <= 4; }, 20s))
       << Status().dump();
