@@ -11,12 +11,15 @@
 #include <httplib.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <vector>
 #include <zmq.hpp>
 
 #include "checkpoint_store.h"
@@ -241,6 +244,8 @@ TEST_F(FederationTest, DaemonKilledMidRoundTheRoundClosesWithTheOthers) {
       << coordinator->Stderr();
   // A round is always open now (the next opens as the last commits), and
   // dev2 is one of its participants, or of the next one if it already sent.
+  const double killed_at =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   d2->Signal(SIGKILL);
   ASSERT_TRUE(WaitFor(
       [&] { return coordinator->Stderr().find("dev2 went silent") != std::string::npos; }, 20s));
@@ -251,17 +256,24 @@ TEST_F(FederationTest, DaemonKilledMidRoundTheRoundClosesWithTheOthers) {
   coordinator->Signal(SIGTERM);
   EXPECT_EQ(coordinator->Wait(5s), 0) << coordinator->Stderr();
 
-  // The round that waited for dev2 closed without it, when dev2 fell silent
-  // (3 s without heartbeats), well before its 8 s deadline.
-  bool waited = false;
-  for (const RoundRecord& r : store->ListRounds(1, 0, 100000)) {
-    if (r.devices.size() == 2 && r.finished_at - r.started_at >= 2.0) {
-      waited = true;
-      EXPECT_LT(r.finished_at - r.started_at, 8.0);
-      for (const DeviceContribution& c : r.devices) EXPECT_NE(c.device, "dev2");
+  // The first round after dev2's last contribution waited for it and closed
+  // without it when dev2 fell silent (3 s without heartbeats, so at least
+  // 2 s after the kill), well before its 8 s deadline. (Rounds before the
+  // kill may take 2 s or more too on a slow or instrumented build.)
+  const std::vector<RoundRecord> rounds = store->ListRounds(1, 0, 100000);
+  std::uint64_t last_with_dev2 = 0;
+  for (const RoundRecord& r : rounds) {
+    for (const DeviceContribution& c : r.devices) {
+      if (c.device == "dev2") last_with_dev2 = r.round;
     }
   }
-  EXPECT_TRUE(waited) << "no round waited for the killed daemon and closed without it";
+  const auto waited = std::find_if(rounds.begin(), rounds.end(), [&](const RoundRecord& r) {
+    return r.round == last_with_dev2 + 1;
+  });
+  ASSERT_NE(waited, rounds.end()) << "no round after dev2's last contribution " << last_with_dev2;
+  EXPECT_EQ(waited->devices.size(), 2u);
+  EXPECT_GE(waited->finished_at, killed_at + 2.0) << "the round did not wait for dev2";
+  EXPECT_LT(waited->finished_at - waited->started_at, 8.0) << "the round waited for its deadline";
   EXPECT_EQ(store->GetRound(1, silent_at + 2)->devices.size(), 2u);
 }
 
