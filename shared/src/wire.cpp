@@ -1,5 +1,6 @@
 // Encoding and validation of protocol messages (see wire.h). The socket
-// helpers (Send, ReceiveFrames, Poll, CheckEndpoint) are in wire_socket.cpp.
+// helpers (Send, ReceiveFrames, Poll, CheckEndpoint) are in wire_socket.cpp,
+// the tensor frames of each encoding in *_frame.cpp (tensor_frames.h).
 //
 // Decode trusts nothing a peer sent: the header is first walked by a SAX
 // probe that bounds nesting depth, declared lengths and checks UTF-8, and
@@ -7,21 +8,17 @@
 // checked for size and finiteness before the Message is handed out.
 #include "fedsgd/wire.h"
 
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
+
+#include "tensor_frames.h"
 
 namespace fedsgd::wire {
 namespace {
 
 using nlohmann::json;
 
-// Tensors are copied byte for byte: float must be IEEE-754 binary32, and
-// the host either little- or big-endian (then each value is swapped).
-static_assert(std::numeric_limits<float>::is_iec559 && sizeof(float) == 4);
-static_assert(std::endian::native == std::endian::little ||
-              std::endian::native == std::endian::big);
 static_assert(std::variant_size_v<Message> == 8, "update KindName and Encode/Decode");
 
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
@@ -221,74 +218,46 @@ struct Reader {
   }
 };
 
-// std::byteswap is C++23. Called only on big-endian hosts (inside
-// `if constexpr`), hence maybe_unused: clang warns on little-endian ones.
-[[maybe_unused]] constexpr std::uint32_t Swap32(std::uint32_t x) {
-  return (x >> 24) | ((x >> 8) & 0xff00u) | ((x << 8) & 0xff0000u) | (x << 24);
-}
-
 zmq::message_t HeaderFrame(const json& header) {
   const std::vector<std::uint8_t> bytes = json::to_cbor(header);
   return zmq::message_t(bytes.data(), bytes.size());
 }
 
-zmq::message_t TensorFrame(std::vector<float>&& values) {
-  if (values.empty()) return zmq::message_t();
-  if constexpr (std::endian::native == std::endian::little) {
-    // Hand the buffer to zmq without a copy; zmq frees it once sent (from
-    // its I/O thread, hence a free function rather than a capture).
-    auto* owned = new std::vector<float>(std::move(values));
-    return zmq::message_t(
-        owned->data(), owned->size() * sizeof(float),
-        [](void*, void* hint) { delete static_cast<std::vector<float>*>(hint); }, owned);
-  } else {
-    zmq::message_t frame(values.size() * sizeof(float));
-    auto* out = static_cast<unsigned char*>(frame.data());
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      const std::uint32_t le = Swap32(std::bit_cast<std::uint32_t>(values[i]));
-      std::memcpy(out + i * sizeof(float), &le, sizeof le);
-    }
-    return frame;
-  }
+// A byte vector as a frame, handed to zmq without a copy (see Fp32Frame).
+zmq::message_t BytesFrame(std::vector<std::uint8_t>&& bytes) {
+  if (bytes.empty()) return zmq::message_t();
+  auto* owned = new std::vector<std::uint8_t>(std::move(bytes));
+  return zmq::message_t(
+      owned->data(), owned->size(),
+      [](void*, void* hint) { delete static_cast<std::vector<std::uint8_t>*>(hint); }, owned);
 }
 
-std::optional<DecodeError> ReadTensor(const zmq::message_t& frame, const Limits& limits,
-                                      std::vector<float>& out) {
-  const std::size_t bytes = frame.size();
-  if (bytes % sizeof(float) != 0) {
-    return DecodeError{RejectReason::kWrongSize,
-                       "tensor frame of " + std::to_string(bytes) + " bytes is not whole floats"};
-  }
-  const std::size_t count = bytes / sizeof(float);
-  if (count > limits.max_params) {
-    return DecodeError{RejectReason::kOversize, "tensor of " + std::to_string(count) +
-                                                    " floats exceeds the limit of " +
+// A compressed tensor's dense count bounded by the limits, then its frame
+// decoded by its encoding.
+std::optional<DecodeError> ReadEncodedTensor(const zmq::message_t& frame,
+                                             const EncodedTensor& encoded, const Limits& limits,
+                                             std::vector<float>& out) {
+  if (encoded.count > limits.max_params) {
+    return DecodeError{RejectReason::kOversize, "tensor of " + std::to_string(encoded.count) +
+                                                    " values exceeds the limit of " +
                                                     std::to_string(limits.max_params)};
   }
-  if (limits.expected_params != 0 && count != limits.expected_params) {
-    return DecodeError{RejectReason::kWrongSize, "tensor has " + std::to_string(count) +
-                                                     " floats, the model has " +
+  if (limits.expected_params != 0 && encoded.count != limits.expected_params) {
+    return DecodeError{RejectReason::kWrongSize, "tensor has " + std::to_string(encoded.count) +
+                                                     " values, the model has " +
                                                      std::to_string(limits.expected_params)};
   }
-  // memcpy, not a float* cast: a small zmq frame's data need not be aligned.
-  out.resize(count);
-  if (count > 0) std::memcpy(out.data(), frame.data(), bytes);
-  if constexpr (std::endian::native != std::endian::little) {
-    for (float& v : out) v = std::bit_cast<float>(Swap32(std::bit_cast<std::uint32_t>(v)));
+  switch (encoded.encoding) {
+    case TensorEncoding::kFp16:
+      return tensor_frames::DecodeFp16(frame, encoded.count, out);
+    case TensorEncoding::kInt8:
+      return tensor_frames::DecodeInt8(frame, encoded.count, encoded.block, out);
+    case TensorEncoding::kTopK:
+      return tensor_frames::DecodeTopK(frame, encoded.count, out);
+    case TensorEncoding::kFp32:
+      break;
   }
-  // NaN and Inf are the floats whose exponent bits are all ones. An integer
-  // OR-reduction vectorises without -ffast-math (a float sum would not).
-  std::uint32_t non_finite = 0;
-  for (const float v : out) {
-    non_finite |= (std::bit_cast<std::uint32_t>(v) & 0x7f800000u) == 0x7f800000u;
-  }
-  if (non_finite) {
-    std::size_t at = 0;
-    while (std::isfinite(out[at])) ++at;
-    return DecodeError{RejectReason::kNonFinite,
-                       "tensor value " + std::to_string(at) + " is not finite"};
-  }
-  return std::nullopt;
+  return tensor_frames::DecodeFp32(frame, limits, out);
 }
 
 std::vector<float>* Tensor(Message& m) {
@@ -354,6 +323,18 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
     if (h.contains("eval_loss") || h.contains("eval_accuracy") || h.contains("eval_samples")) {
       u.evaluation = HeldOutEvaluation{r.Double("eval_loss", 0), r.Double("eval_accuracy", 0, 1),
                                        r.Uint("eval_samples", 1, kMaxHeldOutSamples)};
+    }
+    // A compressed tensor (update_codec.h); no "encoding" means fp32.
+    if (h.contains("encoding")) {
+      const std::string encoding = r.OneOf("encoding", {"fp32", "fp16", "int8", "topk"});
+      for (const auto e : {TensorEncoding::kFp32, TensorEncoding::kFp16, TensorEncoding::kInt8,
+                           TensorEncoding::kTopK}) {
+        if (encoding == ToString(e)) u.encoded.encoding = e;
+      }
+      if (u.encoded.encoding != TensorEncoding::kFp32) u.encoded.count = r.Uint("count");
+      if (u.encoded.encoding == TensorEncoding::kInt8) {
+        u.encoded.block = static_cast<std::uint32_t>(r.Uint("block", 1, kMaxInt8Block));
+      }
     }
     message = std::move(u);
   } else if (kind == "ack") {
@@ -438,6 +419,11 @@ std::vector<zmq::message_t> Encode(Message message) {
             h["eval_accuracy"] = m.evaluation->accuracy;
             h["eval_samples"] = m.evaluation->samples;
           }
+          if (m.encoded.encoding != TensorEncoding::kFp32) {
+            h["encoding"] = ToString(m.encoded.encoding);
+            h["count"] = m.encoded.count;
+            if (m.encoded.encoding == TensorEncoding::kInt8) h["block"] = m.encoded.block;
+          }
         } else if constexpr (std::is_same_v<T, Ack>) {
           h["round"] = m.round;
           h["model_version"] = m.model_version;
@@ -451,8 +437,11 @@ std::vector<zmq::message_t> Encode(Message message) {
   std::vector<zmq::message_t> frames;
   frames.reserve(2);
   frames.push_back(HeaderFrame(h));
-  if (std::vector<float>* tensor = Tensor(message)) {
-    frames.push_back(TensorFrame(std::move(*tensor)));
+  auto* update = std::get_if<Update>(&message);
+  if (update && update->encoded.encoding != TensorEncoding::kFp32) {
+    frames.push_back(BytesFrame(std::move(update->encoded.bytes)));
+  } else if (std::vector<float>* tensor = Tensor(message)) {
+    frames.push_back(tensor_frames::Fp32Frame(std::move(*tensor)));
   }
   return frames;
 }
@@ -499,7 +488,17 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
                     (tensor ? " needs a tensor frame after its header" : " takes no tensor frame"));
   }
   if (tensor) {
-    if (auto error = ReadTensor(frames[1], limits, *tensor)) return DecodeResult{std::move(*error)};
+    auto* update = std::get_if<Update>(&message);
+    const TensorEncoding encoding = update ? update->encoded.encoding : TensorEncoding::kFp32;
+    if (update && limits.update_encoding && encoding != *limits.update_encoding) {
+      return fail(RejectReason::kBadField, "update encoded as " + std::string(ToString(encoding)) +
+                                               ", the plan's is " +
+                                               std::string(ToString(*limits.update_encoding)));
+    }
+    auto error = encoding == TensorEncoding::kFp32
+                     ? tensor_frames::DecodeFp32(frames[1], limits, *tensor)
+                     : ReadEncodedTensor(frames[1], update->encoded, limits, *tensor);
+    if (error) return DecodeResult{std::move(*error)};
   }
   return DecodeResult{std::move(message)};
 }
