@@ -57,11 +57,22 @@ std::optional<DecodeError> DecodeFp16(const zmq::message_t& frame, std::uint64_t
   }
   const auto* in = static_cast<const unsigned char*>(frame.data());
   out.resize(count);
+  float* values = out.data();
+  // HalfToFloat written out so that the loop vectorises (integer selects,
+  // one int32 -> float conversion); the coordinator decodes every update.
   std::uint32_t non_finite = 0;
   for (std::size_t i = 0; i < count; ++i) {
-    const auto half = static_cast<std::uint16_t>(in[2 * i] | (in[2 * i + 1] << 8));
-    non_finite |= (half & 0x7c00u) == 0x7c00u;
-    out[i] = HalfToFloat(half);
+    std::uint16_t half;
+    std::memcpy(&half, in + 2 * i, sizeof half);
+    if constexpr (std::endian::native == std::endian::big) half = Swap16(half);
+    const std::uint32_t magnitude = half & 0x7fffu;
+    non_finite |= static_cast<std::uint32_t>(magnitude >= 0x7c00u);
+    const std::uint32_t normal = (magnitude << 13) + 0x38000000u;
+    const std::uint32_t subnormal = std::bit_cast<std::uint32_t>(
+        static_cast<float>(static_cast<std::int32_t>(magnitude)) * 5.9604644775390625e-8f);
+    const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
+    const std::uint32_t is_subnormal = 0u - static_cast<std::uint32_t>(magnitude < 0x400u);
+    values[i] = std::bit_cast<float>((subnormal & is_subnormal) | (normal & ~is_subnormal) | sign);
   }
   if (!non_finite) return std::nullopt;
   std::size_t at = 0;

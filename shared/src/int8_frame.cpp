@@ -72,10 +72,12 @@ std::optional<DecodeError> DecodeInt8(const zmq::message_t& frame, std::uint64_t
     const float step = scale / 127.0f;
     const std::size_t begin = b * block;
     const std::size_t end = std::min<std::size_t>(begin + block, count);
-    bool minimum = false;  // -128 is outside the symmetric range
+    // Integer OR-reduction and plain pointers, so that the loop vectorises.
+    std::uint32_t minimum = 0;  // -128 is outside the symmetric range
+    float* values = out.data();
     for (std::size_t i = begin; i < end; ++i) {
-      minimum |= quantised[i] == -128;
-      out[i] = static_cast<float>(quantised[i]) * step;
+      minimum |= static_cast<std::uint32_t>(quantised[i] == -128);
+      values[i] = static_cast<float>(quantised[i]) * step;
     }
     if (minimum) {
       return DecodeError{RejectReason::kBadField,
