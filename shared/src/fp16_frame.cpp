@@ -29,15 +29,17 @@ std::uint16_t FloatToHalf(float value) {
 }
 
 float HalfToFloat(std::uint16_t half) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
-  const std::uint32_t magnitude = half & 0x7fffu;
-  // Branch-free so that the decoding loop vectorises: normals rebias the
+  // Branch-free (integer masks, one int32 -> float conversion) so that the
+  // decoding loop, which inlines it, vectorises: normals rebias the
   // exponent, subnormals (and zero) scale by 2^-24. Inf / NaN are refused
-  // before this is used.
-  const float normal = std::bit_cast<float>((magnitude << 13) + 0x38000000u);
-  const float subnormal = static_cast<float>(magnitude) * 5.9604644775390625e-8f;
-  const float value = magnitude < 0x400u ? subnormal : normal;
-  return std::bit_cast<float>(std::bit_cast<std::uint32_t>(value) | sign);
+  // before a value is used.
+  const std::uint32_t magnitude = half & 0x7fffu;
+  const std::uint32_t normal = (magnitude << 13) + 0x38000000u;
+  const std::uint32_t subnormal = std::bit_cast<std::uint32_t>(
+      static_cast<float>(static_cast<std::int32_t>(magnitude)) * 5.9604644775390625e-8f);
+  const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
+  const std::uint32_t is_subnormal = 0u - static_cast<std::uint32_t>(magnitude < 0x400u);
+  return std::bit_cast<float>((subnormal & is_subnormal) | (normal & ~is_subnormal) | sign);
 }
 
 namespace tensor_frames {
@@ -58,21 +60,13 @@ std::optional<DecodeError> DecodeFp16(const zmq::message_t& frame, std::uint64_t
   const auto* in = static_cast<const unsigned char*>(frame.data());
   out.resize(count);
   float* values = out.data();
-  // HalfToFloat written out so that the loop vectorises (integer selects,
-  // one int32 -> float conversion); the coordinator decodes every update.
   std::uint32_t non_finite = 0;
   for (std::size_t i = 0; i < count; ++i) {
     std::uint16_t half;
     std::memcpy(&half, in + 2 * i, sizeof half);
     if constexpr (std::endian::native == std::endian::big) half = Swap16(half);
-    const std::uint32_t magnitude = half & 0x7fffu;
-    non_finite |= static_cast<std::uint32_t>(magnitude >= 0x7c00u);
-    const std::uint32_t normal = (magnitude << 13) + 0x38000000u;
-    const std::uint32_t subnormal = std::bit_cast<std::uint32_t>(
-        static_cast<float>(static_cast<std::int32_t>(magnitude)) * 5.9604644775390625e-8f);
-    const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
-    const std::uint32_t is_subnormal = 0u - static_cast<std::uint32_t>(magnitude < 0x400u);
-    values[i] = std::bit_cast<float>((subnormal & is_subnormal) | (normal & ~is_subnormal) | sign);
+    non_finite |= static_cast<std::uint32_t>((half & 0x7c00u) == 0x7c00u);
+    values[i] = HalfToFloat(half);
   }
   if (!non_finite) return std::nullopt;
   std::size_t at = 0;
