@@ -114,7 +114,12 @@ void CoordinatorServer::Start() {
   // libzmq drops a frame larger than the largest legal one (an update's
   // tensor) before it reaches us, and closes that connection.
   SocketLimits limits;
-  limits.max_frame_bytes = MaxFrameBytes(n);
+  // topk sends 8 bytes per entry: with a fraction above 1/2 its frame is
+  // larger than the fp32 one (the same limit as 2k floats).
+  const wire::UpdateCodec codec = wire::UpdateCodec::Parse(plan_.update_codec);
+  const std::size_t topk_floats =
+      codec.encoding == wire::TensorEncoding::kTopK ? 2 * codec.TopKCount(n) : 0;
+  limits.max_frame_bytes = MaxFrameBytes(std::max(n, topk_floats));
   limits.send_hwm = kRouterHighWaterMark;
   limits.receive_hwm = kRouterHighWaterMark;
   ApplySocketLimits(router_, limits);

@@ -589,5 +589,23 @@ TEST_F(CoordinatorServerTest, UpdatesMustArriveInThePlansCodec) {
   EXPECT_EQ(w.plan.value("update_codec", ""), "fp16");
 }
 
+// topk:1 sends 8 bytes per parameter, twice the fp32 frame: libzmq's frame
+// limit must let it through.
+TEST_F(CoordinatorServerTest, ATopKUpdateLargerThanFp32IsReceived) {
+  options_.min_devices = 1;
+  options_.model = "softmax:20000-2";  // 40,002 parameters: frames beyond 64 KiB
+  options_.update_codec = "topk:1";
+  StartServer();
+  auto dealer = Dealer();
+  auto w = Expect<wire::Welcome>(Ask(*dealer, wire::Join{"dev1", 1, 100, "test"}));
+  ASSERT_EQ(w.round, 1u);
+  wire::Update u{"dev1", 1, 0, 100, 0.5, "delta", 0.1, {}, std::nullopt};
+  std::mt19937_64 rng(1);
+  u.encoded = wire::EncodeTensor(wire::UpdateCodec::Parse("topk:1"),
+                                 std::vector<float>(w.params.size(), 0.001f), rng);
+  EXPECT_EQ(u.encoded.bytes.size(), 8 * w.params.size());
+  Expect<wire::Ack>(Ask(*dealer, std::move(u)));
+}
+
 }  // namespace
 }  // namespace fedsgd
