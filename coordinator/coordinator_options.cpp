@@ -114,6 +114,13 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "model (loss, accuracy, fairness over devices); 0 = off, at most 0.5")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.5));
+  app.add_option("--update-codec", o.update_codec,
+                 "How daemons compress updates on the wire: fp32; fp16 (IEEE 754 binary16); int8 "
+                 "(a scale per 256 values, stochastic rounding: QSGD, Alistarh et al. 2017); "
+                 "topk:F (the largest F of the entries, 0 < F <= 1, with error feedback: Stich "
+                 "et al. 2018, Sparsified SGD with memory; Lin et al. 2018, Deep Gradient "
+                 "Compression)")
+      ->capture_default_str();
 
   app.add_option("--dp-noise-multiplier", o.dp_noise_multiplier,
                  "Differential privacy (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963): "
@@ -268,6 +275,7 @@ Plan CoordinatorOptions::ToPlan() const {
   p.aggregation_memory_mb = aggregation_memory_mb;
   p.prox_mu = prox_mu;
   p.eval_fraction = eval_fraction;
+  p.update_codec = update_codec;
   p.Validate();
   return p;
 }

@@ -61,6 +61,7 @@ struct CoordinatorOptions {
   double aggregation_memory_mb = 1024;
   double prox_mu = 0;
   double eval_fraction = 0.1;
+  std::string update_codec = "fp32";
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

@@ -67,6 +67,7 @@ void CoordinatorServer::Start() {
   start_ = Clock::now();
   options_.Check();  // the same checks as --check-config, before touching anything
   plan_ = options_.ToPlan();
+  update_encoding_ = wire::UpdateCodec::Parse(plan_.update_codec).encoding;
   const RoundSettings settings = options_.ToRoundSettings();
   const Architecture arch = plan_.architecture();
 
@@ -113,7 +114,12 @@ void CoordinatorServer::Start() {
   // libzmq drops a frame larger than the largest legal one (an update's
   // tensor) before it reaches us, and closes that connection.
   SocketLimits limits;
-  limits.max_frame_bytes = MaxFrameBytes(n);
+  // topk sends 8 bytes per entry: with a fraction above 1/2 its frame is
+  // larger than the fp32 one (the same limit as 2k floats).
+  const wire::UpdateCodec codec = wire::UpdateCodec::Parse(plan_.update_codec);
+  const std::size_t topk_floats =
+      codec.encoding == wire::TensorEncoding::kTopK ? 2 * codec.TopKCount(n) : 0;
+  limits.max_frame_bytes = MaxFrameBytes(std::max(n, topk_floats));
   limits.send_hwm = kRouterHighWaterMark;
   limits.receive_hwm = kRouterHighWaterMark;
   ApplySocketLimits(router_, limits);
@@ -141,10 +147,11 @@ void CoordinatorServer::Start() {
   bound_listen_ = router_.get(zmq::sockopt::last_endpoint);
   bound_publish_ = pub_.get(zmq::sockopt::last_endpoint);
 
+  // The status first: a request the moment HTTP is up must not find it empty.
+  PublishStatus();
   http_ = std::make_unique<HttpApi>(board_, *reader_, run.run_id, arch, options_.http_token,
                                     HttpTls{options_.http_cert, options_.http_key});
   http_->Start(options_.http);
-  PublishStatus();
 
   const auto [host, port] = ParseHostPort(options_.http);
   const std::string base = (options_.http_cert.empty() ? "http://" : "https://") +
@@ -360,7 +367,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
                                    wire::RejectReason::kMalformed,
                                    std::to_string(frames.size() + request.dropped_frames) +
                                        " frames, at most " + std::to_string(wire::kMaxFrames)}}
-                             : wire::Decode(frames, wire::Limits{manager_->params().size()});
+                             : wire::Decode(frames, UpdateLimits());
   frames_dropped_ += request.dropped_frames;
   if (!decoded.ok()) {
     const wire::DecodeError& e = decoded.error();
@@ -579,6 +586,15 @@ std::string CoordinatorServer::BoundText(const RoundRecord& r) {
 std::string CoordinatorServer::AggregationNote(const RoundRecord& r) {
   const std::string note = r.aggregation.value("note", std::string());
   return note.empty() ? "" : " (" + note + ")";
+}
+
+wire::Limits CoordinatorServer::UpdateLimits() const {
+  // An update in another encoding than the plan's is refused (bad_field):
+  // it would mean a daemon misread the plan. Decode expands the plan's
+  // encoding to float32, so nothing after it knows about codecs.
+  wire::Limits limits{manager_->params().size()};
+  limits.update_encoding = update_encoding_;
+  return limits;
 }
 
 double CoordinatorServer::BytesPerUpdate(const RoundRecord& r) {

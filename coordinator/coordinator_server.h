@@ -82,6 +82,8 @@ class CoordinatorServer {
   void CloseRound();
   void PublishStatus();
   std::string Metrics() const;
+  // Decode limits for a request: the model's size and the plan's update encoding.
+  wire::Limits UpdateLimits() const;
   // Bytes received per accepted update of a round, and 4 x parameter count.
   static double BytesPerUpdate(const RoundRecord& r);
   // The round's norm bound for the log line ("off" when none) and its
@@ -93,6 +95,7 @@ class CoordinatorServer {
   CoordinatorOptions options_;
   std::ostream& log_;
   Plan plan_;
+  wire::TensorEncoding update_encoding_ = wire::TensorEncoding::kFp32;  // the plan's update_codec
   std::unique_ptr<DatabaseLock> db_lock_;  // before store_: released after it closes
   std::unique_ptr<CheckpointStore> store_;
   std::unique_ptr<CheckpointStore> reader_;  // the HTTP side's own connection

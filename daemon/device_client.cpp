@@ -9,8 +9,8 @@
 
 #include "fedsgd/curve_socket.h"
 #include "fedsgd/error.h"
-#include "fedsgd/socket_options.h"
 #include "fedsgd/holdout.h"
+#include "fedsgd/socket_options.h"
 
 namespace fedsgd {
 namespace {
@@ -39,6 +39,8 @@ DeviceClient::DeviceClient(DaemonOptions options, const Dataset& shard, std::ost
       shard_(shard),
       attack_(SimulatedAttack::Parse(options_.simulate_attack)),
       attack_rng_(options_.seed ^ std::hash<std::string>{}(options_.id)),
+      // A stream of its own ("codec"), so fp32 runs draw nothing new.
+      compressor_(options_.seed ^ std::hash<std::string>{}(options_.id) ^ 0x636f646563ull),
       log_(log),
       timing_(timing),
       mode_(ParseTrainMode(options_.mode)),
@@ -263,6 +265,9 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   run_id_ = w.run_id;
   model_version_ = w.model_version;
   params_ = std::move(w.params);
+  // The error-feedback residual survives a rejoin of the same run and is
+  // reset for another one (update_compressor.h). The plan was validated.
+  compressor_.Prepare(run_id_, wire::UpdateCodec::Parse(plan_->update_codec), params_.size());
   // A (re)started coordinator remembers nothing of its open round: whatever
   // this device sent before the welcome may be lost, so every round open
   // from now on is trained again. A duplicate is refused, never counted twice.
@@ -435,14 +440,23 @@ void DeviceClient::FinishTraining() {
 
 void DeviceClient::SendUpdate(TrainingResult r) {
   last_trained_round_ = std::max(last_trained_round_, r.round);
-  const std::size_t bytes = r.payload.size() * sizeof(float);
+  if (compressor_.active() && r.encoded.encoding == wire::TensorEncoding::kFp32) {
+    r.encoded = compressor_.Compress(r.payload);
+  }
+  const std::size_t bytes = r.encoded.encoding == wire::TensorEncoding::kFp32
+                                ? r.payload.size() * sizeof(float)
+                                : r.encoded.bytes.size();
   const std::string line =
       "round " + std::to_string(r.round) + ": trained " + std::to_string(r.processed) + " samples" +
       Format(" in %.3f s (loss %.4f, %.0f samples/s), ", r.seconds, r.loss, r.samples_per_second);
   // The payload is copied (a few hundred KB, next to seconds of training) so
   // that an update the DEALER cannot take now is kept for after the rejoin.
-  wire::Update u{options_.id, r.round,   r.model_version, r.samples,   r.loss,
-                 r.kind,      r.seconds, r.payload,       std::nullopt};
+  const bool compressed = r.encoded.encoding != wire::TensorEncoding::kFp32;
+  wire::Update u{
+      options_.id, r.round, r.model_version, r.samples,
+      r.loss,      r.kind,  r.seconds,       compressed ? std::vector<float>() : r.payload,
+      std::nullopt};
+  if (compressed) u.encoded = r.encoded;
   if (r.evaluation) {
     u.evaluation = wire::HeldOutEvaluation{Finite(r.evaluation->loss), r.evaluation->accuracy,
                                            r.evaluation->samples};

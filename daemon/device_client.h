@@ -42,6 +42,7 @@
 #include "fedsgd/wire.h"
 #include "simulated_attack.h"
 #include "training_job.h"
+#include "update_compressor.h"
 
 namespace fedsgd {
 
@@ -123,6 +124,7 @@ class DeviceClient {
   int split_classes_ = 0;  // the model's classes the labels were flipped for
   SimulatedAttack attack_;
   std::mt19937_64 attack_rng_;
+  UpdateCompressor compressor_;  // the plan's update codec, with its own RNG
   std::ostream& log_;
   ClientTiming timing_;
   TrainMode mode_;

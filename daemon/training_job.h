@@ -21,6 +21,7 @@
 #include "fedsgd/network.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/trainer.h"
+#include "fedsgd/update_codec.h"
 
 namespace fedsgd {
 
@@ -39,6 +40,10 @@ struct TrainingResult {
   std::optional<Evaluation> evaluation;
   bool cancelled = false;
   std::string error;  // set when training failed (e.g. the plan does not fit the data)
+  // The payload compressed with the plan's update codec, once (set by the
+  // DeviceClient before the first send, so a resend does not feed the
+  // error-feedback residual twice); fp32 = not compressed.
+  wire::EncodedTensor encoded{};
 };
 
 class TrainingJob {

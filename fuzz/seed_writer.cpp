@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,17 @@ int main(int argc, char** argv) {
   WriteFile(wire / "model", WireSeed(Model{"run-1", 3, 2, false, {1, 2, 3}}));
   WriteFile(wire / "update",
             WireSeed(Update{"board-01", 2, 3, 600, 0.5, "delta", 1.5, {0.25f, -0.5f, 1e-3f}}));
+  // One update per compressed encoding (update_codec.h), 300 values: two
+  // int8 blocks, three topk entries.
+  std::vector<float> dense(300, 0.0f);
+  for (std::size_t i = 0; i < dense.size(); ++i)
+    dense[i] = static_cast<float>(i % 7) * 0.01f - 0.03f;
+  std::mt19937_64 rng(1);
+  for (const std::string codec : {"fp16", "int8", "topk:0.01"}) {
+    Update u{"board-01", 2, 3, 600, 0.5, "delta", 1.5, {}, std::nullopt};
+    u.encoded = EncodeTensor(UpdateCodec::Parse(codec), dense, rng);
+    WriteFile(wire / ("update_" + std::string(ToString(u.encoded.encoding))), WireSeed(u));
+  }
   WriteFile(wire / "ack", WireSeed(Ack{2, 3, "counted"}));
   WriteFile(wire / "reject", WireSeed(Reject{RejectReason::kStaleRound, "round 1 is closed"}));
 

@@ -8,7 +8,11 @@
 //     Limits{expected_params = its tensor length} and refused as wrong_size
 //     with any other expected length;
 //   - an accepted message re-encoded with wire::Encode decodes to the same
-//     message, and re-encodes to the same bytes.
+//     message, and re-encodes to the same bytes (an update that arrived
+//     compressed, fp16 / int8 / topk, is re-encoded from its decoded
+//     float32 values);
+//   - a compressed update is accepted with Limits{update_encoding} naming
+//     its encoding and refused as bad_field with any other.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -115,7 +119,24 @@ void CheckLimits(std::vector<zmq::message_t>& frames, const Message& message) {
   }
 }
 
-void CheckRoundTrip(const Message& message) {
+void CheckEncodingLimit(std::vector<zmq::message_t>& frames, const Message& message) {
+  const auto* update = std::get_if<Update>(&message);
+  if (!update) return;
+  for (const auto e : {TensorEncoding::kFp32, TensorEncoding::kFp16, TensorEncoding::kInt8,
+                       TensorEncoding::kTopK}) {
+    Limits limits;
+    limits.update_encoding = e;
+    DecodeResult r = Decode(frames, limits);
+    if (e == update->encoded.encoding ? !r.ok()
+                                      : r.ok() || r.error().reason != RejectReason::kBadField) {
+      Broken("update_encoding not enforced as bad_field");
+    }
+  }
+}
+
+void CheckRoundTrip(Message message) {
+  // Decode expands a compressed update to float32: that is what re-encodes.
+  if (auto* update = std::get_if<Update>(&message)) update->encoded = {};
   std::vector<zmq::message_t> encoded = Encode(message);
   const std::vector<std::string> encoded_bytes = Bytes(encoded);
   DecodeResult again = Decode(encoded);
@@ -142,6 +163,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (!result.ok()) return 0;
   CheckLimits(frames, result.message());
+  CheckEncodingLimit(frames, result.message());
   CheckRoundTrip(result.message());
   return 0;
 }

@@ -10,7 +10,10 @@
 #   scripts/run-fleet.sh [--devices N] [--rounds R] [--split iid|labels:K|dirichlet:A]
 #                        [--model M] [--local-epochs E] [--batch B] [--lr LR]
 #                        [--threads T] [--mode hogwild|sync] [--port P] [--http ADDR:PORT]
-#                        [--dir DIR] [--build DIR] [--secure] [-- COORDINATOR FLAGS...]
+#                        [--dir DIR] [--build DIR] [--secure] [--update-codec C]
+#                        [-- COORDINATOR FLAGS...]
+#   --update-codec fp32|fp16|int8|topk:F compresses the daemons' updates
+#   (the coordinator's flag; docs/protocol.md "Tensor encodings").
 #   Flags after "--" go to fedsgd-coordinator as they are, e.g.
 #   -- --dp-noise-multiplier 1.0 --dp-clip 1.0
 set -euo pipefail
@@ -20,7 +23,7 @@ devices=4 rounds=10 split=iid model=mlp:784-128-10 local_epochs=1 batch=32 lr=0.
 threads=1 mode=hogwild port=7070 http=127.0.0.1:8080 dir="" build=build secure=0
 data=/usr/share/datasets/fashion-mnist
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 coordinator_flags=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -38,8 +41,9 @@ while [[ $# -gt 0 ]]; do
     --dir) dir=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --secure) secure=1; shift ;;
+    --update-codec) coordinator_flags+=(--update-codec "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
-    --) shift; coordinator_flags=("$@"); break ;;
+    --) shift; coordinator_flags+=("$@"); break ;;
     *) echo "run-fleet: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "fedsgd/error.h"
+#include "fedsgd/update_codec.h"
 
 namespace fedsgd {
 
@@ -112,6 +113,7 @@ void Plan::Validate() const {
   // At most half held out: a device must keep most of its shard to train on.
   require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
           "eval_fraction (--eval-fraction) must be in [0, 0.5]");
+  wire::UpdateCodec::Parse(update_codec);  // throws, naming --update-codec
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
@@ -185,6 +187,7 @@ nlohmann::json Plan::ToJson() const {
       {"prox_mu", prox_mu},
       {"eval_fraction", eval_fraction},
   };
+  if (update_codec != "fp32") j["update_codec"] = wire::UpdateCodec::Parse(update_codec).ToString();
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
     j["dp_delta"] = dp_delta;
@@ -253,6 +256,7 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("aggregation_memory_mb", p.aggregation_memory_mb);
     optional("prox_mu", p.prox_mu);
     optional("eval_fraction", p.eval_fraction);
+    optional("update_codec", p.update_codec);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

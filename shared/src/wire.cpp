@@ -1,36 +1,28 @@
 // Encoding and validation of protocol messages (see wire.h). The socket
-// helpers (Send, ReceiveFrames, Poll, CheckEndpoint) are in wire_socket.cpp.
+// helpers (Send, ReceiveFrames, Poll, CheckEndpoint) are in wire_socket.cpp,
+// the tensor frames of each encoding in *_frame.cpp (tensor_frames.h).
 //
 // Decode trusts nothing a peer sent: the header is first walked by a SAX
 // probe that bounds nesting depth, declared lengths and checks UTF-8, and
-// only then parsed into a json value and read field by field; the tensor is
+// only then parsed into a json value and read field by field (both in
+// header_reader.h); the tensor is
 // checked for size and finiteness before the Message is handed out.
 #include "fedsgd/wire.h"
 
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
+
+#include "header_reader.h"
+#include "tensor_frames.h"
 
 namespace fedsgd::wire {
 namespace {
 
 using nlohmann::json;
+using namespace header_reader;
 
-// Tensors are copied byte for byte: float must be IEEE-754 binary32, and
-// the host either little- or big-endian (then each value is swapped).
-static_assert(std::numeric_limits<float>::is_iec559 && sizeof(float) == 4);
-static_assert(std::endian::native == std::endian::little ||
-              std::endian::native == std::endian::big);
 static_assert(std::variant_size_v<Message> == 8, "update KindName and Encode/Decode");
-
-constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
-constexpr std::size_t kMaxString = 256;
-constexpr std::size_t kMaxDeviceId = 64;
-// nlohmann's CBOR reader recurses once per nesting level: 64 KiB of nested
-// arrays overflows a 4 MiB stack. Our headers are at most a few levels deep
-// (the plan's map of maps).
-constexpr std::size_t kMaxDepth = 32;
 
 constexpr std::string_view kReasonNames[kRejectReasonCount] = {
     "malformed",         "bad_version",      "unknown_kind", "bad_field",
@@ -41,254 +33,46 @@ constexpr std::string_view kReasonNames[kRejectReasonCount] = {
 constexpr std::string_view kKindNames[] = {"join",  "welcome", "heartbeat", "fetch_model",
                                            "model", "update",  "ack",       "reject"};
 
-// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
-// nlohmann's CBOR reader does not check, and json::dump throws on invalid
-// UTF-8, so a peer's bad string would surface later as an exception in the
-// coordinator's HTTP API.
-bool ValidUtf8(std::string_view s) {
-  static constexpr std::uint32_t kMinCodePoint[] = {0, 0, 0x80, 0x800, 0x10000};
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t len = 1;
-    std::uint32_t cp = c;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2, cp = c & 0x1Fu;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0Fu;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, cp = c & 0x07u;
-    } else {
-      return false;
-    }
-    if (s.size() - i < len) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3Fu);
-    }
-    if (cp < kMinCodePoint[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += len;
-  }
-  return true;
-}
-
-// A peer's text made fit for a log line or a Reject detail.
-std::string Printable(std::string_view s, std::size_t max_len = 32) {
-  std::string out(s.substr(0, max_len));
-  for (char& c : out) {
-    if (c < 0x20 || c > 0x7e) c = '?';
-  }
-  return out;
-}
-
-// Walks a CBOR header without building anything, refusing what would make
-// the real parse dangerous (deep nesting) or the result unusable (invalid
-// UTF-8), and declared lengths the header cannot hold.
-class HeaderProbe : public nlohmann::json_sax<json> {
- public:
-  explicit HeaderProbe(std::size_t bytes) : bytes_(bytes) {}
-  const char* problem() const { return problem_; }
-
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t& s) override { return Text(s); }
-  bool binary(binary_t&) override { return true; }
-  bool start_object(std::size_t elements) override { return Open(elements); }
-  bool key(string_t& s) override { return Text(s); }
-  bool end_object() override { return Close(); }
-  bool start_array(std::size_t elements) override { return Open(elements); }
-  bool end_array() override { return Close(); }
-  bool parse_error(std::size_t, const std::string&, const json::exception&) override {
-    return Fail("the header is not valid CBOR");
-  }
-
- private:
-  bool Fail(const char* why) {
-    if (!problem_) problem_ = why;
-    return false;
-  }
-  bool Text(const string_t& s) { return ValidUtf8(s) || Fail("a header string is not UTF-8"); }
-  bool Open(std::size_t elements) {
-    // Every element takes at least one byte; -1 means indefinite length.
-    if (elements != static_cast<std::size_t>(-1) && elements > bytes_) {
-      return Fail("a header map or array declares more elements than it holds");
-    }
-    return ++depth_ <= kMaxDepth || Fail("the header nests too deeply");
-  }
-  bool Close() {
-    --depth_;
-    return true;
-  }
-
-  std::size_t bytes_;
-  std::size_t depth_ = 0;
-  const char* problem_ = nullptr;
-};
-
-// Reads the header's fields; the first problem is kept in `error` and later
-// reads return defaults, so a message is built in one expression and
-// checked once.
-struct Reader {
-  const json& h;
-  std::string error;
-
-  void Fail(std::string why) {
-    if (error.empty()) error = std::move(why);
-  }
-  const json* Field(const char* key) {
-    const auto it = h.find(key);
-    if (it == h.end()) {
-      Fail(std::string("missing field '") + key + "'");
-      return nullptr;
-    }
-    return &*it;
-  }
-  std::string String(const char* key, std::size_t max_len = kMaxString) {
-    const json* f = Field(key);
-    if (!f) return {};
-    if (!f->is_string()) return Fail(std::string("field '") + key + "' must be a string"), "";
-    const auto& s = f->get_ref<const std::string&>();
-    if (s.size() > max_len) return Fail(std::string("field '") + key + "' is too long"), "";
-    // No control characters: these strings end up in log lines.
-    for (const char c : s) {
-      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-        return Fail(std::string("field '") + key + "' holds a control character"), "";
-      }
-    }
-    return s;
-  }
-  std::string Device() {
-    std::string id = String("device", kMaxDeviceId);
-    if (error.empty() && !ValidDeviceId(id)) {
-      Fail("device id must be 1-64 characters of A-Z a-z 0-9 . _ -");
-    }
-    return id;
-  }
-  std::string OneOf(const char* key, std::initializer_list<std::string_view> allowed) {
-    std::string s = String(key, 16);
-    if (!error.empty()) return s;
-    for (const std::string_view a : allowed) {
-      if (s == a) return s;
-    }
-    std::string names;
-    for (const std::string_view a : allowed)
-      names += (names.empty() ? "" : " or ") + std::string(a);
-    Fail(std::string("field '") + key + "' must be " + names);
-    return s;
-  }
-  std::uint64_t Uint(const char* key, std::uint64_t lo = 0,
-                     std::uint64_t hi = std::numeric_limits<std::uint64_t>::max()) {
-    const json* f = Field(key);
-    if (!f) return lo;
-    if (!f->is_number_unsigned()) {
-      Fail(std::string("field '") + key + "' must be a non-negative integer");
-      return lo;
-    }
-    const auto v = f->get<std::uint64_t>();
-    if (v < lo || v > hi) {
-      Fail(std::string("field '") + key + "' must be in " + std::to_string(lo) + ".." +
-           std::to_string(hi));
-      return lo;
-    }
-    return v;
-  }
-  int Int(const char* key, int lo, int hi) {
-    return static_cast<int>(
-        Uint(key, static_cast<std::uint64_t>(lo), static_cast<std::uint64_t>(hi)));
-  }
-  double Double(const char* key, double lo = -std::numeric_limits<double>::max(),
-                double hi = std::numeric_limits<double>::max()) {
-    const json* f = Field(key);
-    if (!f) return 0;
-    if (!f->is_number()) return Fail(std::string("field '") + key + "' must be a number"), 0.0;
-    const double v = f->get<double>();
-    if (!std::isfinite(v)) return Fail(std::string("field '") + key + "' is not finite"), 0.0;
-    if (v < lo || v > hi) return Fail(std::string("field '") + key + "' is out of range"), 0.0;
-    return v;
-  }
-  bool Bool(const char* key) {
-    const json* f = Field(key);
-    if (!f) return false;
-    if (!f->is_boolean()) return Fail(std::string("field '") + key + "' must be a boolean"), false;
-    return f->get<bool>();
-  }
-};
-
-// std::byteswap is C++23. Called only on big-endian hosts (inside
-// `if constexpr`), hence maybe_unused: clang warns on little-endian ones.
-[[maybe_unused]] constexpr std::uint32_t Swap32(std::uint32_t x) {
-  return (x >> 24) | ((x >> 8) & 0xff00u) | ((x << 8) & 0xff0000u) | (x << 24);
-}
-
 zmq::message_t HeaderFrame(const json& header) {
   const std::vector<std::uint8_t> bytes = json::to_cbor(header);
   return zmq::message_t(bytes.data(), bytes.size());
 }
 
-zmq::message_t TensorFrame(std::vector<float>&& values) {
-  if (values.empty()) return zmq::message_t();
-  if constexpr (std::endian::native == std::endian::little) {
-    // Hand the buffer to zmq without a copy; zmq frees it once sent (from
-    // its I/O thread, hence a free function rather than a capture).
-    auto* owned = new std::vector<float>(std::move(values));
-    return zmq::message_t(
-        owned->data(), owned->size() * sizeof(float),
-        [](void*, void* hint) { delete static_cast<std::vector<float>*>(hint); }, owned);
-  } else {
-    zmq::message_t frame(values.size() * sizeof(float));
-    auto* out = static_cast<unsigned char*>(frame.data());
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      const std::uint32_t le = Swap32(std::bit_cast<std::uint32_t>(values[i]));
-      std::memcpy(out + i * sizeof(float), &le, sizeof le);
-    }
-    return frame;
-  }
+// A byte vector as a frame, handed to zmq without a copy (see Fp32Frame).
+zmq::message_t BytesFrame(std::vector<std::uint8_t>&& bytes) {
+  if (bytes.empty()) return zmq::message_t();
+  auto* owned = new std::vector<std::uint8_t>(std::move(bytes));
+  return zmq::message_t(
+      owned->data(), owned->size(),
+      [](void*, void* hint) { delete static_cast<std::vector<std::uint8_t>*>(hint); }, owned);
 }
 
-std::optional<DecodeError> ReadTensor(const zmq::message_t& frame, const Limits& limits,
-                                      std::vector<float>& out) {
-  const std::size_t bytes = frame.size();
-  if (bytes % sizeof(float) != 0) {
-    return DecodeError{RejectReason::kWrongSize,
-                       "tensor frame of " + std::to_string(bytes) + " bytes is not whole floats"};
-  }
-  const std::size_t count = bytes / sizeof(float);
-  if (count > limits.max_params) {
-    return DecodeError{RejectReason::kOversize, "tensor of " + std::to_string(count) +
-                                                    " floats exceeds the limit of " +
+// A compressed tensor's dense count bounded by the limits, then its frame
+// decoded by its encoding.
+std::optional<DecodeError> ReadEncodedTensor(const zmq::message_t& frame,
+                                             const EncodedTensor& encoded, const Limits& limits,
+                                             std::vector<float>& out) {
+  if (encoded.count > limits.max_params) {
+    return DecodeError{RejectReason::kOversize, "tensor of " + std::to_string(encoded.count) +
+                                                    " values exceeds the limit of " +
                                                     std::to_string(limits.max_params)};
   }
-  if (limits.expected_params != 0 && count != limits.expected_params) {
-    return DecodeError{RejectReason::kWrongSize, "tensor has " + std::to_string(count) +
-                                                     " floats, the model has " +
+  if (limits.expected_params != 0 && encoded.count != limits.expected_params) {
+    return DecodeError{RejectReason::kWrongSize, "tensor has " + std::to_string(encoded.count) +
+                                                     " values, the model has " +
                                                      std::to_string(limits.expected_params)};
   }
-  // memcpy, not a float* cast: a small zmq frame's data need not be aligned.
-  out.resize(count);
-  if (count > 0) std::memcpy(out.data(), frame.data(), bytes);
-  if constexpr (std::endian::native != std::endian::little) {
-    for (float& v : out) v = std::bit_cast<float>(Swap32(std::bit_cast<std::uint32_t>(v)));
+  switch (encoded.encoding) {
+    case TensorEncoding::kFp16:
+      return tensor_frames::DecodeFp16(frame, encoded.count, out);
+    case TensorEncoding::kInt8:
+      return tensor_frames::DecodeInt8(frame, encoded.count, encoded.block, out);
+    case TensorEncoding::kTopK:
+      return tensor_frames::DecodeTopK(frame, encoded.count, out);
+    case TensorEncoding::kFp32:
+      break;
   }
-  // NaN and Inf are the floats whose exponent bits are all ones. An integer
-  // OR-reduction vectorises without -ffast-math (a float sum would not).
-  std::uint32_t non_finite = 0;
-  for (const float v : out) {
-    non_finite |= (std::bit_cast<std::uint32_t>(v) & 0x7f800000u) == 0x7f800000u;
-  }
-  if (non_finite) {
-    std::size_t at = 0;
-    while (std::isfinite(out[at])) ++at;
-    return DecodeError{RejectReason::kNonFinite,
-                       "tensor value " + std::to_string(at) + " is not finite"};
-  }
-  return std::nullopt;
+  return tensor_frames::DecodeFp32(frame, limits, out);
 }
 
 std::vector<float>* Tensor(Message& m) {
@@ -354,6 +138,18 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
     if (h.contains("eval_loss") || h.contains("eval_accuracy") || h.contains("eval_samples")) {
       u.evaluation = HeldOutEvaluation{r.Double("eval_loss", 0), r.Double("eval_accuracy", 0, 1),
                                        r.Uint("eval_samples", 1, kMaxHeldOutSamples)};
+    }
+    // A compressed tensor (update_codec.h); no "encoding" means fp32.
+    if (h.contains("encoding")) {
+      const std::string encoding = r.OneOf("encoding", {"fp32", "fp16", "int8", "topk"});
+      for (const auto e : {TensorEncoding::kFp32, TensorEncoding::kFp16, TensorEncoding::kInt8,
+                           TensorEncoding::kTopK}) {
+        if (encoding == ToString(e)) u.encoded.encoding = e;
+      }
+      if (u.encoded.encoding != TensorEncoding::kFp32) u.encoded.count = r.Uint("count");
+      if (u.encoded.encoding == TensorEncoding::kInt8) {
+        u.encoded.block = static_cast<std::uint32_t>(r.Uint("block", 1, kMaxInt8Block));
+      }
     }
     message = std::move(u);
   } else if (kind == "ack") {
@@ -438,6 +234,11 @@ std::vector<zmq::message_t> Encode(Message message) {
             h["eval_accuracy"] = m.evaluation->accuracy;
             h["eval_samples"] = m.evaluation->samples;
           }
+          if (m.encoded.encoding != TensorEncoding::kFp32) {
+            h["encoding"] = ToString(m.encoded.encoding);
+            h["count"] = m.encoded.count;
+            if (m.encoded.encoding == TensorEncoding::kInt8) h["block"] = m.encoded.block;
+          }
         } else if constexpr (std::is_same_v<T, Ack>) {
           h["round"] = m.round;
           h["model_version"] = m.model_version;
@@ -451,8 +252,11 @@ std::vector<zmq::message_t> Encode(Message message) {
   std::vector<zmq::message_t> frames;
   frames.reserve(2);
   frames.push_back(HeaderFrame(h));
-  if (std::vector<float>* tensor = Tensor(message)) {
-    frames.push_back(TensorFrame(std::move(*tensor)));
+  auto* update = std::get_if<Update>(&message);
+  if (update && update->encoded.encoding != TensorEncoding::kFp32) {
+    frames.push_back(BytesFrame(std::move(update->encoded.bytes)));
+  } else if (std::vector<float>* tensor = Tensor(message)) {
+    frames.push_back(tensor_frames::Fp32Frame(std::move(*tensor)));
   }
   return frames;
 }
@@ -499,7 +303,17 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
                     (tensor ? " needs a tensor frame after its header" : " takes no tensor frame"));
   }
   if (tensor) {
-    if (auto error = ReadTensor(frames[1], limits, *tensor)) return DecodeResult{std::move(*error)};
+    auto* update = std::get_if<Update>(&message);
+    const TensorEncoding encoding = update ? update->encoded.encoding : TensorEncoding::kFp32;
+    if (update && limits.update_encoding && encoding != *limits.update_encoding) {
+      return fail(RejectReason::kBadField, "update encoded as " + std::string(ToString(encoding)) +
+                                               ", the plan's is " +
+                                               std::string(ToString(*limits.update_encoding)));
+    }
+    auto error = encoding == TensorEncoding::kFp32
+                     ? tensor_frames::DecodeFp32(frames[1], limits, *tensor)
+                     : ReadEncodedTensor(frames[1], update->encoded, limits, *tensor);
+    if (error) return DecodeResult{std::move(*error)};
   }
   return DecodeResult{std::move(message)};
 }

@@ -188,6 +188,35 @@ TEST_F(FederationTest, FullRunToTheEnd) {
   EXPECT_EQ(IntegrityCheck(), "ok");
 }
 
+// Issue 10: a fleet whose daemons compress their updates (topk 5% with
+// error feedback) learns, and each update arrives compressed.
+TEST_F(FederationTest, CompressedUpdatesTrainTheModel) {
+  auto coordinator = Coordinator(
+      "coordinator", {"--rounds", "3", "--min-devices", "2", "--update-codec", "topk:0.05"});
+  std::vector<std::unique_ptr<Process>> daemons;
+  for (int i = 0; i < 2; ++i) daemons.push_back(Daemon(i, 2));
+  ASSERT_TRUE(WaitFor([&] { return Get("/healthz").is_object(); }, 10s));
+  ASSERT_EQ(coordinator->Wait(90s), 0) << coordinator->Stderr();
+  const nlohmann::json summary = nlohmann::json::parse(coordinator->Stdout());
+  EXPECT_EQ(summary["round"], 3);
+  EXPECT_EQ(summary["updates_rejected"], 0);
+  EXPECT_GT(summary["test_accuracy"].get<double>(), 0.5);
+  RecordProperty("test_accuracy", std::to_string(summary["test_accuracy"].get<double>()));
+  for (auto& d : daemons) EXPECT_EQ(d->Wait(10s), 0) << d->Stderr();
+
+  auto store = CheckpointStore::Open(db(), /*read_only=*/true);
+  const auto rounds = store->ListRounds(1, 0, 100);
+  ASSERT_EQ(rounds.size(), 3u);
+  const std::size_t params = Architecture::Parse(kModel).ParameterCount();
+  const std::size_t k = (params * 5 + 99) / 100;
+  for (const RoundRecord& r : rounds) {
+    // Each update: k (index, value) pairs of 8 bytes plus a small header,
+    // a tenth of the fp32 size.
+    EXPECT_GE(r.bytes_in, 2 * 8 * k) << "round " << r.round;
+    EXPECT_LE(r.bytes_in, 2 * (8 * k + 512)) << "round " << r.round;
+  }
+}
+
 TEST_F(FederationTest, CoordinatorKilledMidRunResumesAndDaemonsReconnect) {
   // Enough rounds that the run is still going when the kill comes.
   const std::vector<std::string> args = {"--rounds", "30", "--min-devices", "2"};

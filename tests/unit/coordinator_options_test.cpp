@@ -109,5 +109,18 @@ TEST(CoordinatorOptionsTest, RefusesABufferThatCannotHoldMinDevicesUpdates) {
   EXPECT_THROW(o.Check(), Error);
 }
 
+TEST(CoordinatorOptionsTest, UpdateCodecFlagBecomesThePlanField) {
+  EXPECT_EQ(Parse({}).ToPlan().update_codec, "fp32");
+  EXPECT_EQ(Parse({"--update-codec", "int8"}).ToPlan().update_codec, "int8");
+  EXPECT_EQ(Parse({"--update-codec", "topk:0.01"}).ToPlan().ToJson().at("update_codec"),
+            "topk:0.01");
+  try {
+    Parse({"--update-codec", "topk:0"}).ToPlan();
+    ADD_FAILURE() << "accepted topk:0";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--update-codec"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace fedsgd

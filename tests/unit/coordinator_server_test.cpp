@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <future>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <thread>
 #include <zmq_addon.hpp>
@@ -544,6 +545,66 @@ TEST_F(CoordinatorServerTest, ConnectionsDroppedByLibzmqAreCounted) {
   EXPECT_GE(status["connections_dropped"], 1);
   const std::string metrics = http.Get("/metrics")->body;
   EXPECT_NE(metrics.find("fedsgd_connections_dropped_total"), std::string::npos);
+}
+
+// Issue 10: the plan's update codec travels in the welcome; an update in
+// it is decoded and aggregated, one in any other encoding is refused; a
+// resume with another codec is refused unless --new-run.
+TEST_F(CoordinatorServerTest, UpdatesMustArriveInThePlansCodec) {
+  options_.min_devices = 1;
+  options_.rounds = 3;
+  options_.update_codec = "int8";
+  StartServer();
+  {
+    auto dealer = Dealer();
+    auto w = Expect<wire::Welcome>(Ask(*dealer, wire::Join{"dev1", 1, 100, "test"}));
+    EXPECT_EQ(w.plan.value("update_codec", ""), "int8");
+    ASSERT_EQ(w.round, 1u);
+    // fp32, as before codecs existed: refused.
+    EXPECT_EQ(Expect<wire::Reject>(Ask(*dealer, Update("dev1", 1, 0, 1, 100))).reason,
+              RejectReason::kBadField);
+    wire::Update fp16 = Update("dev1", 1, 0, 1, 100);
+    std::mt19937_64 rng(1);
+    fp16.encoded = wire::EncodeTensor(wire::UpdateCodec::Parse("fp16"), fp16.payload, rng);
+    EXPECT_EQ(Expect<wire::Reject>(Ask(*dealer, fp16)).reason, RejectReason::kBadField);
+    wire::Update int8 = Update("dev1", 1, 0, 1, 100);
+    int8.encoded = wire::EncodeTensor(wire::UpdateCodec::Parse("int8"), int8.payload, rng);
+    const std::size_t int8_bytes = int8.encoded.bytes.size();
+    EXPECT_EQ(int8_bytes, kParams + 4);  // one block: one scale
+    Expect<wire::Ack>(Ask(*dealer, std::move(int8)));
+    for (int i = 0; i < 40 && Committed().first < 1; ++i) std::this_thread::sleep_for(50ms);
+    const auto [round, params] = Committed();
+    ASSERT_EQ(round, 1u);
+    // Decoded to float32 and aggregated: the model moved.
+    ASSERT_EQ(params.size(), kParams);
+    EXPECT_NE(params, w.params);
+  }
+  StopServer();
+  options_.update_codec = "fp16";
+  EXPECT_THROW(CoordinatorServer(options_, log_).Start(), Error);
+  options_.new_run = true;
+  StartServer();
+  auto dealer = Dealer();
+  auto w = Expect<wire::Welcome>(Ask(*dealer, wire::Join{"dev1", 1, 100, "test"}));
+  EXPECT_EQ(w.plan.value("update_codec", ""), "fp16");
+}
+
+// topk:1 sends 8 bytes per parameter, twice the fp32 frame: libzmq's frame
+// limit must let it through.
+TEST_F(CoordinatorServerTest, ATopKUpdateLargerThanFp32IsReceived) {
+  options_.min_devices = 1;
+  options_.model = "softmax:20000-2";  // 40,002 parameters: frames beyond 64 KiB
+  options_.update_codec = "topk:1";
+  StartServer();
+  auto dealer = Dealer();
+  auto w = Expect<wire::Welcome>(Ask(*dealer, wire::Join{"dev1", 1, 100, "test"}));
+  ASSERT_EQ(w.round, 1u);
+  wire::Update u{"dev1", 1, 0, 100, 0.5, "delta", 0.1, {}, std::nullopt};
+  std::mt19937_64 rng(1);
+  u.encoded = wire::EncodeTensor(wire::UpdateCodec::Parse("topk:1"),
+                                 std::vector<float>(w.params.size(), 0.001f), rng);
+  EXPECT_EQ(u.encoded.bytes.size(), 8 * w.params.size());
+  Expect<wire::Ack>(Ask(*dealer, std::move(u)));
 }
 
 }  // namespace

@@ -515,5 +515,36 @@ TEST(DeviceClientTest, ExitsAtTheFinalModelOnlyWhenAsked) {
       << stays.log();
 }
 
+// Issue 10: the device compresses its update with the plan's codec. Sync
+// mode with one thread is deterministic, so the topk update is exactly the
+// largest entries of the fp32 one.
+TEST(DeviceClientTest, SendsItsUpdateInThePlansCodec) {
+  const Dataset data = Blobs(120);
+  std::vector<float> dense;
+  {
+    FakeCoordinator fake;
+    RunningClient c(fake.endpoint(), data);
+    ASSERT_TRUE(fake.ServeUntil([&] { return !fake.updates.empty(); }));
+    EXPECT_EQ(fake.updates[0].encoded.encoding, wire::TensorEncoding::kFp32);
+    dense = fake.updates[0].payload;
+  }
+  FakeCoordinator fake;
+  fake.plan.update_codec = "topk:0.2";  // 3 of softmax:4-3's 15 parameters
+  RunningClient c(fake.endpoint(), data);
+  ASSERT_TRUE(fake.ServeUntil([&] { return !fake.updates.empty(); }));
+  const wire::Update& u = fake.updates[0];
+  EXPECT_EQ(u.encoded.encoding, wire::TensorEncoding::kTopK);
+  ASSERT_EQ(u.payload.size(), dense.size());
+  std::size_t sent = 0;
+  for (std::size_t i = 0; i < dense.size(); ++i) {
+    if (u.payload[i] == 0) continue;
+    ++sent;
+    EXPECT_EQ(u.payload[i], dense[i]) << i;
+  }
+  EXPECT_EQ(sent, 3u);
+  c.Stop();
+  EXPECT_NE(c.log().find("update sent (24 bytes)"), std::string::npos) << c.log();
+}
+
 }  // namespace
 }  // namespace fedsgd

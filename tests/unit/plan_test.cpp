@@ -240,5 +240,29 @@ TEST(PlanTest, FromJsonRefusesIntegerFieldsThatAreNotIntegersInRange) {
   EXPECT_EQ(p.batch, 2147483647);
 }
 
+TEST(PlanTest, UpdateCodecRoundTripsDefaultsToFp32AndKeepsOldJson) {
+  EXPECT_EQ(Plan{}.update_codec, "fp32");
+  EXPECT_FALSE(Plan{}.ToJson().contains("update_codec")) << "fp32 plans keep their old JSON";
+  for (const std::string codec : {"fp16", "int8", "topk:0.01"}) {
+    Plan p;
+    p.update_codec = codec;
+    const nlohmann::json j = p.ToJson();
+    EXPECT_EQ(j.at("update_codec"), codec);
+    EXPECT_EQ(Plan::FromJson(j).update_codec, codec);
+  }
+  Plan p;
+  p.update_codec = "topk:0.010";  // written in its shortest form
+  EXPECT_EQ(p.ToJson().at("update_codec"), "topk:0.01");
+  for (const std::string bad : {"fp8", "topk:0", "topk:2", ""}) {
+    p.update_codec = bad;
+    try {
+      p.Validate();
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--update-codec"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fedsgd

@@ -34,6 +34,11 @@
 //                  evaluation. 0 = off.
 // FromJson accepts a plan without these keys (written before they existed)
 // and gives them their defaults.
+//
+// Update codec (issue 10): update_codec says how daemons compress their
+// updates on the wire (fp32 | fp16 | int8 | topk:F, see update_codec.h);
+// the key appears in the JSON only when it is not fp32, so the plans of
+// runs without compression read and compare as they did before.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +63,7 @@ struct Plan {
   std::uint64_t seed = 1;
   double prox_mu = 0;
   double eval_fraction = 0.1;
+  std::string update_codec = "fp32";  // fp32 | fp16 | int8 | topk:F
 
   // DP-FedAvg (McMahan et al. 2018); noise multiplier 0 = off.
   double dp_noise_multiplier = 0;

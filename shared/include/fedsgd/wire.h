@@ -5,16 +5,20 @@
 // (Model broadcasts); a daemon connects a DEALER and a SUB. A message is
 // multipart: frame 0 is a small CBOR map (nlohmann::json::to_cbor) holding
 // "v" (kProtocolVersion), "kind" and the message's fields; then zero or one
-// tensor frame of raw little-endian float32, never re-encoded as text. On a
+// tensor frame of raw little-endian float32, never re-encoded as text. An
+// Update's tensor may instead travel compressed (fp16, int8, topk; see
+// update_codec.h): its header then names the "encoding" and the dense
+// "count"; a header without "encoding" is fp32, as before. On a
 // ROUTER the peer's routing-id frame comes first; a DEALER sends no empty
 // delimiter frame. Update's `kind` travels as "update_kind", since "kind"
 // names the message.
 //
 // Decode() validates everything before anything is used: frame count, CBOR,
 // version, kind, every field's presence, type and range, the tensor's size,
-// and that every float is finite. A bad message yields a DecodeError with a
-// RejectReason whose name is stable (metrics and logs use it), never an
-// exception or a crash.
+// and that every float is finite; a compressed tensor's layout too (sizes,
+// finite non-negative scales, sorted unique in-range indices). A bad message yields a DecodeError
+// with a RejectReason whose name is stable (metrics and logs use it), never an exception or a
+// crash.
 //
 // Thread-safety: every function is reentrant and shares no state. A
 // zmq::socket_t passed to Send / ReceiveFrames must be used by one thread
@@ -31,6 +35,8 @@
 #include <variant>
 #include <vector>
 #include <zmq.hpp>
+
+#include "fedsgd/update_codec.h"
 
 namespace fedsgd::wire {
 
@@ -131,6 +137,12 @@ struct Update {
   double train_seconds = 0;    // >= 0
   std::vector<float> payload;
   std::optional<HeldOutEvaluation> evaluation;
+  // How the tensor travels. Sending: with encoded.encoding fp32 (the
+  // default) Encode sends `payload`; otherwise it sends encoded.bytes (from
+  // EncodeTensor) and ignores payload. Receiving: Decode fills payload with
+  // the float32 values and records encoding, count and block here, leaving
+  // encoded.bytes empty.
+  EncodedTensor encoded{};
 };
 
 struct Ack {
@@ -160,6 +172,9 @@ std::vector<zmq::message_t> Encode(Message message);
 struct Limits {
   std::size_t expected_params = 0;    // tensor length required; 0: any up to max_params
   std::size_t max_params = 1u << 26;  // 256 MiB of floats
+  // The only encoding an Update may arrive in (the plan's update_codec);
+  // another is refused as bad_field. nullopt: any.
+  std::optional<TensorEncoding> update_encoding{};
 };
 
 struct DecodeError {
@@ -180,7 +195,9 @@ struct DecodeResult {
 // DecodeError naming the first problem found: malformed (frame count, bad
 // CBOR, not a map, invalid UTF-8, nesting too deep), oversize (header over
 // 64 KiB, tensor over limits.max_params), bad_version, unknown_kind,
-// bad_field, wrong_size, non_finite. Never throws (std::bad_alloc aside)
+// bad_field (also: an Update encoded otherwise than limits.update_encoding,
+// a negative int8 scale or a -128, unsorted, repeated or out-of-range topk
+// indices), wrong_size, non_finite. Never throws (std::bad_alloc aside)
 // and never reads outside the frames. The frames are left unchanged.
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits = {});
 
