@@ -50,6 +50,10 @@ scenarios=(
   "dirichlet:0.5/fedprox|dirichlet:0.5|--prox-mu 0.01||0"
   # Label skew with less local drift: 50 local steps (of ~170 in an epoch).
   "labels:2/local-steps-50|labels:2|--local-steps 50||0"
+  # Label skew with logit adjustment (Menon et al. 2021; FedLC).
+  "labels:2/logit-adjustment|labels:2|--logit-adjustment 1||0"
+  "dirichlet:0.5/logit-adjustment|dirichlet:0.5|--logit-adjustment 1||0"
+  "labels:2/logit-adjustment+fedavgm|labels:2|--logit-adjustment 1 --server-optimizer momentum||0"
 )
 for attack in sign-flip scale:10 gaussian:1; do
   for rule in mean median trimmed_mean krum; do

@@ -109,6 +109,12 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "al. 2020, Federated Optimization in Heterogeneous Networks); 0 = off")
       ->capture_default_str()
       ->check(kNonNegative);
+  app.add_option("--logit-adjustment", o.logit_adjustment,
+                 "Label skew: devices train softmax models on logits + TAU * log(their class "
+                 "prior) (logit adjustment, Menon et al. 2021; FedLC, Zhang et al. 2022); 0 = off, "
+                 "at most 10")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 10.0));
   app.add_option("--eval-fraction", o.eval_fraction,
                  "Share of each device's shard held out for federated evaluation of every global "
                  "model (loss, accuracy, fairness over devices); 0 = off, at most 0.5")
@@ -274,6 +280,7 @@ Plan CoordinatorOptions::ToPlan() const {
   p.server_tau = server_tau;
   p.aggregation_memory_mb = aggregation_memory_mb;
   p.prox_mu = prox_mu;
+  p.logit_adjustment = logit_adjustment;
   p.eval_fraction = eval_fraction;
   p.update_codec = update_codec;
   p.Validate();

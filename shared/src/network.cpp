@@ -247,7 +247,7 @@ struct NetworkKernels {
 
   static float ForwardBackward(const Architecture& arch, const float* params, const float* x,
                                const float* y, int n, float* grad, Workspace& ws,
-                               std::mt19937_64* rng) {
+                               std::mt19937_64* rng, const float* logit_offsets) {
     assert(n >= 1 && n <= ws.max_batch_);
     assert(ws.layout_.size() + 1 == arch.widths.size());
     const bool dropout = rng != nullptr && arch.dropout > 0;
@@ -256,6 +256,11 @@ struct NetworkKernels {
     Forward(arch, params, x, n, ws, dropout ? rng : nullptr);
     const LayerLayout& last = layout.back();
     Matrix out(ws.activations_[layers - 1].data(), last.out, n);
+    // The backward pass reads the deltas and the hidden layers' outputs,
+    // never the logits themselves: they can be adjusted in place.
+    if (logit_offsets && arch.loss() == LossKind::kCrossEntropy) {
+      out.colwise() += ConstVector(logit_offsets, last.out);
+    }
     const float scale = 1.0f / static_cast<float>(n);
     const double loss =
         OutputLoss(arch, out, y, n, ws.deltas_[layers - 1].data(), scale, nullptr) / n;
@@ -300,8 +305,10 @@ struct NetworkKernels {
 };
 
 float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
-                      int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng) {
-  return NetworkKernels::ForwardBackward(arch, params, x, y, n, grad, ws, dropout_rng);
+                      int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng,
+                      const float* logit_offsets) {
+  return NetworkKernels::ForwardBackward(arch, params, x, y, n, grad, ws, dropout_rng,
+                                         logit_offsets);
 }
 
 BatchScore Score(const Architecture& arch, const float* params, const float* x, const float* y,

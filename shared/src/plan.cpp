@@ -110,6 +110,8 @@ void Plan::Validate() const {
   require(std::isfinite(aggregation_memory_mb) && aggregation_memory_mb > 0,
           "aggregation_memory_mb (--aggregation-memory-mb) must be > 0");
   require(std::isfinite(prox_mu) && prox_mu >= 0, "prox_mu (--prox-mu) must be >= 0");
+  require(std::isfinite(logit_adjustment) && logit_adjustment >= 0 && logit_adjustment <= 10,
+          "logit_adjustment (--logit-adjustment) must be in [0, 10]");
   // At most half held out: a device must keep most of its shard to train on.
   require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
           "eval_fraction (--eval-fraction) must be in [0, 0.5]");
@@ -187,6 +189,7 @@ nlohmann::json Plan::ToJson() const {
       {"prox_mu", prox_mu},
       {"eval_fraction", eval_fraction},
   };
+  if (logit_adjustment > 0) j["logit_adjustment"] = logit_adjustment;
   if (update_codec != "fp32") j["update_codec"] = wire::UpdateCodec::Parse(update_codec).ToString();
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
@@ -257,6 +260,7 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("prox_mu", p.prox_mu);
     optional("eval_fraction", p.eval_fraction);
     optional("update_codec", p.update_codec);
+    optional("logit_adjustment", p.logit_adjustment);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

@@ -108,7 +108,8 @@ struct RunPlan {
   TrainProgress* progress;
   std::size_t steps_per_epoch;
   long total_steps;
-  const float* anchor;  // FedProx: the weights at the start; null when prox_mu == 0
+  const float* anchor;         // FedProx: the weights at the start; null when prox_mu == 0
+  const float* logit_offsets;  // logit adjustment; null when off
 };
 
 bool StopRequested(const std::atomic<bool>* stop) {
@@ -152,9 +153,9 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       Gather(run.data, order, begin, end, buf);
       LoadShared(shared, buf.weights.data(), count);
       const int rows = static_cast<int>(end - begin);
-      const float loss =
-          ForwardBackward(run.arch, buf.weights.data(), buf.x.data(), buf.y.data(), rows,
-                          buf.grad.data(), buf.workspace, dropout ? &rngs[t] : nullptr);
+      const float loss = ForwardBackward(run.arch, buf.weights.data(), buf.x.data(), buf.y.data(),
+                                         rows, buf.grad.data(), buf.workspace,
+                                         dropout ? &rngs[t] : nullptr, run.logit_offsets);
       if (run.anchor) {
         AddProximalGradient(buf.grad.data(), buf.weights.data(), run.anchor, count,
                             run.opt.prox_mu);
@@ -241,7 +242,7 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
         Gather(run.data, order, my_begin, my_end, buf);
         losses[t] = ForwardBackward(run.arch, model.params.data(), buf.x.data(), buf.y.data(),
                                     static_cast<int>(rows[t]), buf.grad.data(), buf.workspace,
-                                    dropout ? &rngs[t] : nullptr);
+                                    dropout ? &rngs[t] : nullptr, run.logit_offsets);
       } else {
         losses[t] = 0;
       }
@@ -279,6 +280,22 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
 
 }  // namespace
 
+std::vector<float> LogitOffsets(const Dataset& data, int classes, float tau) {
+  if (classes < 1) throw Error("logit adjustment needs a classifier");
+  std::vector<double> counts(static_cast<std::size_t>(classes), 0.0);
+  for (const float label : data.y) {
+    if (label >= 0 && label < static_cast<float>(classes)) {
+      counts[static_cast<std::size_t>(label)] += 1;
+    }
+  }
+  const double total = static_cast<double>(data.size()) + classes;
+  std::vector<float> offsets(counts.size());
+  for (std::size_t c = 0; c < counts.size(); ++c) {
+    offsets[c] = static_cast<float>(tau * std::log((counts[c] + 1) / total));
+  }
+  return offsets;
+}
+
 LocalTrainer::LocalTrainer(TrainOptions options) : options_(std::move(options)) {}
 
 TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
@@ -297,12 +314,24 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
   if (!std::isfinite(opt.prox_mu) || opt.prox_mu < 0) {
     throw Error("the FedProx mu (prox_mu) must be >= 0");
   }
+  if (!std::isfinite(opt.logit_adjustment) || opt.logit_adjustment < 0) {
+    throw Error("the logit adjustment tau (logit_adjustment) must be >= 0");
+  }
   // Allocated once here, read-only during training.
   const std::vector<float> anchor = opt.prox_mu > 0 ? model.params : std::vector<float>();
-  RunPlan run{model.arch, data,
-              opt,        stop,
-              progress,   (n + batch - 1) / batch,
-              0,          anchor.empty() ? nullptr : anchor.data()};
+  const std::vector<float> offsets =
+      opt.logit_adjustment > 0 && model.arch.loss() == LossKind::kCrossEntropy
+          ? LogitOffsets(data, model.arch.num_classes(), opt.logit_adjustment)
+          : std::vector<float>();
+  RunPlan run{model.arch,
+              data,
+              opt,
+              stop,
+              progress,
+              (n + batch - 1) / batch,
+              0,
+              anchor.empty() ? nullptr : anchor.data(),
+              offsets.empty() ? nullptr : offsets.data()};
   run.total_steps =
       opt.epochs > 0
           ? static_cast<long>(std::ceil(opt.epochs * static_cast<double>(run.steps_per_epoch)))

@@ -122,5 +122,12 @@ TEST(CoordinatorOptionsTest, UpdateCodecFlagBecomesThePlanField) {
   }
 }
 
+TEST(CoordinatorOptionsTest, LogitAdjustmentFlagBecomesThePlanField) {
+  EXPECT_EQ(Parse({}).ToPlan().logit_adjustment, 0.0);
+  EXPECT_EQ(Parse({"--logit-adjustment", "1"}).ToPlan().logit_adjustment, 1.0);
+  EXPECT_THROW(Parse({"--logit-adjustment", "-1"}), CLI::ValidationError);
+  EXPECT_THROW(Parse({"--logit-adjustment", "11"}), CLI::ValidationError);
+}
+
 }  // namespace
 }  // namespace fedsgd

@@ -322,6 +322,36 @@ TEST(NetworkTest, WithoutAnRngDropoutModelsMatchTheirPlainTwin) {
   EXPECT_EQ(s1.correct, s2.correct);
 }
 
+// Logit adjustment adds its offsets to the logits: the same loss and
+// gradient as a model whose output biases are shifted by them.
+TEST(NetworkTest, LogitOffsetsActLikeShiftedOutputBiases) {
+  const Architecture arch = Architecture::Parse("mlp:6-5-3:tanh");
+  const Model m = RandomModel(arch, 5);
+  std::mt19937_64 rng(3);
+  std::vector<float> x, y;
+  RandomBatch(arch, 8, rng, x, y);
+  const std::vector<float> offsets = {-0.5f, 0.0f, -7.0f};
+  Model shifted = m;
+  const LayerLayout last = arch.Layout().back();
+  for (std::size_t c = 0; c < offsets.size(); ++c)
+    shifted.params[last.bias_offset + c] += offsets[c];
+  Workspace ws(arch, 8);
+  std::vector<float> g_offsets(arch.ParameterCount()), g_shifted(arch.ParameterCount()),
+      g_plain(arch.ParameterCount());
+  const float with_offsets = ForwardBackward(arch, m.params.data(), x.data(), y.data(), 8,
+                                             g_offsets.data(), ws, nullptr, offsets.data());
+  const float with_shift =
+      ForwardBackward(arch, shifted.params.data(), x.data(), y.data(), 8, g_shifted.data(), ws);
+  const float plain =
+      ForwardBackward(arch, m.params.data(), x.data(), y.data(), 8, g_plain.data(), ws);
+  EXPECT_NEAR(with_offsets, with_shift, 1e-5);
+  EXPECT_GT(std::abs(with_offsets - plain), 1e-3);  // the offsets do change the loss
+  for (std::size_t i = 0; i < g_offsets.size(); ++i) EXPECT_NEAR(g_offsets[i], g_shifted[i], 1e-5);
+  // Score (evaluation) never adjusts: the plain logits are the model's answer.
+  const BatchScore s = Score(arch, m.params.data(), x.data(), y.data(), 8, ws);
+  EXPECT_NEAR(s.loss_sum / 8, plain, 1e-5);
+}
+
 TEST(NetworkTest, AWorkspaceServesAnyBatchUpToItsSize) {
   const Architecture arch = Architecture::Parse("mlp:30-20-4");
   const Model m = RandomModel(arch, 6);

@@ -42,6 +42,26 @@ TEST(PlanTest, PlanWithoutTheDeviceKeysGetsTheDefaults) {
   EXPECT_THROW(Plan::FromJson(j), Error);
 }
 
+TEST(PlanTest, LogitAdjustmentIsInTheJsonOnlyWhenOn) {
+  Plan p;
+  EXPECT_FALSE(p.ToJson().contains("logit_adjustment"));  // old plans compare equal
+  p.logit_adjustment = 1.5;
+  const nlohmann::json j = p.ToJson();
+  EXPECT_EQ(j.at("logit_adjustment"), 1.5);
+  EXPECT_EQ(Plan::FromJson(j).logit_adjustment, 1.5);
+  EXPECT_EQ(Plan::FromJson(Plan{}.ToJson()).logit_adjustment, 0.0);
+  for (const double bad : {-0.5, 11.0, std::nan("")}) {
+    Plan q;
+    q.logit_adjustment = bad;
+    try {
+      q.Validate();
+      ADD_FAILURE() << "logit_adjustment " << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--logit-adjustment"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(PlanTest, RejectsBadValuesWithTheFieldName) {
   auto bad = [](auto mutate, const std::string& field) {
     Plan p;

@@ -163,6 +163,50 @@ TEST(TrainerTest, ReportsEveryEpoch) {
   EXPECT_EQ(reports[2].samples, 300u);
 }
 
+TEST(TrainerTest, LogitOffsetsAreTheSmoothedLogPriorTimesTau) {
+  Dataset d = Blobs(6, 2, 1);  // labels 0, 1, 2, 0, 1, 2
+  d.y = {0, 0, 0, 1, 1, 1};    // class 2 absent
+  const std::vector<float> offsets = LogitOffsets(d, 3, 2.0f);
+  ASSERT_EQ(offsets.size(), 3u);
+  EXPECT_NEAR(offsets[0], 2.0 * std::log(4.0 / 9.0), 1e-6);
+  EXPECT_NEAR(offsets[1], 2.0 * std::log(4.0 / 9.0), 1e-6);
+  EXPECT_NEAR(offsets[2], 2.0 * std::log(1.0 / 9.0), 1e-6);
+}
+
+// Label skew in one shard: only classes 0 and 1 of 3. Plain training pushes
+// the absent class's output bias down; with logit adjustment the absent
+// class's probability is already tiny in training, so its bias barely moves.
+TEST(TrainerTest, LogitAdjustmentStopsPushingDownAnAbsentClass) {
+  Dataset data = Blobs(900, 6, 9);
+  Dataset two_classes;
+  two_classes.num_features = data.num_features;
+  two_classes.num_classes = 3;
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    if (data.y[i] == 2) continue;
+    two_classes.x.insert(two_classes.x.end(), data.sample(i), data.sample(i) + 6);
+    two_classes.y.push_back(data.y[i]);
+  }
+  const Architecture arch = Architecture::Parse("softmax:6-3");
+  const std::size_t bias2 = arch.Layout().back().bias_offset + 2;
+  auto absent_bias_after = [&](float tau) {
+    Model m = Model::Create(arch, 3);
+    const float before = m.params[bias2];
+    TrainOptions o = Options(TrainMode::kSync, 1);
+    o.logit_adjustment = tau;
+    LocalTrainer(o).Train(m, two_classes);
+    return m.params[bias2] - before;
+  };
+  const float plain = absent_bias_after(0);
+  const float adjusted = absent_bias_after(1);
+  EXPECT_LT(plain, -0.1f);
+  EXPECT_GT(adjusted, plain / 10);
+  // A bad tau is refused.
+  Model m = Model::Create(arch, 3);
+  TrainOptions o = Options(TrainMode::kSync, 1);
+  o.logit_adjustment = -1;
+  EXPECT_THROW(LocalTrainer(o).Train(m, two_classes), Error);
+}
+
 TEST(TrainerTest, RefusesDataThatDoesNotFitTheModel) {
   const Dataset data = Blobs(100, 4, 8);
   Model wrong_inputs = Model::Create(Architecture::Parse("softmax:5-3"), 1);

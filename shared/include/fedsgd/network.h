@@ -57,9 +57,13 @@ class Workspace {
 // gradient of that mean w.r.t. params written to grad (ParameterCount()
 // floats, overwritten). n must be in [1, ws.max_batch()]. dropout_rng may be
 // null (no dropout, as at evaluation); with it, hidden units are dropped with
-// probability arch.dropout (inverted dropout).
+// probability arch.dropout (inverted dropout). logit_offsets may be null;
+// with it (output-width floats, cross-entropy models only) the loss and its
+// gradient are those of the logits plus the offsets: logit adjustment (see
+// LogitAdjustment in trainer.h). Other losses ignore it.
 float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
-                      int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng = nullptr);
+                      int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng = nullptr,
+                      const float* logit_offsets = nullptr);
 
 // Mean loss and the number of correct predictions over n samples, no
 // gradient (classifiers: argmax, or p >= 0.5 for logistic; regression

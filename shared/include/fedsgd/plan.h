@@ -32,6 +32,10 @@
 //   eval_fraction  share of each device's shard held out (never trained on)
 //                  to evaluate every global model it receives: federated
 //                  evaluation. 0 = off.
+//   logit_adjustment  tau of logit adjustment for label skew (Menon et al.
+//                  2021; FedLC, Zhang et al. 2022; see TrainOptions in
+//                  trainer.h): devices train on logits + tau * log(their
+//                  class prior). 0 = off; in the JSON only when on.
 // FromJson accepts a plan without these keys (written before they existed)
 // and gives them their defaults.
 //
@@ -63,6 +67,7 @@ struct Plan {
   std::uint64_t seed = 1;
   double prox_mu = 0;
   double eval_fraction = 0.1;
+  double logit_adjustment = 0;
   std::string update_codec = "fp32";  // fp32 | fp16 | int8 | topk:F
 
   // DP-FedAvg (McMahan et al. 2018); noise multiplier 0 = off.

@@ -22,6 +22,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fedsgd/dataset.h"
 #include "fedsgd/model.h"
@@ -44,8 +45,22 @@ struct TrainOptions {
   // FedProx (see proximal_term.h): > 0 adds prox_mu * (w - w_start) to every
   // gradient, w_start being the model's weights when Train() is called.
   float prox_mu = 0;
+  // Logit adjustment for label skew (Menon et al. 2021, "Long-tail learning
+  // via logit adjustment"; in federated learning, FedLC, Zhang et al. 2022):
+  // > 0 trains softmax models on z + tau * log(prior) instead of the logits
+  // z, the prior being this data set's class frequencies (LogitOffsets).
+  // A device that holds few classes then stops pushing the others' logits
+  // down, and the shared model's plain logits estimate class-balanced
+  // posteriors. 0 = off. Other losses ignore it.
+  float logit_adjustment = 0;
   std::uint64_t seed = 1;
 };
+
+// The offsets logit adjustment adds: tau * log((n_c + 1) / (n + classes)) for
+// each of `classes` classes, n_c the samples of class c in data (add-one
+// smoothing, so a class the data lacks gets a large negative offset, not
+// minus infinity).
+std::vector<float> LogitOffsets(const Dataset& data, int classes, float tau);
 
 struct EpochReport {
   int epoch = 0;          // 1-based
