@@ -27,21 +27,11 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using testing::FreePort;
+using testing::kSanitized;
 using testing::Process;
 
 constexpr const char* kData = "/usr/share/datasets/fashion-mnist";
 constexpr const char* kModel = "softmax:784-10";
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 
 // Resident memory of a process in MiB (VmRSS of /proc/PID/status), 0 if gone.
 double RssMiB(pid_t pid) {

@@ -20,6 +20,21 @@
 
 namespace fedsgd::testing {
 
+// Whether this build runs under ASan or TSan: the programs are several times
+// slower and their memory is the sanitizer allocator's, so tests widen time
+// budgets and skip memory bounds there (never the behaviour they check).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
 class Process {
  public:
   Process(std::vector<std::string> argv, const std::string& stdout_path,
