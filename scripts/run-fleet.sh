@@ -78,11 +78,13 @@ trap 'echo; echo "run-fleet: interrupted, stopping the fleet"; exit 130' INT TER
 coordinator_keys=() daemon_keys=()
 if [[ $secure -eq 1 ]]; then
   # Enrolment as on real boards: each device makes its pair, its public half
-  # is copied into the coordinator's directory under the device's id.
+  # is copied into the coordinator's directory under the device's id. Keys
+  # already in $dir (an earlier run) are kept: keygen never overwrites one.
   mkdir -p "$dir/authorized-keys"
-  "$build/coordinator/fedsgd-coordinator" keygen --out "$dir/coordinator" > /dev/null
+  [[ -f $dir/coordinator.key_secret ]] ||
+    "$build/coordinator/fedsgd-coordinator" keygen --out "$dir/coordinator" > /dev/null
   for ((i = 0; i < devices; i++)); do
-    "$build/daemon/fedsgd-daemon" keygen --out "$dir/dev$i" > /dev/null
+    [[ -f $dir/dev$i.key_secret ]] || "$build/daemon/fedsgd-daemon" keygen --out "$dir/dev$i" > /dev/null
     cp "$dir/dev$i.key" "$dir/authorized-keys/dev$i.key"
   done
   coordinator_keys=(--curve-key "$dir/coordinator.key_secret" --authorized-keys "$dir/authorized-keys")
