@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
   WriteFile(wire / "fetch_model", WireSeed(FetchModel{"board-01"}));
   WriteFile(wire / "model", WireSeed(Model{"run-1", 3, 2, false, {1, 2, 3}}));
   WriteFile(wire / "update",
-            WireSeed(Update{"board-01", 2, 3, 600, 0.5, "delta", 1.5, {0.25f, -0.5f, 1e-3f}}));
+            WireSeed(Update{
+                "board-01", 2, 3, 600, 0.5, "delta", 1.5, {0.25f, -0.5f, 1e-3f}, std::nullopt}));
   // One update per compressed encoding (update_codec.h), 300 values: two
   // int8 blocks, three topk entries.
   std::vector<float> dense(300, 0.0f);
