@@ -39,9 +39,9 @@
 #include <string>
 #include <vector>
 
-#include "server_state.h"
 #include "federated_evaluation.h"
 #include "fedsgd/wire.h"
+#include "server_state.h"
 
 struct sqlite3;
 

@@ -545,19 +545,19 @@ void CoordinatorServer::CloseRound() {
   const std::size_t updates = r.devices.size();
   // Against the 4 bytes a float32 parameter needs: what the header costs.
   const double per_update = BytesPerUpdate(r);
-  std::snprintf(line, sizeof line,
-                "round %llu/%llu: test accuracy %s, test loss %s, federated accuracy %s, train "
-                "loss %.4f, %.2f s, %zu "
-                "device(s) (receive %.1f ms, aggregate %.2f ms, evaluate %.1f ms, commit %.1f ms, "
-                "broadcast %.1f ms, %.0f bytes/update = %.4f x 4 x parameters), %s: %zu "
-                "clipped to norm %s%s",
-                static_cast<unsigned long long>(round),
-                static_cast<unsigned long long>(settings.rounds), acc.c_str(), tloss.c_str(),
-                federated.c_str(), r.train_loss, r.finished_at - r.started_at, updates, receive_seconds_ * 1e3,
-                r.aggregate_seconds * 1e3, last_eval_seconds_ * 1e3, last_commit_seconds_ * 1e3,
-                last_broadcast_seconds_ * 1e3, per_update, per_update / ParameterBytes(),
-                r.aggregation.value("rule", std::string("?")).c_str(), clipped,
-                BoundText(r).c_str(), AggregationNote(r).c_str());
+  std::snprintf(
+      line, sizeof line,
+      "round %llu/%llu: test accuracy %s, test loss %s, federated accuracy %s, train "
+      "loss %.4f, %.2f s, %zu "
+      "device(s) (receive %.1f ms, aggregate %.2f ms, evaluate %.1f ms, commit %.1f ms, "
+      "broadcast %.1f ms, %.0f bytes/update = %.4f x 4 x parameters), %s: %zu "
+      "clipped to norm %s%s",
+      static_cast<unsigned long long>(round), static_cast<unsigned long long>(settings.rounds),
+      acc.c_str(), tloss.c_str(), federated.c_str(), r.train_loss, r.finished_at - r.started_at,
+      updates, receive_seconds_ * 1e3, r.aggregate_seconds * 1e3, last_eval_seconds_ * 1e3,
+      last_commit_seconds_ * 1e3, last_broadcast_seconds_ * 1e3, per_update,
+      per_update / ParameterBytes(), r.aggregation.value("rule", std::string("?")).c_str(), clipped,
+      BoundText(r).c_str(), AggregationNote(r).c_str());
   std::string summary = line;
   if (r.privacy.is_object()) {
     std::snprintf(line, sizeof line, ", privacy: epsilon %.4g at delta %.3g, clip %.4g",

@@ -62,7 +62,7 @@ struct ClosedRound {
   // With differential privacy: the accountant including this round, which
   // Commit makes current.
   std::optional<PrivacyAccountant> accountant;
-  ServerState state;          // the state committed with it
+  ServerState state;  // the state committed with it
 };
 
 class RoundManager {

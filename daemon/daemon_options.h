@@ -26,7 +26,7 @@ struct DaemonOptions {
   // coordinator's public key file. Both or neither.
   std::string key;
   std::string coordinator_key;
-  bool insecure = false;  // allows a non-loopback coordinator without keys
+  bool insecure = false;                 // allows a non-loopback coordinator without keys
   std::string simulate_attack = "none";  // a simulation aid: see simulated_attack.h
 
   // Everything that can be checked without connecting or loading the data:
