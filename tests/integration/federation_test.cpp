@@ -210,9 +210,12 @@ TEST_F(FederationTest, CompressedUpdatesTrainTheModel) {
   const std::size_t k = (params * 5 + 99) / 100;
   for (const RoundRecord& r : rounds) {
     // Each update: k (index, value) pairs of 8 bytes plus a small header,
-    // a tenth of the fp32 size.
-    EXPECT_GE(r.bytes_in, 2 * 8 * k) << "round " << r.round;
-    EXPECT_LE(r.bytes_in, 2 * (8 * k + 512)) << "round " << r.round;
+    // a tenth of the fp32 size. (A round may close with one device if the
+    // other fell silent on a loaded machine; count the updates it took.)
+    const std::size_t n = r.devices.size();
+    ASSERT_GE(n, 1u) << "round " << r.round;
+    EXPECT_GE(r.bytes_in, n * 8 * k) << "round " << r.round;
+    EXPECT_LE(r.bytes_in, n * (8 * k + 512)) << "round " << r.round;
   }
 }
 
