@@ -247,12 +247,20 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
   };
   try {
     for (const auto& d : devices) {
-      DeviceContribution c{d.at("device").get<std::string>(), d.at("samples").get<std::uint64_t>(),
-                           number(d.at("loss")), number(d.at("train_seconds")), std::nullopt};
+      DeviceContribution c{d.at("device").get<std::string>(),
+                           d.at("samples").get<std::uint64_t>(),
+                           number(d.at("loss")),
+                           number(d.at("train_seconds")),
+                           std::nullopt,
+                           std::nullopt};
       if (d.contains("eval_samples")) {
         c.evaluation =
             wire::HeldOutEvaluation{number(d.at("eval_loss")), number(d.at("eval_accuracy")),
                                     d.at("eval_samples").get<std::uint64_t>()};
+      }
+      if (d.contains("model_version")) {
+        c.model_version = d.at("model_version").get<std::uint64_t>();
+        if (*c.model_version >= r.round) throw damaged();
       }
       r.devices.push_back(std::move(c));
     }
@@ -283,6 +291,10 @@ nlohmann::json RoundRecord::ToJson() const {
       devs.back()["eval_loss"] = d.evaluation->loss;
       devs.back()["eval_accuracy"] = d.evaluation->accuracy;
       devs.back()["eval_samples"] = d.evaluation->samples;
+    }
+    if (d.model_version) {
+      devs.back()["model_version"] = *d.model_version;
+      devs.back()["staleness"] = round - 1 - *d.model_version;
     }
   }
   nlohmann::json j = {{"run_id", run_id},

@@ -56,6 +56,10 @@ struct DeviceContribution {
   // it sent none). Stored in the devices JSON column as eval_loss,
   // eval_accuracy, eval_samples.
   std::optional<wire::HeldOutEvaluation> evaluation;
+  // Asynchronous mode: the model version the update was trained from (its
+  // staleness is round - 1 - model_version). Stored as model_version and
+  // staleness; absent in synchronous rounds, where it is always round - 1.
+  std::optional<std::uint64_t> model_version;
 };
 
 struct RoundRecord {

@@ -127,6 +127,28 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "et al. 2018, Sparsified SGD with memory; Lin et al. 2018, Deep Gradient "
                  "Compression)")
       ->capture_default_str();
+  app.add_option("--mode", o.mode,
+                 "sync: rounds wait for their quorum or deadline; async: devices train "
+                 "continuously and every --buffer updates, weighted by staleness, make a new "
+                 "model version (FedBuff, Nguyen et al. 2022, Federated Learning with Buffered "
+                 "Asynchronous Aggregation)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sync", "async"}));
+  app.add_option("--buffer", o.buffer,
+                 "async: updates buffered per model version, K (FedBuff); 0 = half the devices "
+                 "online when the buffer opens, at least --min-updates")
+      ->capture_default_str()
+      ->check(CLI::Range(0L, 1000000L));
+  app.add_option("--max-staleness", o.max_staleness,
+                 "async: an update trained from a model more than this many versions old is "
+                 "refused (stale_round)")
+      ->capture_default_str()
+      ->check(CLI::Range(0L, 1000000L));
+  app.add_option("--staleness-weight", o.staleness_weight,
+                 "async: weight of an update s versions old: polynomial:A = (1+s)^-A (FedBuff; "
+                 "Xie et al. 2019, Asynchronous Federated Optimization), hinge:A:B = 1 up to B, "
+                 "then 1/(A(s-B)+1) (Xie et al. 2019), or constant")
+      ->capture_default_str();
 
   app.add_option("--dp-noise-multiplier", o.dp_noise_multiplier,
                  "Differential privacy (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963): "
@@ -283,6 +305,10 @@ Plan CoordinatorOptions::ToPlan() const {
   p.logit_adjustment = logit_adjustment;
   p.eval_fraction = eval_fraction;
   p.update_codec = update_codec;
+  p.mode = mode;
+  p.async_buffer = buffer;
+  p.max_staleness = max_staleness;
+  p.staleness_weight = staleness_weight;
   p.Validate();
   return p;
 }
@@ -294,11 +320,15 @@ void CoordinatorOptions::Check() const {
   if (plan.dp() && aggregator != "mean")
     throw Error("--dp-noise-multiplier needs --aggregator mean, not " + aggregator);
   const std::size_t parameters = plan.architecture().ParameterCount();
-  // The buffers must hold at least the updates of --min-devices devices.
-  const double need = AggregationBufferBytes(plan, min_devices, parameters);
+  // The buffers must hold at least the updates of --min-devices devices
+  // (in async mode, of one --buffer).
+  const std::size_t held = plan.async() ? std::max<std::size_t>(min_devices, buffer) : min_devices;
+  const double need = AggregationBufferBytes(plan, held, parameters);
   if (need > aggregation_memory_mb * 1024 * 1024) {
     throw Error("--aggregator " + aggregator + " with --norm-bound " + norm_bound + " buffers " +
-                std::to_string(min_devices) + " (--min-devices) x " + std::to_string(parameters) +
+                std::to_string(held) +
+                (plan.async() ? " (--min-devices or --buffer)" : " (--min-devices)") + " x " +
+                std::to_string(parameters) +
                 " parameters x 4 bytes = " + std::to_string(need / 1048576.0) +
                 " MiB, more than --aggregation-memory-mb " + std::to_string(aggregation_memory_mb) +
                 "; raise the limit, lower --min-devices or use --aggregator mean");

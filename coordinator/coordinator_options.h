@@ -63,6 +63,11 @@ struct CoordinatorOptions {
   double logit_adjustment = 0;
   double eval_fraction = 0.1;
   std::string update_codec = "fp32";
+  // Asynchronous buffered aggregation (Plan::mode).
+  std::string mode = "sync";
+  long buffer = 0;
+  long max_staleness = 20;
+  std::string staleness_weight = "polynomial:0.5";
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

@@ -91,6 +91,13 @@ void CoordinatorServer::Start() {
   manager_ =
       std::make_unique<RoundManager>(plan_, settings, run.run_id, run.round, std::move(run.params),
                                      MakeAggregator(plan_), std::move(run.state));
+  if (plan_.async() && run.round > 0) {
+    // Updates committed before a restart must not be applied again when
+    // their devices, unsure whether they arrived, send them once more.
+    const auto window = static_cast<std::uint64_t>(plan_.max_staleness) + 1;
+    const std::uint64_t since = run.round > window ? run.round - window : 0;
+    manager_->RestoreApplied(store_->ListRounds(run.run_id, since, window));
+  }
   if (!resumed_ && run.round == 0) {
     last_round_.reset();
   } else if (auto r = store_->GetRound(run.run_id, run.round)) {
@@ -559,6 +566,13 @@ void CoordinatorServer::CloseRound() {
       per_update / ParameterBytes(), r.aggregation.value("rule", std::string("?")).c_str(), clipped,
       BoundText(r).c_str(), AggregationNote(r).c_str());
   std::string summary = line;
+  if (r.aggregation.contains("staleness_mean")) {
+    std::snprintf(
+        line, sizeof line, ", async buffer of %zu, staleness mean %.2f max %llu", updates,
+        r.aggregation["staleness_mean"].get<double>(),
+        static_cast<unsigned long long>(r.aggregation["staleness_max"].get<std::uint64_t>()));
+    summary += line;
+  }
   if (r.privacy.is_object()) {
     std::snprintf(line, sizeof line, ", privacy: epsilon %.4g at delta %.3g, clip %.4g",
                   r.privacy["epsilon"].get<double>(), r.privacy["delta"].get<double>(),
@@ -624,6 +638,7 @@ void CoordinatorServer::PublishStatus() {
       {"model", plan_.architecture().ToString()},
       {"parameters", manager_->params().size()},
       {"plan", plan_.ToJson()},
+      {"mode", plan_.mode},
       {"updates_clipped", updates_clipped_},
       {"listen", listen_endpoint()},
       {"publish", publish_endpoint()},
@@ -760,6 +775,14 @@ std::string CoordinatorServer::Metrics() const {
            privacy["delta"].get<double>());
     metric("fedsgd_privacy_clip", "gauge", "The L2 clip norm of the next round's updates.",
            privacy["clip"].get<double>());
+  }
+  if (last_round_ && last_round_->aggregation.contains("staleness_mean")) {
+    metric("fedsgd_update_staleness_mean", "gauge",
+           "Async: mean staleness (versions) of the updates the newest version applied.",
+           last_round_->aggregation["staleness_mean"].get<double>());
+    metric("fedsgd_update_staleness_max", "gauge",
+           "Async: the largest staleness among the updates the newest version applied.",
+           last_round_->aggregation["staleness_max"].get<double>());
   }
   if (last_round_) {
     metric("fedsgd_train_loss", "gauge", "Sample-weighted training loss of the last round.",

@@ -19,6 +19,7 @@ nlohmann::json DeviceInfo::ToJson(double now) const {
           {"rejected_by_reason", rejected_by_reason},
           {"bytes_in", bytes_in},
           {"last_loss", last_loss},
+          {"last_staleness", last_staleness},
           {"samples_per_second", samples_per_second},
           {"progress", progress},
           {"round", round}};

@@ -44,7 +44,8 @@ struct DeviceInfo {
   std::map<std::string, std::uint64_t> rejected_by_reason;
   std::uint64_t bytes_in = 0;
   double last_loss = 0;
-  double samples_per_second = 0;  // as the device reports it
+  std::uint64_t last_staleness = 0;  // versions behind, of its latest accepted update (async)
+  double samples_per_second = 0;     // as the device reports it
   double progress = 0;
   std::uint64_t round = 0;  // the round the device last reported
   double joined_at = 0;     // its latest Join

@@ -33,7 +33,8 @@ RoundManager::RoundManager(Plan plan, RoundSettings settings, std::int64_t run_i
       aggregator_(std::move(aggregator)),
       optimizer_(plan_),
       state_(std::move(state)),
-      devices_(settings.heartbeat_timeout, settings.max_devices, settings.forget_offline_after) {
+      devices_(settings.heartbeat_timeout, settings.max_devices, settings.forget_offline_after),
+      staleness_weight_(StalenessWeight::Parse(plan_.staleness_weight)) {
   // A stored state that does not fit is refused at startup, not mid-run.
   optimizer_.CheckState(state_, params_.size());
   if (plan_.dp()) {
@@ -88,19 +89,37 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
     return refuse(u.round <= version_ ? RejectReason::kStaleRound : RejectReason::kRoundClosed,
                   "no round is open (model version " + std::to_string(version_) + ")");
   }
-  if (u.round != open_round()) {
-    return refuse(u.round < open_round() ? RejectReason::kStaleRound : RejectReason::kRoundClosed,
-                  "round " + std::to_string(u.round) + " is not the open round " +
-                      std::to_string(open_round()));
+  std::uint64_t staleness = 0;
+  if (plan_.async()) {
+    if (u.model_version > version_ || u.round != u.model_version + 1) {
+      return refuse(RejectReason::kBadField,
+                    "an asynchronous update is for round (model version + 1) of a version at "
+                    "most the newest, " +
+                        std::to_string(version_));
+    }
+    staleness = version_ - u.model_version;
+    if (staleness > static_cast<std::uint64_t>(plan_.max_staleness)) {
+      return refuse(RejectReason::kStaleRound,
+                    "trained from model version " + std::to_string(u.model_version) + ", " +
+                        std::to_string(staleness) + " versions old; at most " +
+                        std::to_string(plan_.max_staleness) + " (--max-staleness)");
+    }
+  } else {
+    if (u.round != open_round()) {
+      return refuse(u.round < open_round() ? RejectReason::kStaleRound : RejectReason::kRoundClosed,
+                    "round " + std::to_string(u.round) + " is not the open round " +
+                        std::to_string(open_round()));
+    }
+    if (u.model_version != version_) {
+      return refuse(RejectReason::kStaleRound, "trained from model version " +
+                                                   std::to_string(u.model_version) + ", not " +
+                                                   std::to_string(version_));
+    }
   }
-  if (u.model_version != version_) {
-    return refuse(RejectReason::kStaleRound, "trained from model version " +
-                                                 std::to_string(u.model_version) + ", not " +
-                                                 std::to_string(version_));
-  }
-  if (accepted_.count(u.device)) {
-    return refuse(RejectReason::kDuplicate,
-                  "already sent an update for round " + std::to_string(u.round));
+  const UpdateKey key{u.device, u.model_version};
+  if (accepted_.count(key) || applied_.count(key)) {
+    return refuse(RejectReason::kDuplicate, "already sent an update trained from model version " +
+                                                std::to_string(u.model_version));
   }
   if (u.samples > device->samples) {  // the sample count weights the update: never trust it more
     return refuse(RejectReason::kSamplesExceeded, std::to_string(u.samples) + " samples claimed, " +
@@ -119,9 +138,12 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
   if (u.kind != expected_kind) {
     return refuse(RejectReason::kBadField, "this run's plan expects " + expected_kind + " updates");
   }
-  aggregator_->Add(u.payload, static_cast<double>(u.samples));
-  accepted_.insert(u.device);
-  contributions_.push_back({u.device, u.samples, u.loss, u.train_seconds, u.evaluation});
+  // Synchronous updates are never stale: the weight is the sample count.
+  aggregator_->Add(u.payload, static_cast<double>(u.samples) * staleness_weight_(staleness));
+  accepted_.insert(key);
+  contributions_.push_back({u.device, u.samples, u.loss, u.train_seconds, u.evaluation,
+                            plan_.async() ? std::optional(u.model_version) : std::nullopt});
+  device->last_staleness = staleness;
   bytes_in_round_ += bytes;
   device->updates_accepted += 1;
   device->bytes_in += bytes;
@@ -145,6 +167,11 @@ std::uint64_t RoundManager::OpenRound(double now, double unix_now) {
   }
   accepted_.clear();
   contributions_.clear();
+  if (plan_.async()) {
+    const std::size_t online = participants_.size();
+    buffer_target_ =
+        plan_.async_buffer > 0 ? static_cast<std::size_t>(plan_.async_buffer) : (online + 1) / 2;
+  }
   rejected_in_round_ = 0;
   bytes_in_round_ = 0;
   aggregator_->LoadState(state_);  // the committed state, also after a Discard
@@ -157,6 +184,7 @@ std::uint64_t RoundManager::OpenRound(double now, double unix_now) {
 }
 
 std::size_t RoundManager::quorum_target() const {
+  if (plan_.async()) return std::max(buffer_target_, settings_.min_updates);
   std::size_t online = 0;
   for (const std::string& id : participants_) {
     const DeviceInfo* d = devices_.Find(id);
@@ -169,14 +197,14 @@ std::size_t RoundManager::quorum_target() const {
 
 bool RoundManager::ShouldClose(double now) const {
   if (!open_ || closing_) return false;
-  const std::size_t got = accepted_.size();
+  const std::size_t got = contributions_.size();
   if (got >= quorum_target()) return true;
   if (got >= 1 && aggregator_->full()) return true;  // closes with what the buffer holds
   return now >= deadline_ && got >= settings_.min_updates;
 }
 
 bool RoundManager::NeedsRebroadcast(double now) {
-  if (!open_ || closing_ || now < deadline_ || accepted_.size() >= settings_.min_updates)
+  if (!open_ || closing_ || now < deadline_ || contributions_.size() >= settings_.min_updates)
     return false;
   deadline_ = now + settings_.round_timeout;
   return true;
@@ -198,6 +226,21 @@ ClosedRound RoundManager::CloseRound(double unix_now) {
   RoundRecord& r = out.record;
   nlohmann::json aggregation = aggregator_->stats().ToJson();
   aggregation["server_optimizer"] = optimizer_.name();
+  if (plan_.async()) {
+    // The buffer's staleness: how old the models its updates came from were.
+    std::uint64_t sum = 0, most = 0;
+    for (const DeviceContribution& c : contributions_) {
+      const std::uint64_t s = version_ - *c.model_version;
+      sum += s;
+      most = std::max(most, s);
+    }
+    aggregation["buffer"] = contributions_.size();
+    aggregation["staleness_mean"] =
+        contributions_.empty()
+            ? 0.0
+            : static_cast<double>(sum) / static_cast<double>(contributions_.size());
+    aggregation["staleness_max"] = most;
+  }
   r.aggregation = std::move(aggregation);
   r.aggregate_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -243,6 +286,10 @@ void RoundManager::Commit(ClosedRound&& round) {
   for (const DeviceContribution& c : round.record.devices) {
     if (DeviceInfo* d = devices_.Find(c.device)) d->rounds_joined += 1;
   }
+  if (plan_.async()) {
+    for (const UpdateKey& k : accepted_) applied_.insert(k);
+    ForgetOldApplied();
+  }
   open_ = false;
   closing_ = false;
 }
@@ -253,6 +300,22 @@ void RoundManager::Discard() {
   if (dp_) dp_->ImportState(dp_state_at_open_);
   open_ = false;
   closing_ = false;
+}
+
+void RoundManager::RestoreApplied(const std::vector<RoundRecord>& recent) {
+  if (!plan_.async()) return;
+  for (const RoundRecord& r : recent) {
+    for (const DeviceContribution& c : r.devices) {
+      if (c.model_version) applied_.insert({c.device, *c.model_version});
+    }
+  }
+  ForgetOldApplied();
+}
+
+void RoundManager::ForgetOldApplied() {
+  // An update older than max_staleness is refused as stale anyway.
+  const auto bound = static_cast<std::uint64_t>(plan_.max_staleness);
+  std::erase_if(applied_, [&](const UpdateKey& k) { return k.second + bound < version_; });
 }
 
 }  // namespace fedsgd

@@ -12,6 +12,16 @@
 // travels in ClosedRound and is installed by Commit too. `now` is seconds on a monotonic
 // clock, passed in, so tests drive time by hand.
 //
+// Asynchronous mode (plan.async(), FedBuff; docs/protocol.md): a "round"
+// is the buffer of one model version. It opens as soon as the previous
+// version is committed and takes updates trained from any version at most
+// max_staleness old, each weighted by its samples x staleness_weight(s);
+// it closes with buffer_target() updates (or at the deadline with at least
+// min_updates). A device may send one update per model version it trained
+// from; RestoreApplied makes a restarted coordinator refuse an update that
+// an earlier process already committed (duplicate), so nothing is applied
+// twice.
+//
 // When the plan asks for differential privacy (plan.dp()), the aggregator
 // given is wrapped in a DpAggregator, and each closed round's record carries
 // its privacy figures (record.privacy, see PrivacyJson) including the state
@@ -32,6 +42,7 @@
 #include "device_registry.h"
 #include "dp_aggregator.h"
 #include "fedsgd/plan.h"
+#include "fedsgd/staleness.h"
 #include "fedsgd/wire.h"
 #include "privacy_accountant.h"
 #include "server_optimizer.h"
@@ -94,13 +105,21 @@ class RoundManager {
   // number opens again later.
   void Discard();
 
+  // Asynchronous mode: the (device, model version) pairs of updates that
+  // the newest committed versions applied, from their records, so that a
+  // restarted coordinator refuses them again (duplicate). Records older
+  // than max_staleness versions are not needed.
+  void RestoreApplied(const std::vector<RoundRecord>& recent);
+
   bool done() const { return version_ >= settings_.rounds; }
   RunPhase phase() const;
   std::uint64_t version() const { return version_; }
   std::uint64_t open_round() const { return open_ ? version_ + 1 : 0; }
-  std::size_t accepted() const { return accepted_.size(); }
+  std::size_t accepted() const { return contributions_.size(); }
   std::size_t participants() const { return participants_.size(); }
-  // ceil(quorum x online participants), at least min_updates.
+  // Synchronous: ceil(quorum x online participants), at least min_updates.
+  // Asynchronous: the buffer size K (plan.async_buffer, or half the devices
+  // online when the buffer opened), at least min_updates.
   std::size_t quorum_target() const;
   const std::vector<float>& params() const { return params_; }
   // {epsilon, delta, noise_multiplier, clip, rounds} so far; null without
@@ -115,6 +134,8 @@ class RoundManager {
   std::int64_t run_id() const { return run_id_; }
 
  private:
+  void ForgetOldApplied();
+
   Plan plan_;
   RoundSettings settings_;
   std::int64_t run_id_;
@@ -133,8 +154,14 @@ class RoundManager {
   double deadline_ = 0;
   double started_at_ = 0;  // unix
   std::set<std::string> participants_;
-  std::set<std::string> accepted_;
-  std::string update_kind_;  // delta | gradient: all updates of a round agree
+  // (device, model version trained from) of this round's updates, and in
+  // async mode of those the last max_staleness versions applied.
+  using UpdateKey = std::pair<std::string, std::uint64_t>;
+  std::set<UpdateKey> accepted_;
+  std::set<UpdateKey> applied_;
+  StalenessWeight staleness_weight_;
+  std::size_t buffer_target_ = 0;  // async: fixed when the buffer opens
+  std::string update_kind_;        // delta | gradient: all updates of a round agree
   std::vector<DeviceContribution> contributions_;
   std::uint64_t rejected_in_round_ = 0;
   std::uint64_t bytes_in_round_ = 0;

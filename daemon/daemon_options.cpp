@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cmath>
 #include <filesystem>
 
 #include "fedsgd/curve_keys.h"
@@ -46,6 +47,11 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
                  "attacker that sends sign-flip (-delta), scale:K (K x delta), gaussian:SIGMA "
                  "(N(0, SIGMA^2) noise instead of the update) or label-flip (trains on labels "
                  "C-1-y) updates; none = honest")
+      ->capture_default_str();
+  app.add_option("--slowdown", o.slowdown,
+                 "SIMULATION AID for straggler experiments on one machine: every mini-batch "
+                 "takes F times as long (the daemon sleeps (F - 1) x its compute time); 1 = "
+                 "full speed")
       ->capture_default_str();
   app.add_flag("--check-config", o.check_config,
                "Check the configuration (flags and --config file) and exit: 0 when it is usable");
@@ -102,6 +108,9 @@ void DaemonOptions::Check() {
                 "authenticate (docs/security.md), or --insecure to send in clear text");
   }
   SimulatedAttack::Parse(simulate_attack);
+  if (!std::isfinite(slowdown) || slowdown < 1 || slowdown > 1000) {
+    throw Error("--slowdown must be in [1, 1000], not " + std::to_string(slowdown));
+  }
 }
 
 }  // namespace fedsgd

@@ -28,6 +28,7 @@ struct DaemonOptions {
   std::string coordinator_key;
   bool insecure = false;                 // allows a non-loopback coordinator without keys
   std::string simulate_attack = "none";  // a simulation aid: see simulated_attack.h
+  double slowdown = 1;                   // a simulation aid: see fedsgd/pacer.h
 
   // Everything that can be checked without connecting or loading the data:
   // the endpoint, that --data exists, the id, shard, split and mode, the

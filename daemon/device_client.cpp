@@ -296,7 +296,10 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
 
   // Training or a result for exactly the open round (same run, same model
   // version, hence the same params) is as good as training again.
+  // Asynchronous: any work from this run is worth sending; the coordinator
+  // weights it by staleness, or refuses it as stale or as already applied.
   auto current = [&](std::uint64_t round, std::uint64_t version, const std::string& run) {
+    if (Async()) return w.round > 0 && run == run_id_;
     return w.round > 0 && round == w.round && version == model_version_ && run == run_id_;
   };
   bool resumed = false;
@@ -334,8 +337,10 @@ void DeviceClient::HandleModel(wire::Model& m) {
   if (m.model_version > model_version_) {
     model_version_ = m.model_version;
     params_ = std::move(m.params);
-    // Training from an older version would only earn a stale_round.
-    if (job_ && job_->model_version() < model_version_) CancelTraining();
+    // Synchronous: training from an older version would only earn a
+    // stale_round. Asynchronous: it is worth finishing (the coordinator
+    // takes it, weighted by its staleness); the next job starts from here.
+    if (job_ && job_->model_version() < model_version_ && !Async()) CancelTraining();
   }
   if (m.final) {
     if (!finished_) {
@@ -347,7 +352,7 @@ void DeviceClient::HandleModel(wire::Model& m) {
     return;
   }
   if (m.round == 0 || m.round <= last_trained_round_) return;
-  if (job_ && job_->round() == m.round) return;  // already on it
+  if (job_ && (job_->round() == m.round || Async())) return;  // already on it / finishes first
   StartTraining(m.round);
 }
 
@@ -364,7 +369,7 @@ void DeviceClient::HandleAck(const wire::Ack& a) {
       }
     }
   } else if (a.model_version == model_version_ && a.round > last_trained_round_ &&
-             !(job_ && job_->round() == a.round)) {
+             !(job_ && (job_->round() == a.round || Async()))) {
     // Only the round's announcement was missed: the model is current.
     StartTraining(a.round);
   }
@@ -395,9 +400,9 @@ void DeviceClient::PrepareData(const Plan& plan) {
 void DeviceClient::StartTraining(std::uint64_t round) {
   if (!plan_ || !unfit_reason_.empty()) return;
   CancelTraining();
-  job_ = std::make_unique<TrainingJob>(*plan_, train_set_, params_, round, model_version_, threads_,
-                                       mode_, options_.seed,
-                                       held_out_.size() > 0 ? &held_out_ : nullptr);
+  job_ = std::make_unique<TrainingJob>(
+      *plan_, train_set_, params_, round, model_version_, threads_, mode_, options_.seed,
+      held_out_.size() > 0 ? &held_out_ : nullptr, options_.slowdown);
   job_run_id_ = run_id_;
   Log("round " + std::to_string(round) + ": training from model version " +
       std::to_string(model_version_));
@@ -464,6 +469,12 @@ void DeviceClient::SendUpdate(TrainingResult r) {
   if (Send(std::move(u))) {
     ++updates_sent_;
     Log(line + "update sent (" + std::to_string(bytes) + " bytes)");
+    // Asynchronous: start again at once from the newest model this device
+    // has; if that is the one just trained from, the Ack (a newer version:
+    // fetch it) or the next broadcast starts the next job.
+    if (Async() && model_version_ > r.model_version && model_version_ + 1 > last_trained_round_) {
+      StartTraining(model_version_ + 1);
+    }
     return;
   }
   Log(line + "update held: the coordinator is away");
@@ -514,6 +525,12 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
   if (attack_.active()) {
     Log("SIMULATED ATTACKER: --simulate-attack " + attack_.ToString() +
             ": this device sends deliberately bad updates (a simulation aid; never in production)",
+        LogLevel::kWarning);
+  }
+  if (options_.slowdown > 1) {
+    Log(Format("SIMULATED STRAGGLER: --slowdown %g: every mini-batch takes %g times as long (a "
+               "simulation aid)",
+               options_.slowdown, options_.slowdown),
         LogLevel::kWarning);
   }
   Connect();

@@ -107,6 +107,9 @@ class DeviceClient {
   // eval_fraction) and applies a label-flip attack to the training part.
   void PrepareData(const Plan& plan);
   void Tick();
+  // The plan's asynchronous mode (FedBuff): train continuously, never
+  // cancel a job because a newer model arrived.
+  bool Async() const { return plan_ && plan_->async(); }
   std::string PublishEndpoint(const std::string& announced) const;
   void Log(const std::string& line, LogLevel level = LogLevel::kInfo);
   void DropBad(const std::string& what);

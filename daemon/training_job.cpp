@@ -5,12 +5,14 @@
 
 #include "fedsgd/error.h"
 #include "fedsgd/network.h"
+#include "fedsgd/pacer.h"
 
 namespace fedsgd {
 
 TrainingJob::TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global,
                          std::uint64_t round, std::uint64_t model_version, int threads,
-                         TrainMode mode, std::uint64_t seed, const Dataset* held_out)
+                         TrainMode mode, std::uint64_t seed, const Dataset* held_out,
+                         double slowdown)
     : plan_(plan),
       data_(data),
       held_out_(held_out),
@@ -18,6 +20,7 @@ TrainingJob::TrainingJob(const Plan& plan, const Dataset& data, std::vector<floa
       round_(round),
       model_version_(model_version),
       threads_(threads),
+      slowdown_(slowdown),
       mode_(mode),
       seed_(seed) {
   thread_ = std::thread([this] { Work(); });
@@ -66,6 +69,7 @@ void TrainingJob::Work() {
       o.sgd = plan_.sgd;
       o.prox_mu = static_cast<float>(plan_.prox_mu);
       o.logit_adjustment = static_cast<float>(plan_.logit_adjustment);
+      o.slowdown = slowdown_;
       // A different shuffle every round, the same for a given round.
       o.seed = seed_ * 1000003u + round_;
       const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);
@@ -89,7 +93,9 @@ void TrainingJob::Work() {
       std::vector<double> sum(global_.size(), 0.0);
       double loss = 0;
       progress_.total_samples.store(data_.size());
+      const Pacer pacer(slowdown_, &cancel_);
       for (std::size_t begin = 0; begin < data_.size() && !cancel_.load(); begin += batch) {
+        const auto batch_start = std::chrono::steady_clock::now();
         const int rows = static_cast<int>(std::min<std::size_t>(batch, data_.size() - begin));
         loss +=
             static_cast<double>(ForwardBackward(arch, global_.data(), data_.sample(begin),
@@ -97,6 +103,8 @@ void TrainingJob::Work() {
             rows;
         for (std::size_t i = 0; i < grad.size(); ++i) sum[i] += static_cast<double>(grad[i]) * rows;
         progress_.samples.fetch_add(static_cast<std::uint64_t>(rows));
+        pacer.After(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_start).count());
       }
       r.cancelled = cancel_.load();
       r.processed = progress_.samples.load();

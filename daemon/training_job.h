@@ -49,10 +49,11 @@ struct TrainingResult {
 class TrainingJob {
  public:
   // `data` (and `held_out`, which may be null) must outlive the job.
-  // threads/mode are the device's own settings.
+  // threads/mode are the device's own settings; slowdown >= 1 makes every
+  // mini-batch take that many times as long (--slowdown, fedsgd/pacer.h).
   TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global, std::uint64_t round,
               std::uint64_t model_version, int threads, TrainMode mode, std::uint64_t seed,
-              const Dataset* held_out = nullptr);
+              const Dataset* held_out = nullptr, double slowdown = 1);
   ~TrainingJob();  // cancels and joins
   TrainingJob(const TrainingJob&) = delete;
   TrainingJob& operator=(const TrainingJob&) = delete;
@@ -78,6 +79,7 @@ class TrainingJob {
   std::uint64_t round_;
   std::uint64_t model_version_;
   int threads_;
+  double slowdown_;
   TrainMode mode_;
   std::uint64_t seed_;
   std::atomic<bool> cancel_{false};

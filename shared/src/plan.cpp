@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "fedsgd/error.h"
+#include "fedsgd/staleness.h"
 #include "fedsgd/update_codec.h"
 
 namespace fedsgd {
@@ -116,6 +117,17 @@ void Plan::Validate() const {
   require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
           "eval_fraction (--eval-fraction) must be in [0, 0.5]");
   wire::UpdateCodec::Parse(update_codec);  // throws, naming --update-codec
+  require(mode == "sync" || mode == "async", "mode (--mode) '" + mode + "' must be sync or async");
+  require(async_buffer >= 0 && async_buffer <= 1000000,
+          "async_buffer (--buffer) must be in 0..1000000 (0 = half the devices online)");
+  require(max_staleness >= 0 && max_staleness <= 1000000,
+          "max_staleness (--max-staleness) must be in 0..1000000");
+  StalenessWeight::Parse(staleness_weight);  // throws, naming --staleness-weight
+  // The accountant composes one sampled Gaussian mechanism per round of
+  // devices; buffers of arbitrary devices' updates are not analysed.
+  require(!(async() && dp()),
+          "mode async (--mode) cannot be combined with differential privacy "
+          "(--dp-noise-multiplier)");
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
@@ -191,6 +203,12 @@ nlohmann::json Plan::ToJson() const {
   };
   if (logit_adjustment > 0) j["logit_adjustment"] = logit_adjustment;
   if (update_codec != "fp32") j["update_codec"] = wire::UpdateCodec::Parse(update_codec).ToString();
+  if (async()) {
+    j["mode"] = mode;
+    j["async_buffer"] = async_buffer;
+    j["max_staleness"] = max_staleness;
+    j["staleness_weight"] = StalenessWeight::Parse(staleness_weight).ToString();
+  }
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
     j["dp_delta"] = dp_delta;
@@ -261,6 +279,10 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("eval_fraction", p.eval_fraction);
     optional("update_codec", p.update_codec);
     optional("logit_adjustment", p.logit_adjustment);
+    optional("mode", p.mode);
+    optional("async_buffer", p.async_buffer);
+    optional("max_staleness", p.max_staleness);
+    optional("staleness_weight", p.staleness_weight);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

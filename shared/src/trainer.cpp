@@ -31,6 +31,7 @@
 
 #include "fedsgd/error.h"
 #include "fedsgd/network.h"
+#include "fedsgd/pacer.h"
 #include "fedsgd/proximal_term.h"
 
 namespace fedsgd {
@@ -110,6 +111,7 @@ struct RunPlan {
   long total_steps;
   const float* anchor;         // FedProx: the weights at the start; null when prox_mu == 0
   const float* logit_offsets;  // logit adjustment; null when off
+  Pacer pacer;                 // --slowdown: straggler simulation
 };
 
 bool StopRequested(const std::atomic<bool>* stop) {
@@ -148,6 +150,7 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       }
       const long b = next.fetch_add(1, std::memory_order_relaxed);
       if (b >= steps) return;
+      const auto batch_start = std::chrono::steady_clock::now();
       const std::size_t begin = static_cast<std::size_t>(b) * batch;
       const std::size_t end = std::min(begin + batch, n);
       Gather(run.data, order, begin, end, buf);
@@ -166,6 +169,7 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       r.batches += 1;
       r.samples += end - begin;
       if (run.progress) run.progress->samples.fetch_add(end - begin, std::memory_order_relaxed);
+      run.pacer.After(SecondsSince(batch_start));
     }
   };
 
@@ -205,8 +209,10 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
   // Runs once per phase with every thread waiting: a safe place for the
   // bookkeeping that all threads then read.
   int phase = 0;
+  auto step_start = std::chrono::steady_clock::now();  // likewise
   auto on_phase = [&]() noexcept {
     if (phase == 1) {  // the gradients are reduced and applied: step done
+      run.pacer.After(SecondsSince(step_start));
       std::size_t batch_rows = 0;
       double loss = 0;
       for (int t = 0; t < threads; ++t) {
@@ -218,6 +224,7 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
       total.samples += batch_rows;
       if (run.progress) run.progress->samples.fetch_add(batch_rows, std::memory_order_relaxed);
       step += 1;
+      step_start = std::chrono::steady_clock::now();
       if (StopRequested(run.stop) && step < steps) {
         stop = true;
         total.stopped = true;
@@ -314,6 +321,9 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
   if (!std::isfinite(opt.prox_mu) || opt.prox_mu < 0) {
     throw Error("the FedProx mu (prox_mu) must be >= 0");
   }
+  if (!std::isfinite(opt.slowdown) || opt.slowdown < 1) {
+    throw Error("the slowdown (--slowdown) must be >= 1");
+  }
   if (!std::isfinite(opt.logit_adjustment) || opt.logit_adjustment < 0) {
     throw Error("the logit adjustment tau (logit_adjustment) must be >= 0");
   }
@@ -331,7 +341,8 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
               (n + batch - 1) / batch,
               0,
               anchor.empty() ? nullptr : anchor.data(),
-              offsets.empty() ? nullptr : offsets.data()};
+              offsets.empty() ? nullptr : offsets.data(),
+              Pacer(opt.slowdown, stop)};
   run.total_steps =
       opt.epochs > 0
           ? static_cast<long>(std::ceil(opt.epochs * static_cast<double>(run.steps_per_epoch)))

@@ -75,7 +75,8 @@ class CheckpointStoreTest : public ::testing::Test {
     RoundRecord r;
     r.run_id = run;
     r.round = round;
-    r.devices = {{"dev0", 100, 0.5, 1.0, std::nullopt}, {"dev1", 300, 0.25, 2.0, std::nullopt}};
+    r.devices = {{"dev0", 100, 0.5, 1.0, std::nullopt, std::nullopt},
+                 {"dev1", 300, 0.25, 2.0, std::nullopt, std::nullopt}};
     r.train_loss = 0.3125;
     r.test_accuracy = 0.5 + 0.01 * static_cast<double>(round);
     r.started_at = 1000.0 + static_cast<double>(round);
@@ -551,7 +552,7 @@ TEST_F(CheckpointStoreTest, ReadersRunWhileRoundsCommit) {
       RoundRecord rec;
       rec.run_id = run;
       rec.round = r;
-      rec.devices = {{"dev0", r, 0.5, 1.0, std::nullopt}};
+      rec.devices = {{"dev0", r, 0.5, 1.0, std::nullopt, std::nullopt}};
       store->CommitRound(rec, std::vector<float>(100000, static_cast<float>(r)));
       if (r == 1 && write(ready, "x", 1) != 1) _exit(3);
     }

@@ -37,7 +37,7 @@ class HttpApiTest : public ::testing::Test {
     RoundRecord r;
     r.run_id = run_;
     r.round = 1;
-    r.devices = {{"dev0", 10, 0.5, 1.0, std::nullopt}};
+    r.devices = {{"dev0", 10, 0.5, 1.0, std::nullopt, std::nullopt}};
     r.test_accuracy = 0.75;
     writer->CommitRound(r, std::vector<float>{1.5f, 2, 3, 4, 5, 6});
     store_ = CheckpointStore::Open(path_, /*read_only=*/true);

@@ -43,6 +43,15 @@
 // updates on the wire (fp32 | fp16 | int8 | topk:F, see update_codec.h);
 // the key appears in the JSON only when it is not fp32, so the plans of
 // runs without compression read and compare as they did before.
+//
+// Asynchronous buffered aggregation (issue 10; FedBuff, Nguyen et al. 2022):
+// mode "async" lets devices train continuously; the coordinator weights
+// each update by staleness_weight (fedsgd/staleness.h) of its staleness,
+// refuses those more than max_staleness versions old, and applies the
+// buffered mean every async_buffer updates (0: half the devices online when
+// the buffer opens). docs/protocol.md "Asynchronous mode". The async_* keys
+// and mode appear in the JSON only for an async plan, so synchronous plans
+// read and compare as they did before.
 #pragma once
 
 #include <cstdint>
@@ -93,6 +102,14 @@ struct Plan {
   double server_beta2 = 0.99;
   double server_tau = 1e-3;
   double aggregation_memory_mb = 1024;  // buffer limit of the buffering rules
+
+  // Asynchronous mode (FedBuff). "sync" (the default) is the round protocol.
+  std::string mode = "sync";                        // sync | async
+  long async_buffer = 0;                            // K updates per model step; 0 = auto
+  long max_staleness = 20;                          // versions; older updates are refused
+  std::string staleness_weight = "polynomial:0.5";  // see fedsgd/staleness.h
+
+  bool async() const { return mode == "async"; }
 
   Architecture architecture() const { return Architecture::Parse(model); }
 

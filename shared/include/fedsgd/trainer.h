@@ -53,6 +53,9 @@ struct TrainOptions {
   // down, and the shared model's plain logits estimate class-balanced
   // posteriors. 0 = off. Other losses ignore it.
   float logit_adjustment = 0;
+  // Straggler simulation (fedsgd/pacer.h): every mini-batch takes this many
+  // times as long (>= 1; 1 = off). Only for simulated fleets.
+  double slowdown = 1;
   std::uint64_t seed = 1;
 };
 
