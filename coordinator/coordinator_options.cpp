@@ -127,13 +127,11 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "et al. 2018, Sparsified SGD with memory; Lin et al. 2018, Deep Gradient "
                  "Compression)")
       ->capture_default_str();
-  app.add_option("--mode", o.mode,
-                 "sync: rounds wait for their quorum or deadline; async: devices train "
-                 "continuously and every --buffer updates, weighted by staleness, make a new "
-                 "model version (FedBuff, Nguyen et al. 2022, Federated Learning with Buffered "
-                 "Asynchronous Aggregation)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"sync", "async"}));
+  app.add_flag("--async", o.async,
+               "Asynchronous rounds: devices train continuously and every --buffer updates, "
+               "weighted by staleness, make a new model version (FedBuff, Nguyen et al. 2022, "
+               "Federated Learning with Buffered Asynchronous Aggregation); default: synchronous "
+               "rounds that wait for their quorum or deadline");
   app.add_option("--buffer", o.buffer,
                  "async: updates buffered per model version, K (FedBuff); 0 = half the devices "
                  "online when the buffer opens, at least --min-updates")
@@ -305,7 +303,7 @@ Plan CoordinatorOptions::ToPlan() const {
   p.logit_adjustment = logit_adjustment;
   p.eval_fraction = eval_fraction;
   p.update_codec = update_codec;
-  p.mode = mode;
+  p.mode = async ? "async" : "sync";
   p.async_buffer = buffer;
   p.max_staleness = max_staleness;
   p.staleness_weight = staleness_weight;

@@ -64,7 +64,7 @@ struct CoordinatorOptions {
   double eval_fraction = 0.1;
   std::string update_codec = "fp32";
   // Asynchronous buffered aggregation (Plan::mode).
-  std::string mode = "sync";
+  bool async = false;
   long buffer = 0;
   long max_staleness = 20;
   std::string staleness_weight = "polynomial:0.5";

@@ -823,6 +823,9 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
       auto request = wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, zmq::recv_flags::dontwait);
       if (!request) break;
       HandleRequest(*request);
+      // A full asynchronous buffer is applied at once: the updates behind
+      // it in the queue go into the next version's buffer.
+      if (plan_.async() && manager_->ShouldClose(Now())) CloseRound();
     }
     const double now = Now();
     Housekeeping(now);

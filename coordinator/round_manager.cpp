@@ -138,8 +138,19 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
   if (u.kind != expected_kind) {
     return refuse(RejectReason::kBadField, "this run's plan expects " + expected_kind + " updates");
   }
-  // Synchronous updates are never stale: the weight is the sample count.
-  aggregator_->Add(u.payload, static_cast<double>(u.samples) * staleness_weight_(staleness));
+  // FedBuff (Nguyen et al. 2022, Algorithm 1) scales a stale update by
+  // w(s) and divides the buffer's sum by its size, not by the sum of the
+  // w(s): staleness shrinks the step instead of cancelling out of a
+  // weighted mean. Here the mean stays sample-weighted. Synchronous
+  // updates are never stale (w(0) = 1).
+  const double factor = staleness_weight_(staleness);
+  if (factor != 1) {
+    scaled_.assign(u.payload.begin(), u.payload.end());
+    for (float& v : scaled_) v = static_cast<float>(v * factor);
+    aggregator_->Add(scaled_, static_cast<double>(u.samples));
+  } else {
+    aggregator_->Add(u.payload, static_cast<double>(u.samples));
+  }
   accepted_.insert(key);
   contributions_.push_back({u.device, u.samples, u.loss, u.train_seconds, u.evaluation,
                             plan_.async() ? std::optional(u.model_version) : std::nullopt});

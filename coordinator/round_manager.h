@@ -161,6 +161,7 @@ class RoundManager {
   std::set<UpdateKey> applied_;
   StalenessWeight staleness_weight_;
   std::size_t buffer_target_ = 0;  // async: fixed when the buffer opens
+  std::vector<float> scaled_;      // async: a stale update times its weight (reused)
   std::string update_kind_;        // delta | gradient: all updates of a round agree
   std::vector<DeviceContribution> contributions_;
   std::uint64_t rejected_in_round_ = 0;

@@ -117,7 +117,7 @@ void Plan::Validate() const {
   require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
           "eval_fraction (--eval-fraction) must be in [0, 0.5]");
   wire::UpdateCodec::Parse(update_codec);  // throws, naming --update-codec
-  require(mode == "sync" || mode == "async", "mode (--mode) '" + mode + "' must be sync or async");
+  require(mode == "sync" || mode == "async", "mode '" + mode + "' must be sync or async (--async)");
   require(async_buffer >= 0 && async_buffer <= 1000000,
           "async_buffer (--buffer) must be in 0..1000000 (0 = half the devices online)");
   require(max_staleness >= 0 && max_staleness <= 1000000,
@@ -126,7 +126,7 @@ void Plan::Validate() const {
   // The accountant composes one sampled Gaussian mechanism per round of
   // devices; buffers of arbitrary devices' updates are not analysed.
   require(!(async() && dp()),
-          "mode async (--mode) cannot be combined with differential privacy "
+          "mode async (--async) cannot be combined with differential privacy "
           "(--dp-noise-multiplier)");
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "

@@ -129,5 +129,29 @@ TEST(CoordinatorOptionsTest, LogitAdjustmentFlagBecomesThePlanField) {
   EXPECT_THROW(Parse({"--logit-adjustment", "11"}), CLI::ValidationError);
 }
 
+TEST(CoordinatorOptionsTest, AsyncFlagsBecomePlanFields) {
+  const Plan defaults = Parse({}).ToPlan();
+  EXPECT_FALSE(defaults.async()) << "synchronous rounds stay the default";
+  EXPECT_EQ(defaults.async_buffer, 0);
+  EXPECT_EQ(defaults.max_staleness, 20);
+  EXPECT_EQ(defaults.staleness_weight, "polynomial:0.5");
+  const Plan p = Parse({"--async", "--buffer", "4", "--max-staleness", "9", "--staleness-weight",
+                        "hinge:1:2"})
+                     .ToPlan();
+  EXPECT_TRUE(p.async());
+  EXPECT_EQ(p.async_buffer, 4);
+  EXPECT_EQ(p.max_staleness, 9);
+  EXPECT_EQ(p.ToJson().at("staleness_weight"), "hinge:1:2");
+  EXPECT_THROW(Parse({"--buffer", "-2"}), CLI::ValidationError);
+  EXPECT_THROW(Parse({"--max-staleness", "x"}), CLI::ParseError);
+  EXPECT_THROW(Parse({"--async", "--staleness-weight", "hinge:1"}).ToPlan(), Error);
+  try {
+    Parse({"--async", "--dp-noise-multiplier", "1"}).Check();
+    ADD_FAILURE() << "accepted async with DP";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--async"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace fedsgd

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,25 @@ TEST(DeviceOptionsTest, DaemonChecksSimulateAttack) {
   EXPECT_NO_THROW(d.Check());
   d.simulate_attack = "gaussian";
   EXPECT_THROW(d.Check(), Error);
+}
+
+TEST(DeviceOptionsTest, DaemonChecksSlowdown) {
+  DaemonOptions d;
+  d.coordinator = "tcp://127.0.0.1:7070";
+  d.data = ".";
+  d.id = "dev0";
+  EXPECT_EQ(d.slowdown, 1.0) << "full speed unless asked";
+  d.slowdown = 10;
+  EXPECT_NO_THROW(d.Check());
+  for (double bad : {0.5, 0.0, -1.0, 1001.0, std::nan("")}) {
+    d.slowdown = bad;
+    try {
+      d.Check();
+      ADD_FAILURE() << "accepted --slowdown " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--slowdown"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -284,5 +284,43 @@ TEST(PlanTest, UpdateCodecRoundTripsDefaultsToFp32AndKeepsOldJson) {
   }
 }
 
+TEST(PlanTest, AsyncFieldsAreInTheJsonOnlyForAnAsyncPlanAndRoundTrip) {
+  const nlohmann::json sync = Plan{}.ToJson();
+  for (const char* key : {"mode", "async_buffer", "max_staleness", "staleness_weight"}) {
+    EXPECT_FALSE(sync.contains(key)) << key << ": synchronous plans keep their old JSON";
+  }
+  EXPECT_FALSE(Plan::FromJson(sync).async());
+  Plan p;
+  p.mode = "async";
+  p.async_buffer = 5;
+  p.max_staleness = 7;
+  p.staleness_weight = "hinge:10:4";
+  const Plan q = Plan::FromJson(p.ToJson());
+  EXPECT_TRUE(q.async());
+  EXPECT_EQ(q.async_buffer, 5);
+  EXPECT_EQ(q.max_staleness, 7);
+  EXPECT_EQ(q.staleness_weight, "hinge:10:4");
+  EXPECT_EQ(q.ToJson(), p.ToJson());
+}
+
+TEST(PlanTest, RejectsBadAsyncValuesWithTheFlag) {
+  auto bad = [](auto mutate, const std::string& flag) {
+    Plan p;
+    p.mode = "async";
+    mutate(p);
+    try {
+      p.Validate();
+      ADD_FAILURE() << "accepted a bad value for " << flag;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+    }
+  };
+  bad([](Plan& p) { p.mode = "fast"; }, "--async");
+  bad([](Plan& p) { p.async_buffer = -1; }, "--buffer");
+  bad([](Plan& p) { p.max_staleness = -1; }, "--max-staleness");
+  bad([](Plan& p) { p.staleness_weight = "linear"; }, "--staleness-weight");
+  bad([](Plan& p) { p.dp_noise_multiplier = 1; }, "--dp-noise-multiplier");
+}
+
 }  // namespace
 }  // namespace fedsgd

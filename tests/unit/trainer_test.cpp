@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <thread>
@@ -106,6 +107,32 @@ TEST(TrainerTest, StopFlagEndsTrainingAtTheNextMiniBatch) {
     EXPECT_TRUE(stats.stopped) << ToString(mode);
     EXPECT_LE(stats.steps, 2) << ToString(mode);
   }
+}
+
+TEST(TrainerTest, SlowdownChangesOnlyTheTimeAndStillStops) {
+  const Dataset data = Blobs(300, 4, 3);
+  TrainOptions o = Options(TrainMode::kSync, 2);
+  o.epochs = 1;
+  Model plain = Model::Create(Architecture::Parse("softmax:4-3"), 1);
+  Model slowed = plain;
+  LocalTrainer(o).Train(plain, data);
+  o.slowdown = 2;
+  LocalTrainer(o).Train(slowed, data);
+  EXPECT_EQ(plain.params, slowed.params);
+
+  for (TrainMode mode : {TrainMode::kHogwild, TrainMode::kSync}) {
+    TrainOptions slow = Options(mode, 2);
+    slow.slowdown = 1e6;  // a mini-batch would take hours; the stop flag ends it
+    std::atomic<bool> stop{false};
+    std::jthread stopper([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      stop = true;
+    });
+    Model m = Model::Create(Architecture::Parse("softmax:4-3"), 1);
+    EXPECT_TRUE(LocalTrainer(slow).Train(m, data, {}, &stop).stopped) << ToString(mode);
+  }
+  o.slowdown = 0.5;
+  EXPECT_THROW(LocalTrainer(o).Train(plain, data), Error);
 }
 
 TEST(TrainerTest, StopFromAnotherThreadWhileTraining) {
