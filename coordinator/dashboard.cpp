@@ -52,11 +52,14 @@ const char* const kDashboardHtml = R"HTML(<!doctype html>
   <section><h2>Accuracy per round</h2>
     <div class="legend"><span><i style="background:#1a7f37"></i>test</span><span><i style="background:#0969da"></i>federated (devices' held-out data)</span><span><i style="background:#9ec5fe"></i>federated min / max over devices</span></div>
     <svg id="accuracy-chart" viewBox="0 0 600 240" preserveAspectRatio="none"></svg></section>
+  <section><h2>Accuracy against time</h2>
+    <div class="legend"><span><i style="background:#1a7f37"></i>test, by seconds since round 1 opened (asynchronous runs make versions unevenly)</span></div>
+    <svg id="time-chart" viewBox="0 0 600 240" preserveAspectRatio="none"></svg></section>
   <section><h2>Loss per round</h2>
     <div class="legend"><span><i style="background:#d1242f"></i>test loss</span><span><i style="background:#8250df"></i>train loss</span></div>
     <svg id="loss-chart" viewBox="0 0 600 240" preserveAspectRatio="none"></svg></section>
   <section class="wide"><h2>Devices</h2>
-    <table><thead><tr><th>id</th><th>state</th><th>address</th><th>last seen</th><th>rounds</th><th>accepted</th><th>rejected</th><th>samples</th><th>last loss</th><th>samples/s</th><th>progress</th></tr></thead>
+    <table><thead><tr><th>id</th><th>state</th><th>address</th><th>last seen</th><th>rounds</th><th>accepted</th><th>rejected</th><th>samples</th><th>last loss</th><th>samples/s</th><th>progress</th><th>staleness</th></tr></thead>
     <tbody id="device-rows"></tbody></table></section>
 </main>
 <script>
@@ -64,6 +67,7 @@ const char* const kDashboardHtml = R"HTML(<!doctype html>
 const token = new URLSearchParams(location.search).get("token");
 let rounds = [];
 let runId = null;
+let asynchronous = false;
 
 async function get(path) {
   const url = token ? path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : path;
@@ -81,15 +85,21 @@ function el(name, attrs, parent) {
 }
 
 // Draws series [{key, color}] of `rounds` into an svg: axes, grid, one
-// polyline and one circle (class "point") per round and series.
-function chart(svg, series, fixedMax) {
+// polyline and one circle (class "point", or "time-point" against time)
+// per round and series. By round, or with `time` by seconds since round 1
+// opened.
+function chart(svg, series, fixedMax, time) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const W = 600, H = 240, L = 44, R = 10, T = 10, B = 26;
   const values = rounds.flatMap(r => series.map(s => r[s.key])).filter(v => typeof v === "number");
   const yMax = fixedMax !== undefined ? fixedMax : Math.max(1e-9, ...values) * 1.1;
   const yMin = fixedMax !== undefined ? Math.max(0, Math.min(...values, yMax) - 0.05) : 0;
   const n = rounds.length;
-  const x = i => L + (n <= 1 ? (W - L - R) / 2 : i * (W - L - R) / (n - 1));
+  const t0 = n ? rounds[0].started_at : 0;
+  const seconds = i => rounds[i].finished_at - t0;
+  const span = n ? Math.max(1e-9, seconds(n - 1)) : 1;
+  const x = time ? i => L + seconds(i) * (W - L - R) / span
+                 : i => L + (n <= 1 ? (W - L - R) / 2 : i * (W - L - R) / (n - 1));
   const y = v => T + (H - T - B) * (1 - (v - yMin) / Math.max(1e-9, yMax - yMin));
   for (let k = 0; k <= 4; k++) {
     const v = yMin + (yMax - yMin) * k / 4;
@@ -99,8 +109,9 @@ function chart(svg, series, fixedMax) {
   el("line", {class: "axis", x1: L, x2: L, y1: T, y2: H - B}, svg);
   el("line", {class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B}, svg);
   if (n > 0) {
-    el("text", {class: "label", x: L, y: H - 8}, svg).textContent = "round " + rounds[0].round;
-    el("text", {class: "label", x: W - R - 70, y: H - 8}, svg).textContent = "round " + rounds[n - 1].round;
+    el("text", {class: "label", x: L, y: H - 8}, svg).textContent = time ? "0 s" : "round " + rounds[0].round;
+    el("text", {class: "label", x: W - R - 70, y: H - 8}, svg).textContent =
+        time ? span.toFixed(1) + " s" : "round " + rounds[n - 1].round;
   }
   for (const s of series) {
     const pts = rounds.map((r, i) => [i, r[s.key]]).filter(p => typeof p[1] === "number");
@@ -109,9 +120,10 @@ function chart(svg, series, fixedMax) {
                       stroke: s.color, "stroke-width": 2}, svg);
     }
     for (const [i, v] of pts) {
-      const c = el("circle", {class: "point " + s.key, cx: x(i), cy: y(v), r: n > 60 ? 1.5 : 3.5, fill: s.color,
-                              "data-round": rounds[i].round}, svg);
-      el("title", {}, c).textContent = "round " + rounds[i].round + ": " + v.toFixed(4);
+      const c = el("circle", {class: (time ? "time-point " : "point ") + s.key, cx: x(i), cy: y(v),
+                              r: n > 60 ? 1.5 : 3.5, fill: s.color, "data-round": rounds[i].round}, svg);
+      el("title", {}, c).textContent = "round " + rounds[i].round + ": " + v.toFixed(4) +
+          (time ? " at " + seconds(i).toFixed(1) + " s" : "");
     }
   }
 }
@@ -142,6 +154,7 @@ function devicesTable(devices) {
     cell(tr, d.last_loss ? d.last_loss.toFixed(4) : "-");
     cell(tr, d.samples_per_second ? Math.round(d.samples_per_second).toLocaleString() : "-");
     cell(tr, d.state === "training" ? Math.round(100 * d.progress) + " %" : "-");
+    cell(tr, asynchronous ? d.last_staleness : "-");
     body.appendChild(tr);
   }
 }
@@ -155,7 +168,9 @@ async function refresh() {
     const devices = await get("/v1/devices");
     document.getElementById("run").textContent = status.run_id;
     document.getElementById("state").textContent = status.state;
-    document.getElementById("round").textContent = status.round + " / " + status.rounds;
+    asynchronous = status.mode === "async";
+    document.getElementById("round").textContent =
+        status.round + " / " + status.rounds + (asynchronous ? " (asynchronous versions)" : "");
     document.getElementById("devices").textContent = status.devices_online + " / " + status.devices_total;
     document.getElementById("accuracy").textContent =
         typeof status.test_accuracy === "number" ? status.test_accuracy.toFixed(4) : "-";
@@ -169,6 +184,7 @@ async function refresh() {
     chart(document.getElementById("accuracy-chart"),
           [{key: "test_accuracy", color: "#1a7f37"}, {key: "federated_accuracy", color: "#0969da"},
            {key: "federated_accuracy_min", color: "#9ec5fe"}, {key: "federated_accuracy_max", color: "#9ec5fe"}], 1.0);
+    chart(document.getElementById("time-chart"), [{key: "test_accuracy", color: "#1a7f37"}], 1.0, true);
     chart(document.getElementById("loss-chart"),
           [{key: "test_loss", color: "#d1242f"}, {key: "train_loss", color: "#8250df"}]);
     devicesTable(devices);

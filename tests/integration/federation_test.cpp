@@ -438,6 +438,7 @@ TEST_F(FederationTest, MonitoringMetricsModelDownloadAndDashboard) {
   EXPECT_NE(dom.find("data-loaded=\"true\""), std::string::npos)
       << "the page's script did not finish";
   EXPECT_GE(Count(dom, "class=\"point test_accuracy\""), 3u);
+  EXPECT_GE(Count(dom, "class=\"time-point test_accuracy\""), 3u) << "accuracy against time";
   EXPECT_EQ(Count(dom, "<tr class=\"device\""), 2u);
   EXPECT_NE(dom.find("data-id=\"dev0\""), std::string::npos);
   const std::string shot = std::string(FEDSGD_TEST_ARTIFACTS_DIR) + "/dashboard.png";

@@ -88,10 +88,18 @@ class FleetFixture : public ::testing::Test {
   }
 
   std::unique_ptr<Process> Daemon(int i, int n, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {
-        FEDSGD_DAEMON_BIN, "--coordinator", "tcp://127.0.0.1:" + std::to_string(listen_),
-        "--id", "dev" + std::to_string(i), "--data", kData, "--shard",
-        std::to_string(i) + "/" + std::to_string(n), "--threads", "1", "--exit-when-done"};
+    std::vector<std::string> args = {FEDSGD_DAEMON_BIN,
+                                     "--coordinator",
+                                     "tcp://127.0.0.1:" + std::to_string(listen_),
+                                     "--id",
+                                     "dev" + std::to_string(i),
+                                     "--data",
+                                     kData,
+                                     "--shard",
+                                     std::to_string(i) + "/" + std::to_string(n),
+                                     "--threads",
+                                     "1",
+                                     "--exit-when-done"};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(args, Path("dev" + std::to_string(i) + ".out"),
                                      Path("dev" + std::to_string(i) + ".log"));

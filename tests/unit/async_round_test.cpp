@@ -37,7 +37,8 @@ void Join(RoundManager& m, const std::string& id) {
 // An update trained from `version` (for round version + 1).
 wire::Update From(const std::string& id, std::uint64_t version, float value,
                   std::uint64_t samples = 100) {
-  return wire::Update{id,  version + 1, version, samples, 0.5, "delta", 1.0, std::vector<float>(6, value),
+  return wire::Update{id,          version + 1, version, samples,
+                      0.5,         "delta",     1.0,     std::vector<float>(6, value),
                       std::nullopt};
 }
 

@@ -135,9 +135,9 @@ TEST(CoordinatorOptionsTest, AsyncFlagsBecomePlanFields) {
   EXPECT_EQ(defaults.async_buffer, 0);
   EXPECT_EQ(defaults.max_staleness, 20);
   EXPECT_EQ(defaults.staleness_weight, "polynomial:0.5");
-  const Plan p = Parse({"--async", "--buffer", "4", "--max-staleness", "9", "--staleness-weight",
-                        "hinge:1:2"})
-                     .ToPlan();
+  const Plan p =
+      Parse({"--async", "--buffer", "4", "--max-staleness", "9", "--staleness-weight", "hinge:1:2"})
+          .ToPlan();
   EXPECT_TRUE(p.async());
   EXPECT_EQ(p.async_buffer, 4);
   EXPECT_EQ(p.max_staleness, 9);

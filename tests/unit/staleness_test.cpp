@@ -51,7 +51,7 @@ TEST(PacerTest, OffAtOneAndCutShortByTheStopFlag) {
   std::atomic<bool> stop{true};
   const Pacer pacer(1e6, &stop);
   EXPECT_TRUE(pacer.active());
-  pacer.After(1.0);  // would sleep for 11.6 days without the stop flag
+  pacer.After(1.0);     // would sleep for 11.6 days without the stop flag
   Pacer(1).After(1e9);  // off: returns at once
   SUCCEED();
 }
