@@ -173,8 +173,12 @@ void DeviceClient::HandleReply(std::vector<zmq::message_t>& frames) {
     fetch_sent_at_ = -1;
     HandleModel(*m);
   } else if (auto* a = std::get_if<wire::Ack>(&msg)) {
+    if (a->detail == "accepted") update_in_flight_ = false;
     HandleAck(*a);
   } else if (auto* r = std::get_if<wire::Reject>(&msg)) {
+    // Whatever was refused, an update is no longer waiting for its answer.
+    update_in_flight_ = false;
+    TrainNextAsync();
     if (r->reason == wire::RejectReason::kUnknownDevice) {
       Log("the coordinator does not know this device (restarted?); joining again");
       RejoinNow();
@@ -272,6 +276,8 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   // this device sent before the welcome may be lost, so every round open
   // from now on is trained again. A duplicate is refused, never counted twice.
   last_trained_round_ = 0;
+  announced_round_ = w.round;
+  update_in_flight_ = false;
   finished_ = false;
 
   const std::string endpoint = PublishEndpoint(w.publish_endpoint);
@@ -351,14 +357,17 @@ void DeviceClient::HandleModel(wire::Model& m) {
     CancelTraining();
     return;
   }
+  announced_round_ = m.round;
+  if (Async()) return TrainNextAsync();
   if (m.round == 0 || m.round <= last_trained_round_) return;
-  if (job_ && (job_->round() == m.round || Async())) return;  // already on it / finishes first
+  if (job_ && job_->round() == m.round) return;  // already on it
   StartTraining(m.round);
 }
 
 void DeviceClient::HandleAck(const wire::Ack& a) {
   if (!joined_ || !plan_) return;
   const double now = Now();
+  if (a.model_version == model_version_) announced_round_ = a.round;
   if (a.model_version > model_version_) {
     // A broadcast was missed: ask for the model, once per few heartbeats.
     const double patience = std::max(1.0, 3.0 * heartbeat_ms_ / 1000.0);
@@ -368,11 +377,22 @@ void DeviceClient::HandleAck(const wire::Ack& a) {
         Log("missed model version " + std::to_string(a.model_version) + "; fetching it");
       }
     }
+  } else if (Async()) {
+    TrainNextAsync();
   } else if (a.model_version == model_version_ && a.round > last_trained_round_ &&
-             !(job_ && (job_->round() == a.round || Async()))) {
+             !(job_ && job_->round() == a.round)) {
     // Only the round's announcement was missed: the model is current.
     StartTraining(a.round);
   }
+}
+
+void DeviceClient::TrainNextAsync() {
+  // One update in flight per device: the next job waits for the answer to
+  // the last one, so a coordinator that falls behind slows its fleet down
+  // instead of queueing ever staler updates.
+  if (!Async() || job_ || update_in_flight_ || finished_ || announced_round_ == 0) return;
+  const std::uint64_t round = model_version_ + 1;  // async: each version's buffer
+  if (round > last_trained_round_) StartTraining(round);
 }
 
 // ---------------------------------------------------------------- training
@@ -469,11 +489,12 @@ void DeviceClient::SendUpdate(TrainingResult r) {
   if (Send(std::move(u))) {
     ++updates_sent_;
     Log(line + "update sent (" + std::to_string(bytes) + " bytes)");
-    // Asynchronous: start again at once from the newest model this device
-    // has; if that is the one just trained from, the Ack (a newer version:
-    // fetch it) or the next broadcast starts the next job.
-    if (Async() && model_version_ > r.model_version && model_version_ + 1 > last_trained_round_) {
-      StartTraining(model_version_ + 1);
+    // Asynchronous: the answer (TrainNextAsync) starts the next job, from the
+    // newest model this device has or, if that is the one just trained from,
+    // from the next one the Ack or a broadcast brings.
+    if (Async()) {
+      update_in_flight_ = true;
+      update_sent_at_ = Now();
     }
     return;
   }
@@ -493,6 +514,9 @@ void DeviceClient::Tick() {
         join_sent_at_ = now;
       }
     }
+  } else if (update_in_flight_ && now - update_sent_at_ > std::max(1.0, 3.0 * beat)) {
+    update_in_flight_ = false;  // its answer was lost (a reply the coordinator could not send)
+    TrainNextAsync();
   } else if (now - last_heartbeat_ >= beat) {
     wire::Heartbeat h{options_.id,
                       job_ ? "training" : "idle",

@@ -110,6 +110,9 @@ class DeviceClient {
   // The plan's asynchronous mode (FedBuff): train continuously, never
   // cancel a job because a newer model arrived.
   bool Async() const { return plan_ && plan_->async(); }
+  // Asynchronous: starts the next job if none runs, no update awaits its
+  // answer and this device has not trained from its newest model yet.
+  void TrainNextAsync();
   std::string PublishEndpoint(const std::string& announced) const;
   void Log(const std::string& line, LogLevel level = LogLevel::kInfo);
   void DropBad(const std::string& what);
@@ -159,7 +162,11 @@ class DeviceClient {
   std::uint64_t model_version_ = 0;
   std::vector<float> params_;
   std::uint64_t last_trained_round_ = 0;  // newest round trained since the last welcome
-  std::string unfit_reason_;              // non-empty: the plan does not fit; not training
+  std::uint64_t announced_round_ = 0;     // the open round the coordinator last told of
+  // Asynchronous: an update was sent and its Ack or Reject has not come yet.
+  bool update_in_flight_ = false;
+  double update_sent_at_ = 0;
+  std::string unfit_reason_;  // non-empty: the plan does not fit; not training
   bool finished_ = false;
   std::unique_ptr<TrainingJob> job_;
   std::string job_run_id_;

@@ -548,3 +548,37 @@ TEST(DeviceClientTest, SendsItsUpdateInThePlansCodec) {
 
 }  // namespace
 }  // namespace fedsgd
+
+namespace fedsgd {
+namespace {
+
+// Asynchronous plans (FedBuff): a newer model arriving mid-training does not
+// cancel the job; its update goes out, and the next job starts at once from
+// the newest model, without waiting for another announcement.
+TEST(DeviceClientTest, AsyncKeepsTrainingThroughANewVersionAndStartsAgainAtOnce) {
+  const Dataset data = Blobs(3000);
+  FakeCoordinator fake;
+  fake.plan.model = "mlp:4-64-3";
+  fake.plan.mode = "async";
+  fake.plan.local_epochs = 1000;  // about a second: longer than the first heartbeat's 0.2 s
+  fake.plan.batch = 8;
+  fake.params = Model::Create(fake.plan.architecture(), 3).params;
+  RunningClient c(fake.endpoint(), data);
+  ASSERT_TRUE(fake.ServeUntil([&] { return !fake.joins.empty(); }));
+  // Version 4 while the device trains from 3: the first heartbeat's Ack
+  // tells it, and it fetches the model.
+  fake.version = 4;
+  fake.round = 5;
+  fake.params[0] += 1.0f;
+  ASSERT_TRUE(fake.ServeUntil([&] { return fake.updates.size() >= 2; }, 120s));
+  EXPECT_GE(fake.fetches, 1);
+  EXPECT_EQ(fake.updates[0].model_version, 3u);
+  EXPECT_EQ(fake.updates[0].round, 4u);
+  EXPECT_EQ(fake.updates[1].model_version, 4u);
+  EXPECT_EQ(fake.updates[1].round, 5u);
+  c.Stop();
+  EXPECT_EQ(c.log().find("round 4: training cancelled"), std::string::npos) << c.log();
+}
+
+}  // namespace
+}  // namespace fedsgd
