@@ -15,6 +15,7 @@
 
 #include "checkpoint_store.h"
 #include "fedsgd/error.h"
+#include "fedsgd/npy.h"
 
 namespace fedsgd {
 namespace {
@@ -120,24 +121,6 @@ std::pair<std::string, int> ParseHostPort(const std::string& address) {
     throw Error("invalid HTTP address '" + address + "' (expected HOST:PORT, e.g. 127.0.0.1:8080)");
   }
   return {address.substr(0, colon), port};
-}
-
-std::string NpyFile(const std::vector<float>& values) {
-  static_assert(std::endian::native == std::endian::little, "the .npy header says '<f4'");
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" +
-                       std::to_string(values.size()) + ",), }";
-  // magic (6) + version (2) + header length (2) + header + '\n': a multiple of 64.
-  const std::size_t unpadded = 10 + header.size() + 1;
-  header.append((64 - unpadded % 64) % 64, ' ');
-  header += '\n';
-  std::string out("\x93NUMPY\x01\x00", 8);
-  out += static_cast<char>(header.size() & 0xff);
-  out += static_cast<char>(header.size() >> 8);
-  out += header;
-  const std::size_t at = out.size();
-  out.resize(at + values.size() * sizeof(float));
-  if (!values.empty()) std::memcpy(out.data() + at, values.data(), values.size() * sizeof(float));
-  return out;
 }
 
 HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::int64_t run_id,
@@ -286,7 +269,7 @@ HttpApi::HttpApi(const StatusBoard& board, const CheckpointStore& store, std::in
         res.set_header("Content-Disposition", "attachment; filename=\"fedsgd-run" +
                                                   std::to_string(run_id_) + "-round" +
                                                   std::to_string(round) + ".npy\"");
-        res.set_content(NpyFile(*params), "application/octet-stream");
+        res.set_content(EncodeNpy(*params), "application/octet-stream");
         return;
       }
       nlohmann::json layers = nlohmann::json::array();

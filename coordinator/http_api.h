@@ -79,10 +79,6 @@ void CheckTlsFiles(const HttpTls& tls);
 // `presented` equals `token`, in time independent of where they differ.
 bool TokenMatches(const std::string& presented, const std::string& token);
 
-// A NumPy .npy file (format 1.0) holding `values` as a 1-D little-endian
-// float32 array.
-std::string NpyFile(const std::vector<float>& values);
-
 // The dashboard: one self-contained HTML page (no external resources).
 extern const char* const kDashboardHtml;
 

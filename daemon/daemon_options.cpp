@@ -48,6 +48,12 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
                  "(N(0, SIGMA^2) noise instead of the update) or label-flip (trains on labels "
                  "C-1-y) updates; none = honest")
       ->capture_default_str();
+  app.add_option("--state-dir", o.state_dir,
+                 "Keep the newest global model here (model.npy, model.json), written "
+                 "atomically at most every 5 s, for `fedsgd-daemon predict` after a reboot or "
+                 "while the coordinator is away; default $STATE_DIRECTORY (systemd), else not "
+                 "kept")
+      ->envname("STATE_DIRECTORY");
   app.add_option("--slowdown", o.slowdown,
                  "SIMULATION AID for straggler experiments on one machine: every mini-batch "
                  "takes F times as long (the daemon sleeps (F - 1) x its compute time); 1 = "

@@ -29,6 +29,9 @@ struct DaemonOptions {
   bool insecure = false;                 // allows a non-loopback coordinator without keys
   std::string simulate_attack = "none";  // a simulation aid: see simulated_attack.h
   double slowdown = 1;                   // a simulation aid: see fedsgd/pacer.h
+  // Where the newest global model is kept for `predict` (saved_model.h);
+  // empty: not kept. Defaults to $STATE_DIRECTORY (systemd's StateDirectory).
+  std::string state_dir;
 
   // Everything that can be checked without connecting or loading the data:
   // the endpoint, that --data exists, the id, shard, split and mode, the

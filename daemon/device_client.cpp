@@ -11,6 +11,7 @@
 #include "fedsgd/error.h"
 #include "fedsgd/holdout.h"
 #include "fedsgd/socket_options.h"
+#include "saved_model.h"
 
 namespace fedsgd {
 namespace {
@@ -527,6 +528,7 @@ void DeviceClient::Tick() {
     Send(std::move(h));
     last_heartbeat_ = now;
   }
+  SaveNewestModel(false);
   const double silence = std::max(timing_.min_silence, 3.0 * beat);
   if (now - last_reply_ > silence) {
     const double delay = backoff_.Next();
@@ -584,9 +586,26 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
     if (reconnect_at_ < 0) Tick();
   }
   CancelTraining();
+  SaveNewestModel(true);
   notifier_.Stopping();
   if (stop.load()) Log("stopped");
   return 0;
+}
+
+void DeviceClient::SaveNewestModel(bool force) {
+  if (options_.state_dir.empty() || !plan_ || params_.empty()) return;
+  if (run_id_ == saved_run_id_ && model_version_ == saved_version_) return;
+  const double now = Now();
+  if (!force && !finished_ && now - saved_at_ < kSaveInterval) return;
+  saved_at_ = now;
+  try {
+    SaveModel(options_.state_dir,
+              {plan_->architecture().ToString(), model_version_, run_id_, params_});
+    saved_run_id_ = run_id_;
+    saved_version_ = model_version_;
+  } catch (const Error& e) {
+    Warn("save_failed", std::string("cannot keep the newest model: ") + e.what());
+  }
 }
 
 }  // namespace fedsgd

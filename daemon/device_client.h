@@ -107,6 +107,10 @@ class DeviceClient {
   // eval_fraction) and applies a label-flip attack to the training part.
   void PrepareData(const Plan& plan);
   void Tick();
+  // Keeps the newest model in --state-dir (saved_model.h): at most every
+  // kSaveInterval seconds, and always with `force` (the run's end, a stop).
+  void SaveNewestModel(bool force);
+  static constexpr double kSaveInterval = 5;
   // The plan's asynchronous mode (FedBuff): train continuously, never
   // cancel a job because a newer model arrived.
   bool Async() const { return plan_ && plan_->async(); }
@@ -163,6 +167,10 @@ class DeviceClient {
   std::vector<float> params_;
   std::uint64_t last_trained_round_ = 0;  // newest round trained since the last welcome
   std::uint64_t announced_round_ = 0;     // the open round the coordinator last told of
+  // The model last written to --state-dir: (run, version), and when.
+  std::string saved_run_id_;
+  std::uint64_t saved_version_ = 0;
+  double saved_at_ = -1e9;
   // Asynchronous: an update was sent and its Ack or Reject has not come yet.
   bool update_in_flight_ = false;
   double update_sent_at_ = 0;

@@ -3,6 +3,7 @@
 //   fedsgd-daemon --coordinator tcp://HOST:PORT --data DIR ...   take part in a federation
 //   fedsgd-daemon train --data DIR ...                           train locally, no coordinator
 //   fedsgd-daemon keygen --out PREFIX                            make a CURVE key pair
+//   fedsgd-daemon predict --data FILE ...                        classify with the newest model
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -17,6 +18,7 @@
 #include "fedsgd/keygen_command.h"
 #include "fedsgd/service_notifier.h"
 #include "fedsgd/shard.h"
+#include "predict_command.h"
 #include "train_command.h"
 
 namespace {
@@ -62,6 +64,8 @@ int main(int argc, char** argv) {
   CLI::App* train_cmd = fedsgd::AddTrainCommand(app, train);
   fedsgd::KeygenOptions keygen;
   CLI::App* keygen_cmd = fedsgd::AddKeygenCommand(app, keygen, "device");
+  fedsgd::PredictCommandOptions predict;
+  CLI::App* predict_cmd = fedsgd::AddPredictCommand(app, predict);
   CLI11_PARSE(app, argc, argv);
 
   std::signal(SIGINT, OnSignal);
@@ -74,6 +78,10 @@ int main(int argc, char** argv) {
                         "fedsgd-coordinator`; run with --key SECRET_FILE --coordinator-key "
                         "COORDINATOR_PUBLIC_FILE.",
                         std::cout);
+      return 0;
+    }
+    if (predict_cmd->parsed()) {
+      fedsgd::RunPredictCommand(predict, std::cout, std::cerr);
       return 0;
     }
     if (train_cmd->parsed()) {

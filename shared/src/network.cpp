@@ -302,6 +302,30 @@ struct NetworkKernels {
     s.loss_sum = OutputLoss(arch, out, y, n, nullptr, 0.0f, &s.correct);
     return s;
   }
+
+  static void Predict(const Architecture& arch, const float* params, const float* x, int n,
+                      float* result, Workspace& ws) {
+    assert(n >= 1 && n <= ws.max_batch_);
+    std::vector<LayerLayout>& layout = ws.layout_;
+    Forward(arch, params, x, n, ws, nullptr);
+    const LayerLayout& last = layout.back();
+    const ConstMatrix z(ws.activations_[layout.size() - 1].data(), last.out, n);
+    Matrix out(result, last.out, n);
+    switch (arch.loss()) {
+      case LossKind::kCrossEntropy:
+        for (int j = 0; j < n; ++j) {
+          out.col(j) = (z.col(j).array() - z.col(j).maxCoeff()).exp();
+          out.col(j) /= out.col(j).sum();
+        }
+        break;
+      case LossKind::kBinaryCrossEntropy:
+        out = (1.0f + (-z.array()).exp()).inverse().matrix();
+        break;
+      case LossKind::kMeanSquaredError:
+        out = z;
+        break;
+    }
+  }
 };
 
 float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
@@ -314,6 +338,11 @@ float ForwardBackward(const Architecture& arch, const float* params, const float
 BatchScore Score(const Architecture& arch, const float* params, const float* x, const float* y,
                  int n, Workspace& ws) {
   return NetworkKernels::Score(arch, params, x, y, n, ws);
+}
+
+void Predict(const Architecture& arch, const float* params, const float* x, int n, float* out,
+             Workspace& ws) {
+  NetworkKernels::Predict(arch, params, x, n, out, ws);
 }
 
 Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset& data,

@@ -75,6 +75,13 @@ struct BatchScore {
 BatchScore Score(const Architecture& arch, const float* params, const float* x, const float* y,
                  int n, Workspace& ws);
 
+// The model's outputs for n samples (n in [1, ws.max_batch()]), no
+// dropout: out gets n x output_size() floats, sample after sample: class
+// probabilities (softmax) for cross-entropy models, P(y = 1) for logistic
+// ones, the prediction for regression.
+void Predict(const Architecture& arch, const float* params, const float* x, int n, float* out,
+             Workspace& ws);
+
 // Loss and accuracy of params over a whole data set, in batches. accuracy is
 // 0 for regression models.
 struct Evaluation {
