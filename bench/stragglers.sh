@@ -2,7 +2,12 @@
 # Stragglers (issue 10): wall time to 0.85 test accuracy for a 10-device
 # fleet of which 3 are 10x slower (the daemons' --slowdown, a simulation
 # aid), MLP 784-128-10 iid, batch 32, lr 0.05, 1 local epoch, real
-# coordinator and daemons on loopback (scripts/run-fleet.sh). Three ways:
+# coordinator and daemons on loopback (scripts/run-fleet.sh). Every daemon
+# is also slowed --slowdown S times (default 4, the stragglers 4 x 10): ten
+# full-speed daemons on this 2-core machine would compete for the cores,
+# which ten boards do not, and that would charge the asynchronous mode (which
+# keeps the fast devices busy) for the simulation's shared CPU. With S = 4
+# the seven fast daemons need 7/4 of a core. Three ways:
 #   sync            rounds wait for every device (quorum 1.0)
 #   sync-quorum-0.7 rounds close at 7 of 10 updates (the slow devices' work
 #                   is lost when a round closes without it), deadline 30 s
@@ -14,11 +19,11 @@
 # speed-up of async over sync. Times come from the round records (SQLite).
 #
 #   bench/stragglers.sh [--sync-rounds R] [--async-versions V] [--buffer K]
-#                       [--stragglers N:F] [--only REGEX] [--build DIR]
+#                       [--stragglers N:F] [--slowdown S] [--only REGEX] [--build DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sync_rounds=25 async_versions=70 buffer=5 stragglers=3:10 only="" build=build
+sync_rounds=25 async_versions=70 buffer=5 stragglers=3:10 slowdown=4 only="" build=build
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --sync-rounds) sync_rounds=$2; shift 2 ;;
@@ -27,7 +32,8 @@ while [[ $# -gt 0 ]]; do
     --stragglers) stragglers=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --slowdown) slowdown=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "stragglers: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -45,7 +51,7 @@ for way in "${ways[@]}"; do
   IFS='|' read -r name rounds flags <<<"$way"
   [[ -n $only && ! $name =~ $only ]] && continue
   # shellcheck disable=SC2086  # the flags are words
-  scripts/run-fleet.sh --devices 10 --rounds "$rounds" --stragglers "$stragglers" \
+  scripts/run-fleet.sh --devices 10 --rounds "$rounds" --stragglers "$stragglers" --slowdown "$slowdown" \
     --dir "$out/$name" --port 17270 --http 127.0.0.1:0 $flags > "$out/$name.log" 2>&1 ||
     { echo "stragglers: $name failed; see $out/$name.log" >&2; continue; }
   db=$out/$name/fleet.db

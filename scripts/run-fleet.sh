@@ -11,24 +11,26 @@
 #                        [--model M] [--local-epochs E] [--batch B] [--lr LR]
 #                        [--threads T] [--mode hogwild|sync] [--port P] [--http ADDR:PORT]
 #                        [--dir DIR] [--build DIR] [--secure] [--update-codec C]
-#                        [--async] [--buffer K] [--stragglers N:F]
+#                        [--async] [--buffer K] [--stragglers N:F] [--slowdown S]
 #                        [-- COORDINATOR FLAGS...]
 #   --update-codec fp32|fp16|int8|topk:F compresses the daemons' updates
 #   (the coordinator's flag; docs/protocol.md "Tensor encodings").
 #   --async runs asynchronous buffered aggregation (FedBuff), a new model
 #   version every --buffer K updates (docs/protocol.md "Asynchronous mode").
 #   --stragglers N:F makes the last N daemons F times slower per mini-batch
-#   (the daemons' --slowdown, a simulation aid).
+#   (the daemons' --slowdown, a simulation aid); --slowdown S slows every
+#   daemon S times (the stragglers S x F), so that N daemons sharing this
+#   machine's cores stand for N boards that each have their own.
 #   Flags after "--" go to fedsgd-coordinator as they are, e.g.
 #   -- --dp-noise-multiplier 1.0 --dp-clip 1.0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 devices=4 rounds=10 split=iid model=mlp:784-128-10 local_epochs=1 batch=32 lr=0.05
-threads=1 mode=hogwild port=7070 http=127.0.0.1:8080 dir="" build=build secure=0 stragglers=0:1
+threads=1 mode=hogwild port=7070 http=127.0.0.1:8080 dir="" build=build secure=0 stragglers=0:1 base_slowdown=1
 data=/usr/share/datasets/fashion-mnist
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 coordinator_flags=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -50,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --async) coordinator_flags+=(--async); shift ;;
     --buffer) coordinator_flags+=(--buffer "$2"); shift 2 ;;
     --stragglers) stragglers=$2; shift 2 ;;
+    --slowdown) base_slowdown=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; coordinator_flags+=("$@"); break ;;
     *) echo "run-fleet: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -59,6 +62,8 @@ done
 [[ "$stragglers" =~ ^([0-9]+):([0-9]+(\.[0-9]+)?)$ ]] ||
   { echo "run-fleet: --stragglers must be N:F, e.g. 3:10 (N devices F times slower)" >&2; exit 2; }
 slow_devices=${BASH_REMATCH[1]} slowdown=${BASH_REMATCH[2]}
+[[ "$base_slowdown" =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
+  { echo "run-fleet: --slowdown must be a number >= 1" >&2; exit 2; }
 (( slow_devices <= devices )) ||
   { echo "run-fleet: --stragglers $stragglers: only $devices device(s)" >&2; exit 2; }
 
@@ -115,8 +120,9 @@ pids+=("$coordinator")
 
 for ((i = 0; i < devices; i++)); do
   [[ $secure -eq 1 ]] && daemon_keys=(--key "$dir/dev$i.key_secret" --coordinator-key "$dir/coordinator.key")
-  pace=()
-  (( i >= devices - slow_devices )) && pace=(--slowdown "$slowdown")
+  pace=(--slowdown "$base_slowdown")
+  (( i >= devices - slow_devices )) &&
+    pace=(--slowdown "$(awk -v a="$base_slowdown" -v b="$slowdown" 'BEGIN { print a * b }')")
   "$build/daemon/fedsgd-daemon" --coordinator "tcp://127.0.0.1:$port" --id "dev$i" \
     --data "$data" --shard "$i/$devices" --split "$split" --threads "$threads" --mode "$mode" \
     --exit-when-done "${daemon_keys[@]}" "${pace[@]}" 2> "$dir/dev$i.log" &
