@@ -33,8 +33,9 @@ int RunDaemon(fedsgd::DaemonOptions options) {
   CsvOptions csv;
   csv.label_column = options.label_column;
   csv.header = options.csv_header;
-  Dataset data = LoadDataset(options.data, Split::kTrain, csv);
-  if (shard.count > 1) data = data.Subset(MakeShard(data, shard, split, options.seed));
+  // Only this device's shard is kept in memory (for IDX data, only it is read).
+  const Dataset data =
+      LoadDataset(options.data, Split::kTrain, csv, ShardPicker(shard, split, options.seed));
   if (data.size() == 0) throw Error("shard " + options.shard + " of " + options.data + " is empty");
 
   DeviceClient client(options, data, std::cerr);

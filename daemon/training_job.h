@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "fedsgd/dataset.h"
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/network.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/trainer.h"
@@ -48,11 +49,12 @@ struct TrainingResult {
 
 class TrainingJob {
  public:
-  // `data` (and `held_out`, which may be null) must outlive the job.
-  // threads/mode are the device's own settings.
-  TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global, std::uint64_t round,
-              std::uint64_t model_version, int threads, TrainMode mode, std::uint64_t seed,
-              const Dataset* held_out = nullptr);
+  // The data set behind `data` (and `held_out`, which may be null), and
+  // the views' index arrays, must outlive the job. threads/mode are the
+  // device's own settings.
+  TrainingJob(const Plan& plan, const DatasetView& data, std::vector<float> global,
+              std::uint64_t round, std::uint64_t model_version, int threads, TrainMode mode,
+              std::uint64_t seed, const DatasetView* held_out = nullptr);
   ~TrainingJob();  // cancels and joins
   TrainingJob(const TrainingJob&) = delete;
   TrainingJob& operator=(const TrainingJob&) = delete;
@@ -72,8 +74,8 @@ class TrainingJob {
   void Work();
 
   Plan plan_;
-  const Dataset& data_;
-  const Dataset* held_out_;
+  const DatasetView data_;
+  const std::optional<DatasetView> held_out_;
   std::vector<float> global_;
   std::uint64_t round_;
   std::uint64_t model_version_;

@@ -316,7 +316,7 @@ BatchScore Score(const Architecture& arch, const float* params, const float* x, 
   return NetworkKernels::Score(arch, params, x, y, n, ws);
 }
 
-Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset& data,
+Evaluation Evaluate(const Architecture& arch, const float* params, const DatasetView& data,
                     int threads) {
   constexpr int kBatch = 256;
   const std::size_t n = data.size();
@@ -328,10 +328,13 @@ Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset
   std::vector<BatchScore> partial(threads);
   auto work = [&](int t) {
     Workspace ws(arch, kBatch);
+    // Each batch is gathered (and byte features converted) into floats.
+    std::vector<float> x(static_cast<std::size_t>(kBatch) * data.num_features()), y(kBatch);
     for (std::size_t b = t; b < batches; b += threads) {
       const std::size_t begin = b * kBatch;
       const int rows = static_cast<int>(std::min<std::size_t>(kBatch, n - begin));
-      const BatchScore s = Score(arch, params, data.sample(begin), data.y.data() + begin, rows, ws);
+      data.Copy(begin, static_cast<std::size_t>(rows), x.data(), y.data());
+      const BatchScore s = Score(arch, params, x.data(), y.data(), rows, ws);
       partial[t].loss_sum += s.loss_sum;
       partial[t].correct += s.correct;
     }

@@ -26,6 +26,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -65,29 +66,25 @@ struct ThreadBuffers {
   std::vector<float> weights;  // hogwild: private snapshot of the shared weights
 };
 
-// Copies samples order[begin, end) of data into buf.x / buf.y.
+// Copies samples order[begin, end) of data into buf.x / buf.y, converting
+// byte features to floats on the way.
 void Gather(const Dataset& data, const std::vector<std::size_t>& order, std::size_t begin,
             std::size_t end, ThreadBuffers& buf) {
-  const std::size_t d = data.num_features;
-  for (std::size_t i = begin; i < end; ++i) {
-    const std::size_t s = order[i];
-    std::copy_n(data.sample(s), d, buf.x.data() + (i - begin) * d);
-    buf.y[i - begin] = data.y[s];
-  }
+  data.Gather(std::span(order).subspan(begin, end - begin), buf.x.data(), buf.y.data());
 }
 
-void CheckFits(const Architecture& arch, const Dataset& data, const TrainOptions& opt) {
+void CheckFits(const Architecture& arch, const DatasetView& data, const TrainOptions& opt) {
   if (data.size() == 0) throw Error("the training data set is empty");
-  if (data.num_features != arch.input_size()) {
-    throw Error("the data has " + std::to_string(data.num_features) + " features but model " +
+  if (data.num_features() != arch.input_size()) {
+    throw Error("the data has " + std::to_string(data.num_features()) + " features but model " +
                 arch.ToString() + " expects " + std::to_string(arch.input_size()));
   }
   const int classes = arch.num_classes();
-  if (classes > 0 && data.num_classes > classes) {
-    throw Error("the data has " + std::to_string(data.num_classes) + " classes but model " +
+  if (classes > 0 && data.num_classes() > classes) {
+    throw Error("the data has " + std::to_string(data.num_classes()) + " classes but model " +
                 arch.ToString() + " has only " + std::to_string(classes) + " outputs");
   }
-  if (classes > 0 && data.num_classes == 0) {
+  if (classes > 0 && data.num_classes() == 0) {
     throw Error("model " + arch.ToString() +
                 " is a classifier but the data has real-valued targets (regression)");
   }
@@ -280,10 +277,11 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
 
 }  // namespace
 
-std::vector<float> LogitOffsets(const Dataset& data, int classes, float tau) {
+std::vector<float> LogitOffsets(const DatasetView& data, int classes, float tau) {
   if (classes < 1) throw Error("logit adjustment needs a classifier");
   std::vector<double> counts(static_cast<std::size_t>(classes), 0.0);
-  for (const float label : data.y) {
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const float label = data.target(i);
     if (label >= 0 && label < static_cast<float>(classes)) {
       counts[static_cast<std::size_t>(label)] += 1;
     }
@@ -298,7 +296,7 @@ std::vector<float> LogitOffsets(const Dataset& data, int classes, float tau) {
 
 LocalTrainer::LocalTrainer(TrainOptions options) : options_(std::move(options)) {}
 
-TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
+TrainStats LocalTrainer::Train(Model& model, const DatasetView& data,
                                const std::function<void(const EpochReport&)>& on_epoch,
                                const std::atomic<bool>* stop, TrainProgress* progress) {
   const TrainOptions& opt = options_;
@@ -324,7 +322,7 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
           ? LogitOffsets(data, model.arch.num_classes(), opt.logit_adjustment)
           : std::vector<float>();
   RunPlan run{model.arch,
-              data,
+              data.data(),
               opt,
               stop,
               progress,
@@ -358,8 +356,10 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
   std::vector<float> velocity(opt.sgd.momentum != 0 ? model.params.size() : 0, 0.0f);
   std::vector<float> batch_grad(opt.mode == TrainMode::kSync ? model.params.size() : 0);
 
+  // The epochs' permutations are of the view's rows, so the workers index
+  // the data set directly.
   std::vector<std::size_t> order(n);
-  std::iota(order.begin(), order.end(), std::size_t{0});
+  for (std::size_t i = 0; i < n; ++i) order[i] = data.row(i);
   std::mt19937_64 shuffle_rng(opt.seed);
 
   TrainStats stats;

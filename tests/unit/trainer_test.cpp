@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <random>
 #include <thread>
 
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/error.h"
 #include "fedsgd/network.h"
 
@@ -205,6 +207,48 @@ TEST(TrainerTest, LogitAdjustmentStopsPushingDownAnAbsentClass) {
   TrainOptions o = Options(TrainMode::kSync, 1);
   o.logit_adjustment = -1;
   EXPECT_THROW(LocalTrainer(o).Train(m, two_classes), Error);
+}
+
+// A view of some samples trains exactly as a copy of them would (the same
+// samples in the same shuffled order), and byte features exactly as their
+// float values: the trainer's gather is where both are resolved.
+TEST(TrainerTest, AViewAndByteFeaturesTrainAsTheirCopies) {
+  const Dataset data = Blobs(600, 6, 2);
+  std::vector<std::size_t> rows;
+  for (std::size_t i = 0; i < data.size(); i += 3) rows.push_back(i);
+  rows.push_back(data.size() - 1);
+  const Architecture arch = Architecture::Parse("mlp:6-8-3");
+  const TrainOptions o = Options(TrainMode::kSync, 2);
+  Model on_view = Model::Create(arch, 3), on_copy = Model::Create(arch, 3);
+  LocalTrainer(o).Train(on_view, DatasetView(data, rows));
+  LocalTrainer(o).Train(on_copy, data.Subset(rows));
+  EXPECT_EQ(on_view.params, on_copy.params);
+  const std::vector<std::size_t> held = {1, 2, 4};
+  const Evaluation a = Evaluate(arch, on_view.params.data(), DatasetView(data, held));
+  const Evaluation b = Evaluate(arch, on_view.params.data(), data.Subset(held));
+  EXPECT_EQ(a.samples, 3u);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.accuracy, b.accuracy);
+
+  Dataset bytes;
+  bytes.num_features = 6;
+  bytes.num_classes = 3;
+  bytes.byte_scale = 1.0f / 64;
+  Dataset floats = bytes;
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    for (int f = 0; f < 6; ++f) {
+      const auto byte =
+          static_cast<std::uint8_t>(std::clamp(data.sample(i)[f] * 32 + 96, 0.0f, 255.0f));
+      bytes.bytes.push_back(byte);
+      floats.x.push_back(static_cast<float>(byte) * bytes.byte_scale);
+    }
+  }
+  bytes.y = floats.y = data.y;
+  Model on_bytes = Model::Create(arch, 3), on_floats = Model::Create(arch, 3);
+  LocalTrainer(o).Train(on_bytes, bytes);
+  LocalTrainer(o).Train(on_floats, floats);
+  EXPECT_EQ(on_bytes.params, on_floats.params);
+  EXPECT_GT(Accuracy(on_bytes, floats), 0.9);
 }
 
 TEST(TrainerTest, RefusesDataThatDoesNotFitTheModel) {

@@ -21,11 +21,10 @@
 #include <random>
 #include <vector>
 
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/model.h"
 
 namespace fedsgd {
-
-struct Dataset;
 
 class Workspace {
  public:
@@ -75,14 +74,14 @@ struct BatchScore {
 BatchScore Score(const Architecture& arch, const float* params, const float* x, const float* y,
                  int n, Workspace& ws);
 
-// Loss and accuracy of params over a whole data set, in batches. accuracy is
-// 0 for regression models.
+// Loss and accuracy of params over a data set (or a view of some of its
+// samples), in batches. accuracy is 0 for regression models.
 struct Evaluation {
   double loss = 0;
   double accuracy = 0;
   std::size_t samples = 0;
 };
-Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset& data,
+Evaluation Evaluate(const Architecture& arch, const float* params, const DatasetView& data,
                     int threads = 1);
 
 }  // namespace fedsgd

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "fedsgd/dataset.h"
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/model.h"
 #include "fedsgd/optimizer.h"
 
@@ -60,7 +61,7 @@ struct TrainOptions {
 // each of `classes` classes, n_c the samples of class c in data (add-one
 // smoothing, so a class the data lacks gets a large negative offset, not
 // minus infinity).
-std::vector<float> LogitOffsets(const Dataset& data, int classes, float tau);
+std::vector<float> LogitOffsets(const DatasetView& data, int classes, float tau);
 
 struct EpochReport {
   int epoch = 0;          // 1-based
@@ -93,11 +94,12 @@ class LocalTrainer {
  public:
   explicit LocalTrainer(TrainOptions options);
 
-  // Trains model.params in place on data. on_epoch (optional) is called from
+  // Trains model.params in place on data (a Dataset, or a view of some of
+  // its samples). on_epoch (optional) is called from
   // the calling thread after each epoch. stop (optional) is polled once per
   // mini-batch. progress (optional) is updated as mini-batches finish.
   // Throws fedsgd::Error if the data does not fit the model.
-  TrainStats Train(Model& model, const Dataset& data,
+  TrainStats Train(Model& model, const DatasetView& data,
                    const std::function<void(const EpochReport&)>& on_epoch = {},
                    const std::atomic<bool>* stop = nullptr, TrainProgress* progress = nullptr);
 
