@@ -66,6 +66,7 @@ void TrainingJob::Work() {
       o.sgd = plan_.sgd;
       o.prox_mu = static_cast<float>(plan_.prox_mu);
       o.logit_adjustment = static_cast<float>(plan_.logit_adjustment);
+      o.class_weighting = ParseClassWeighting(plan_.class_weighting);
       // A different shuffle every round, the same for a given round.
       o.seed = seed_ * 1000003u + round_;
       const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);

@@ -116,6 +116,9 @@ void Plan::Validate() const {
   require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
           "eval_fraction (--eval-fraction) must be in [0, 0.5]");
   wire::UpdateCodec::Parse(update_codec);  // throws, naming --update-codec
+  require(class_weighting == "none" || class_weighting == "inverse_frequency",
+          "class_weighting (--class-weighting) '" + class_weighting +
+              "' must be none or inverse_frequency");
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
@@ -191,6 +194,7 @@ nlohmann::json Plan::ToJson() const {
   };
   if (logit_adjustment > 0) j["logit_adjustment"] = logit_adjustment;
   if (update_codec != "fp32") j["update_codec"] = wire::UpdateCodec::Parse(update_codec).ToString();
+  if (class_weighting != "none") j["class_weighting"] = class_weighting;
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
     j["dp_delta"] = dp_delta;
@@ -261,6 +265,7 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("eval_fraction", p.eval_fraction);
     optional("update_codec", p.update_codec);
     optional("logit_adjustment", p.logit_adjustment);
+    optional("class_weighting", p.class_weighting);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

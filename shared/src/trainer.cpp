@@ -44,6 +44,17 @@ TrainMode ParseTrainMode(std::string_view text) {
 
 std::string ToString(TrainMode mode) { return mode == TrainMode::kHogwild ? "hogwild" : "sync"; }
 
+ClassWeighting ParseClassWeighting(std::string_view text) {
+  if (text == "none") return ClassWeighting::kNone;
+  if (text == "inverse_frequency") return ClassWeighting::kInverseFrequency;
+  throw Error("unknown class weighting '" + std::string(text) +
+              "' for --class-weighting (expected none or inverse_frequency)");
+}
+
+std::string ToString(ClassWeighting weighting) {
+  return weighting == ClassWeighting::kNone ? "none" : "inverse_frequency";
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -107,6 +118,7 @@ struct RunPlan {
   long total_steps;
   const float* anchor;         // FedProx: the weights at the start; null when prox_mu == 0
   const float* logit_offsets;  // logit adjustment; null when off
+  const float* class_weights;  // class weighting; null when off
 };
 
 bool StopRequested(const std::atomic<bool>* stop) {
@@ -150,9 +162,9 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       Gather(run.data, order, begin, end, buf);
       LoadShared(shared, buf.weights.data(), count);
       const int rows = static_cast<int>(end - begin);
-      const float loss = ForwardBackward(run.arch, buf.weights.data(), buf.x.data(), buf.y.data(),
-                                         rows, buf.grad.data(), buf.workspace,
-                                         dropout ? &rngs[t] : nullptr, run.logit_offsets);
+      const float loss = ForwardBackward(
+          run.arch, buf.weights.data(), buf.x.data(), buf.y.data(), rows, buf.grad.data(),
+          buf.workspace, dropout ? &rngs[t] : nullptr, run.logit_offsets, run.class_weights);
       if (run.anchor) {
         AddProximalGradient(buf.grad.data(), buf.weights.data(), run.anchor, count,
                             run.opt.prox_mu);
@@ -237,9 +249,10 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
       rows[t] = my_end - my_begin;
       if (rows[t] > 0) {
         Gather(run.data, order, my_begin, my_end, buf);
-        losses[t] = ForwardBackward(run.arch, model.params.data(), buf.x.data(), buf.y.data(),
-                                    static_cast<int>(rows[t]), buf.grad.data(), buf.workspace,
-                                    dropout ? &rngs[t] : nullptr, run.logit_offsets);
+        losses[t] =
+            ForwardBackward(run.arch, model.params.data(), buf.x.data(), buf.y.data(),
+                            static_cast<int>(rows[t]), buf.grad.data(), buf.workspace,
+                            dropout ? &rngs[t] : nullptr, run.logit_offsets, run.class_weights);
       } else {
         losses[t] = 0;
       }
@@ -294,6 +307,30 @@ std::vector<float> LogitOffsets(const DatasetView& data, int classes, float tau)
   return offsets;
 }
 
+std::vector<float> ClassWeights(const DatasetView& data, int classes) {
+  if (classes < 1) throw Error("class weighting needs a classifier");
+  std::vector<double> counts(static_cast<std::size_t>(classes), 0.0);
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const float label = data.target(i);
+    if (label >= 0 && label < static_cast<float>(classes)) {
+      counts[static_cast<std::size_t>(label)] += 1;
+    }
+  }
+  double inverse_sum = 0;
+  int present = 0;
+  for (const double n : counts) {
+    if (n > 0) {
+      inverse_sum += 1 / n;
+      present += 1;
+    }
+  }
+  std::vector<float> weights(counts.size(), 1.0f);
+  for (std::size_t c = 0; c < counts.size(); ++c) {
+    if (counts[c] > 0) weights[c] = static_cast<float>(present / (counts[c] * inverse_sum));
+  }
+  return weights;
+}
+
 LocalTrainer::LocalTrainer(TrainOptions options) : options_(std::move(options)) {}
 
 TrainStats LocalTrainer::Train(Model& model, const DatasetView& data,
@@ -321,6 +358,11 @@ TrainStats LocalTrainer::Train(Model& model, const DatasetView& data,
       opt.logit_adjustment > 0 && model.arch.loss() == LossKind::kCrossEntropy
           ? LogitOffsets(data, model.arch.num_classes(), opt.logit_adjustment)
           : std::vector<float>();
+  const std::vector<float> class_weights =
+      opt.class_weighting == ClassWeighting::kInverseFrequency &&
+              model.arch.loss() == LossKind::kCrossEntropy
+          ? ClassWeights(data, model.arch.num_classes())
+          : std::vector<float>();
   RunPlan run{model.arch,
               data.data(),
               opt,
@@ -329,7 +371,8 @@ TrainStats LocalTrainer::Train(Model& model, const DatasetView& data,
               (n + batch - 1) / batch,
               0,
               anchor.empty() ? nullptr : anchor.data(),
-              offsets.empty() ? nullptr : offsets.data()};
+              offsets.empty() ? nullptr : offsets.data(),
+              class_weights.empty() ? nullptr : class_weights.data()};
   run.total_steps =
       opt.epochs > 0
           ? static_cast<long>(std::ceil(opt.epochs * static_cast<double>(run.steps_per_epoch)))

@@ -129,5 +129,12 @@ TEST(CoordinatorOptionsTest, LogitAdjustmentFlagBecomesThePlanField) {
   EXPECT_THROW(Parse({"--logit-adjustment", "11"}), CLI::ValidationError);
 }
 
+TEST(CoordinatorOptionsTest, ClassWeightingFlagBecomesThePlanField) {
+  EXPECT_EQ(Parse({}).ToPlan().class_weighting, "none");
+  EXPECT_EQ(Parse({"--class-weighting", "inverse_frequency"}).ToPlan().class_weighting,
+            "inverse_frequency");
+  EXPECT_THROW(Parse({"--class-weighting", "balanced"}), CLI::ValidationError);
+}
+
 }  // namespace
 }  // namespace fedsgd

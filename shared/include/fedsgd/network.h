@@ -59,10 +59,13 @@ class Workspace {
 // probability arch.dropout (inverted dropout). logit_offsets may be null;
 // with it (output-width floats, cross-entropy models only) the loss and its
 // gradient are those of the logits plus the offsets: logit adjustment (see
-// LogitAdjustment in trainer.h). Other losses ignore it.
+// LogitAdjustment in trainer.h). class_weights may be null; with it
+// (output-width floats, cross-entropy models only) sample j's loss counts
+// class_weights[y_j] times: the mean over the batch of w_y * cross-entropy
+// (class weighting, ClassWeights in trainer.h). Other losses ignore both.
 float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
                       int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng = nullptr,
-                      const float* logit_offsets = nullptr);
+                      const float* logit_offsets = nullptr, const float* class_weights = nullptr);
 
 // Mean loss and the number of correct predictions over n samples, no
 // gradient (classifiers: argmax, or p >= 0.5 for logistic; regression

@@ -35,6 +35,18 @@ enum class TrainMode { kHogwild, kSync };
 TrainMode ParseTrainMode(std::string_view text);  // "hogwild" | "sync"; throws Error
 std::string ToString(TrainMode mode);
 
+// Class weighting of the cross-entropy for class imbalance (cost-sensitive
+// learning; background: Cui et al. 2019, "Class-Balanced Loss Based on
+// Effective Number of Samples", whose beta -> 1 limit this is):
+//   none               every sample counts once
+//   inverse_frequency  a sample of class c counts w_c = 1 / n_c, the n_c
+//                      being this data set's class counts, normalised so the
+//                      w_c of the classes present average 1 (ClassWeights)
+enum class ClassWeighting { kNone, kInverseFrequency };
+// "none" | "inverse_frequency"; throws Error naming --class-weighting.
+ClassWeighting ParseClassWeighting(std::string_view text);
+std::string ToString(ClassWeighting weighting);
+
 struct TrainOptions {
   int threads = 1;
   TrainMode mode = TrainMode::kHogwild;
@@ -54,6 +66,8 @@ struct TrainOptions {
   // down, and the shared model's plain logits estimate class-balanced
   // posteriors. 0 = off. Other losses ignore it.
   float logit_adjustment = 0;
+  // Softmax models only (see ClassWeighting); other losses ignore it.
+  ClassWeighting class_weighting = ClassWeighting::kNone;
   std::uint64_t seed = 1;
 };
 
@@ -62,6 +76,12 @@ struct TrainOptions {
 // smoothing, so a class the data lacks gets a large negative offset, not
 // minus infinity).
 std::vector<float> LogitOffsets(const DatasetView& data, int classes, float tau);
+
+// Inverse-frequency class weights for `classes` classes: w_c proportional to
+// 1 / n_c for each class c present in data, scaled so their mean over the
+// present classes is 1; a class the data lacks gets 1 (no sample uses it).
+// Throws Error when classes < 1.
+std::vector<float> ClassWeights(const DatasetView& data, int classes);
 
 struct EpochReport {
   int epoch = 0;          // 1-based
