@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "fedsgd/class_balance.h"
 #include "fedsgd/error.h"
 #include "fedsgd/update_codec.h"
 
@@ -116,9 +117,7 @@ void Plan::Validate() const {
   require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
           "eval_fraction (--eval-fraction) must be in [0, 0.5]");
   wire::UpdateCodec::Parse(update_codec);  // throws, naming --update-codec
-  require(class_weighting == "none" || class_weighting == "inverse_frequency",
-          "class_weighting (--class-weighting) '" + class_weighting +
-              "' must be none or inverse_frequency");
+  ParseClassWeighting(class_weighting);    // throws, naming --class-weighting
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");

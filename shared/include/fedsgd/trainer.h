@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fedsgd/class_balance.h"
 #include "fedsgd/dataset.h"
 #include "fedsgd/dataset_view.h"
 #include "fedsgd/model.h"
@@ -34,18 +35,6 @@ namespace fedsgd {
 enum class TrainMode { kHogwild, kSync };
 TrainMode ParseTrainMode(std::string_view text);  // "hogwild" | "sync"; throws Error
 std::string ToString(TrainMode mode);
-
-// Class weighting of the cross-entropy for class imbalance (cost-sensitive
-// learning; background: Cui et al. 2019, "Class-Balanced Loss Based on
-// Effective Number of Samples", whose beta -> 1 limit this is):
-//   none               every sample counts once
-//   inverse_frequency  a sample of class c counts w_c = 1 / n_c, the n_c
-//                      being this data set's class counts, normalised so the
-//                      w_c of the classes present average 1 (ClassWeights)
-enum class ClassWeighting { kNone, kInverseFrequency };
-// "none" | "inverse_frequency"; throws Error naming --class-weighting.
-ClassWeighting ParseClassWeighting(std::string_view text);
-std::string ToString(ClassWeighting weighting);
 
 struct TrainOptions {
   int threads = 1;
@@ -61,27 +50,17 @@ struct TrainOptions {
   // Logit adjustment for label skew (Menon et al. 2021, "Long-tail learning
   // via logit adjustment"; in federated learning, FedLC, Zhang et al. 2022):
   // > 0 trains softmax models on z + tau * log(prior) instead of the logits
-  // z, the prior being this data set's class frequencies (LogitOffsets).
+  // z, the prior being this data set's class frequencies (LogitOffsets in
+  // class_balance.h).
   // A device that holds few classes then stops pushing the others' logits
   // down, and the shared model's plain logits estimate class-balanced
   // posteriors. 0 = off. Other losses ignore it.
   float logit_adjustment = 0;
-  // Softmax models only (see ClassWeighting); other losses ignore it.
+  // Softmax models only (ClassWeighting in class_balance.h); other losses
+  // ignore it.
   ClassWeighting class_weighting = ClassWeighting::kNone;
   std::uint64_t seed = 1;
 };
-
-// The offsets logit adjustment adds: tau * log((n_c + 1) / (n + classes)) for
-// each of `classes` classes, n_c the samples of class c in data (add-one
-// smoothing, so a class the data lacks gets a large negative offset, not
-// minus infinity).
-std::vector<float> LogitOffsets(const DatasetView& data, int classes, float tau);
-
-// Inverse-frequency class weights for `classes` classes: w_c proportional to
-// 1 / n_c for each class c present in data, scaled so their mean over the
-// present classes is 1; a class the data lacks gets 1 (no sample uses it).
-// Throws Error when classes < 1.
-std::vector<float> ClassWeights(const DatasetView& data, int classes);
 
 struct EpochReport {
   int epoch = 0;          // 1-based
