@@ -17,27 +17,39 @@ port=$((20000 + RANDOM % 20000))
 "$build/daemon/fedsgd-daemon" --coordinator "tcp://127.0.0.1:$port" --id mem --data "$data" \
   --shard "$shard" --threads 2 --exit-when-done 2> "$dir/d.log" &
 pid=$!
-peak=0 anon=0 file=0
+peak=0 anon=0 file=0 pss=0
 while kill -0 "$pid" 2>/dev/null; do
   if grep -q 'round 1:' "$dir/d.log" 2>/dev/null; then   # data loaded and sharded, training
     read -r rss a f < <(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {print r+0, a+0, f+0}' \
                           "/proc/$pid/status" 2>/dev/null || echo "0 0 0")
-    if (( rss > peak )); then peak=$rss anon=$a file=$f; fi
+    if (( rss > peak )); then
+      peak=$rss anon=$a file=$f
+      pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    fi
   fi
   sleep 0.05
 done
 samples=$(sed -n 's/.*with \([0-9]*\) samples.*/\1/p' "$dir/d.log" | head -1)
 params=$(sed -n 's/.*(\([0-9]*\) parameters).*/\1/p' "$dir/c.log" | head -1)
-python3 - "$peak" "$samples" "$params" "$anon" "$file" <<'PY'
+python3 - "$peak" "$samples" "$params" "$anon" "$file" "${pss:-0}" <<'PY'
 import sys
-rss_kib, samples, params, anon_kib, file_kib = (int(x) for x in sys.argv[1:6])
-data_mib = samples * (784 + 1) * 4 / 2**20
-# The daemon holds the global model, a private copy per hogwild thread,
-# gradients per thread and the update: about 6 model-sized vectors.
-model_mib = 6 * params * 4 / 2**20
+rss_kib, samples, params, anon_kib, file_kib, pss_kib = (int(x) for x in sys.argv[1:7])
+# Pixels stay bytes (784 per image), labels are floats; the held-out split and
+# the trainer's shuffled order are index arrays (8 bytes per sample each).
+data_mib = samples * (784 + 4) / 2**20
+index_mib = samples * 2 * 8 / 2**20
+# The daemon holds the global model, the job's copy of it and the model it
+# trains, a weight snapshot and a gradient per hogwild thread (2 threads):
+# 7 model-sized vectors, and the update once trained.
+model_mib = 7 * params * 4 / 2**20
 rss_mib = rss_kib / 1024
 print(f"daemon resident while training: {rss_mib:.1f} MiB "
       f"({anon_kib / 1024:.1f} MiB private, {file_kib / 1024:.1f} MiB mapped files: code and shared libraries)")
-print(f"  data shard: {samples} samples = {data_mib:.1f} MiB; model-sized buffers ~{model_mib:.1f} MiB")
-print(f"  private memory besides data and model: {anon_kib / 1024 - data_mib - model_mib:.1f} MiB")
+# Library pages other processes map too (the coordinator's libstdc++, libc,
+# libzmq here) count in full above; PSS divides them among the sharers.
+print(f"  proportional set size (shared pages split among their processes): {pss_kib / 1024:.1f} MiB")
+print(f"  data shard: {samples} samples = {data_mib:.1f} MiB (+ {index_mib:.1f} MiB of indices); "
+      f"model-sized buffers ~{model_mib:.1f} MiB")
+print(f"  private memory besides data, indices and model: "
+      f"{anon_kib / 1024 - data_mib - index_mib - model_mib:.1f} MiB")
 PY

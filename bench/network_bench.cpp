@@ -4,6 +4,8 @@
 //   SgdStepShared (std::atomic_ref, relaxed)        vs  SgdStep (plain, vectorised)
 //   LoadShared (relaxed atomic snapshot)            vs  memcpy
 //   WeightedMeanAggregator::Add (coordinator)       vs  a streaming read+write (bandwidth)
+//   the trainer's mini-batch gather from float and from byte (IDX) features,
+//   to set beside one ForwardBackward step
 //
 // The forward/backward benchmarks also count heap allocations per step
 // (counter "allocs"; it must be 0): this program is linked with
@@ -15,9 +17,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "aggregator.h"
+#include "fedsgd/dataset.h"
 #include "fedsgd/model.h"
 #include "fedsgd/network.h"
 #include "fedsgd/optimizer.h"
@@ -97,6 +101,40 @@ void BM_ForwardBackward(benchmark::State& state) {
                          benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ForwardBackward)->ArgName("dropout")->Arg(0)->Arg(1);
+
+// Dataset::Gather of one batch of 32 random rows of a 15,000-sample
+// 784-feature shard into the trainer's buffers: state.range(0) = 1 holds the
+// features as bytes (IDX pixels, converted to floats on the way), 0 as
+// floats (copied). The conversion must cost little next to a step.
+void BM_Gather(benchmark::State& state) {
+  const bool bytes = state.range(0) == 1;
+  constexpr std::size_t kSamples = 15000;
+  Dataset data;
+  data.num_features = 784;
+  data.num_classes = 10;
+  std::mt19937 rng(3);
+  if (bytes) {
+    data.bytes.resize(kSamples * 784);
+    for (std::uint8_t& v : data.bytes) v = static_cast<std::uint8_t>(rng());
+  } else {
+    data.x = Random(kSamples * 784, 3);
+  }
+  data.y.assign(kSamples, 1.0f);
+  std::vector<std::size_t> order(kSamples);
+  for (std::size_t i = 0; i < kSamples; ++i) order[i] = (i * 7919) % kSamples;
+  std::vector<float> x(784 * kBatch), y(kBatch);
+  std::size_t at = 0;
+  const long before = t_allocations;
+  data.Gather(std::span(order).subspan(0, kBatch), x.data(), y.data());
+  state.counters["allocs"] = static_cast<double>(t_allocations - before);
+  for (auto _ : state) {
+    data.Gather(std::span(order).subspan(at, kBatch), x.data(), y.data());
+    benchmark::ClobberMemory();
+    at = at + 2 * kBatch < kSamples ? at + kBatch : 0;
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+BENCHMARK(BM_Gather)->ArgName("bytes")->Arg(0)->Arg(1);
 
 // Evaluation-only forward pass at the same shape.
 void BM_Score(benchmark::State& state) {

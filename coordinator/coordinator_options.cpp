@@ -115,6 +115,13 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "at most 10")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 10.0));
+  app.add_option("--class-weighting", o.class_weighting,
+                 "Class imbalance: none, or inverse_frequency (devices weight each sample's "
+                 "cross-entropy by 1 / its class's count in their training part, normalised to "
+                 "mean 1 over the classes present; cost-sensitive weighting as in Cui et al. "
+                 "2019, Class-Balanced Loss); softmax models, fedavg")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "inverse_frequency"}));
   app.add_option("--eval-fraction", o.eval_fraction,
                  "Share of each device's shard held out for federated evaluation of every global "
                  "model (loss, accuracy, fairness over devices); 0 = off, at most 0.5")
@@ -307,6 +314,7 @@ Plan CoordinatorOptions::ToPlan() const {
   p.async_buffer = buffer;
   p.max_staleness = max_staleness;
   p.staleness_weight = staleness_weight;
+  p.class_weighting = class_weighting;
   p.Validate();
   return p;
 }

@@ -68,6 +68,7 @@ struct CoordinatorOptions {
   long buffer = 0;
   long max_staleness = 20;
   std::string staleness_weight = "polynomial:0.5";
+  std::string class_weighting = "none";
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

@@ -404,26 +404,33 @@ void DeviceClient::PrepareData(const Plan& plan) {
   CancelTraining();  // a job reads the sets about to be replaced
   unsent_.reset();   // and its result counted samples of the old split
   // Seeded per device: every device holds out its own samples.
-  const HoldOutSplit split =
+  split_ =
       HoldOut(shard_, plan.eval_fraction, options_.seed ^ std::hash<std::string>{}(options_.id));
-  train_set_ = shard_.Subset(split.train);
-  held_out_ = shard_.Subset(split.eval);
-  attack_.FlipLabels(train_set_, classes);
+  flipped_ = {};
+  if (attack_.kind == SimulatedAttack::Kind::kLabelFlip) {
+    flipped_ = shard_.Subset(split_.train);
+    attack_.FlipLabels(flipped_, classes);
+  }
   split_fraction_ = plan.eval_fraction;
   split_classes_ = classes;
-  if (held_out_.size() > 0) {
-    Log("federated evaluation: " + std::to_string(held_out_.size()) + " of " +
-        std::to_string(shard_.size()) + " samples held out, " + std::to_string(train_set_.size()) +
-        " to train on");
+  if (!split_.eval.empty()) {
+    Log("federated evaluation: " + std::to_string(split_.eval.size()) + " of " +
+        std::to_string(shard_.size()) + " samples held out, " +
+        std::to_string(split_.train.size()) + " to train on");
   }
 }
 
 void DeviceClient::StartTraining(std::uint64_t round) {
   if (!plan_ || !unfit_reason_.empty()) return;
   CancelTraining();
-  job_ = std::make_unique<TrainingJob>(
-      *plan_, train_set_, params_, round, model_version_, threads_, mode_, options_.seed,
-      held_out_.size() > 0 ? &held_out_ : nullptr, options_.slowdown);
+  const DatasetView train = attack_.kind == SimulatedAttack::Kind::kLabelFlip
+                                ? DatasetView(flipped_)
+                                : DatasetView(shard_, split_.train);
+  const DatasetView held_out(shard_, split_.eval);
+  job_ = std::make_unique<TrainingJob>(*plan_, train, params_, round, model_version_, threads_,
+                                       mode_, options_.seed,
+                                       held_out.size() > 0 ? &held_out : nullptr,
+                                       options_.slowdown);
   job_run_id_ = run_id_;
   Log("round " + std::to_string(round) + ": training from model version " +
       std::to_string(model_version_));

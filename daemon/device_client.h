@@ -13,9 +13,10 @@
 // (seeded, stratified by class: fedsgd/holdout.h) into a training set and a
 // held-out set that is never trained on; each job scores the global model on
 // the held-out set first and the Update carries the result. Memory: the two
-// parts are a copy of the shard (one more shard's worth of floats), made
-// again only when eval_fraction changes. --simulate-attack (a simulation
-// aid, simulated_attack.h) changes the training labels or the sent update.
+// parts are index views of the shard (one size_t per sample), cut again only
+// when eval_fraction changes. --simulate-attack (a simulation aid,
+// simulated_attack.h) changes the sent update, or trains on a label-flipped
+// copy of the training part.
 //
 // Thread-safety: Run() is called once, from one thread; the figures below
 // may be read from any thread.
@@ -36,6 +37,7 @@
 #include "daemon_options.h"
 #include "fedsgd/curve_keys.h"
 #include "fedsgd/dataset.h"
+#include "fedsgd/holdout.h"
 #include "fedsgd/log_limiter.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/service_notifier.h"
@@ -126,10 +128,12 @@ class DeviceClient {
 
   DaemonOptions options_;
   const Dataset& shard_;
-  // The shard without its held-out part, and that part; split_fraction_ is
-  // the eval_fraction they were cut for (< 0: not yet cut).
-  Dataset train_set_;
-  Dataset held_out_;
+  // The shard's training and held-out samples (indices: both parts are
+  // views of the one shard); split_fraction_ is the eval_fraction they were
+  // cut for (< 0: not yet cut). Under a label-flip attack the training part
+  // is a copy, flipped_, with its labels changed.
+  HoldOutSplit split_;
+  Dataset flipped_;
   double split_fraction_ = -1;
   int split_classes_ = 0;  // the model's classes the labels were flipped for
   SimulatedAttack attack_;

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <span>
 #include <sstream>
 #include <thread>
 
@@ -159,12 +160,20 @@ void RunPredictCommand(const PredictCommandOptions& o, std::ostream& out, std::o
   std::vector<Workspace> spaces;
   for (int t = 0; t < threads; ++t) spaces.emplace_back(arch, kBatch);
   std::vector<float> outputs(static_cast<std::size_t>(threads) * kBatch * k);
+  // Per thread: the batch's rows, features as floats (IDX bytes convert
+  // here, a batch at a time) and its (unused) targets.
+  const std::size_t features = static_cast<std::size_t>(data.num_features);
+  std::vector<std::vector<std::size_t>> rows(threads, std::vector<std::size_t>(kBatch));
+  std::vector<std::vector<float>> xs(threads, std::vector<float>(kBatch * features));
+  std::vector<std::vector<float>> ys(threads, std::vector<float>(kBatch));
   for (std::size_t begin = 0; begin < n; begin += static_cast<std::size_t>(threads) * kBatch) {
     auto work = [&](int t) {
       const std::size_t from = begin + static_cast<std::size_t>(t) * kBatch;
       if (from >= n) return;
-      const int rows = static_cast<int>(std::min<std::size_t>(kBatch, n - from));
-      Predict(arch, model.params.data(), data.sample(from), rows,
+      const std::size_t count = std::min<std::size_t>(kBatch, n - from);
+      for (std::size_t r = 0; r < count; ++r) rows[t][r] = from + r;
+      data.Gather(std::span(rows[t]).first(count), xs[t].data(), ys[t].data());
+      Predict(arch, model.params.data(), xs[t].data(), static_cast<int>(count),
               outputs.data() + static_cast<std::size_t>(t) * kBatch * k, spaces[t]);
     };
     {

@@ -111,8 +111,7 @@ void RunTrainCommand(const TrainCommandOptions& o, std::ostream& out, std::ostre
   train.seed = o.seed;
 
   auto t0 = std::chrono::steady_clock::now();
-  Dataset data = LoadDataset(o.data, Split::kTrain, csv);
-  if (shard.count > 1) data = data.Subset(MakeShard(data, shard, split, o.seed));
+  Dataset data = LoadDataset(o.data, Split::kTrain, csv, ShardPicker(shard, split, o.seed));
   std::optional<Dataset> eval;
   if (!o.eval_data.empty()) eval = LoadDataset(o.eval_data, Split::kTest, csv);
   if (o.standardize) {

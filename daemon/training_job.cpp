@@ -9,13 +9,13 @@
 
 namespace fedsgd {
 
-TrainingJob::TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global,
+TrainingJob::TrainingJob(const Plan& plan, const DatasetView& data, std::vector<float> global,
                          std::uint64_t round, std::uint64_t model_version, int threads,
-                         TrainMode mode, std::uint64_t seed, const Dataset* held_out,
+                         TrainMode mode, std::uint64_t seed, const DatasetView* held_out,
                          double slowdown)
     : plan_(plan),
       data_(data),
-      held_out_(held_out),
+      held_out_(held_out ? std::optional<DatasetView>(*held_out) : std::nullopt),
       global_(std::move(global)),
       round_(round),
       model_version_(model_version),
@@ -56,7 +56,7 @@ void TrainingJob::Work() {
   r.samples = data_.size();
   try {
     Model model{plan_.architecture(), global_};
-    if (held_out_ != nullptr && held_out_->size() > 0 && !cancel_.load()) {
+    if (held_out_ && held_out_->size() > 0 && !cancel_.load()) {
       r.evaluation = Evaluate(model.arch, global_.data(), *held_out_, threads_);
     }
     if (plan_.algorithm == Algorithm::kFedAvg) {
@@ -70,6 +70,7 @@ void TrainingJob::Work() {
       o.prox_mu = static_cast<float>(plan_.prox_mu);
       o.logit_adjustment = static_cast<float>(plan_.logit_adjustment);
       o.slowdown = slowdown_;
+      o.class_weighting = ParseClassWeighting(plan_.class_weighting);
       // A different shuffle every round, the same for a given round.
       o.seed = seed_ * 1000003u + round_;
       const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);
@@ -83,13 +84,14 @@ void TrainingJob::Work() {
     } else {
       // FedSGD: the full-shard gradient at the global model.
       const Architecture& arch = model.arch;
-      if (data_.num_features != arch.input_size()) {
-        throw Error("the data has " + std::to_string(data_.num_features) + " features, model " +
+      if (data_.num_features() != arch.input_size()) {
+        throw Error("the data has " + std::to_string(data_.num_features()) + " features, model " +
                     arch.ToString() + " expects " + std::to_string(arch.input_size()));
       }
       const int batch = plan_.batch;
       Workspace ws(arch, batch);
       std::vector<float> grad(global_.size());
+      std::vector<float> x(static_cast<std::size_t>(batch) * arch.input_size()), y(batch);
       std::vector<double> sum(global_.size(), 0.0);
       double loss = 0;
       progress_.total_samples.store(data_.size());
@@ -97,10 +99,10 @@ void TrainingJob::Work() {
       for (std::size_t begin = 0; begin < data_.size() && !cancel_.load(); begin += batch) {
         const auto batch_start = std::chrono::steady_clock::now();
         const int rows = static_cast<int>(std::min<std::size_t>(batch, data_.size() - begin));
-        loss +=
-            static_cast<double>(ForwardBackward(arch, global_.data(), data_.sample(begin),
-                                                data_.y.data() + begin, rows, grad.data(), ws)) *
-            rows;
+        data_.Copy(begin, static_cast<std::size_t>(rows), x.data(), y.data());
+        loss += static_cast<double>(ForwardBackward(arch, global_.data(), x.data(), y.data(), rows,
+                                                    grad.data(), ws)) *
+                rows;
         for (std::size_t i = 0; i < grad.size(); ++i) sum[i] += static_cast<double>(grad[i]) * rows;
         progress_.samples.fetch_add(static_cast<std::uint64_t>(rows));
         pacer.After(

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "fedsgd/dataset.h"
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/network.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/trainer.h"
@@ -48,12 +49,13 @@ struct TrainingResult {
 
 class TrainingJob {
  public:
-  // `data` (and `held_out`, which may be null) must outlive the job.
-  // threads/mode are the device's own settings; slowdown >= 1 makes every
-  // mini-batch take that many times as long (--slowdown, fedsgd/pacer.h).
-  TrainingJob(const Plan& plan, const Dataset& data, std::vector<float> global, std::uint64_t round,
-              std::uint64_t model_version, int threads, TrainMode mode, std::uint64_t seed,
-              const Dataset* held_out = nullptr, double slowdown = 1);
+  // The data set behind `data` (and `held_out`, which may be null), and
+  // the views' index arrays, must outlive the job. threads/mode are the
+  // device's own settings; slowdown >= 1 makes every mini-batch take that
+  // many times as long (--slowdown, fedsgd/pacer.h).
+  TrainingJob(const Plan& plan, const DatasetView& data, std::vector<float> global,
+              std::uint64_t round, std::uint64_t model_version, int threads, TrainMode mode,
+              std::uint64_t seed, const DatasetView* held_out = nullptr, double slowdown = 1);
   ~TrainingJob();  // cancels and joins
   TrainingJob(const TrainingJob&) = delete;
   TrainingJob& operator=(const TrainingJob&) = delete;
@@ -73,8 +75,8 @@ class TrainingJob {
   void Work();
 
   Plan plan_;
-  const Dataset& data_;
-  const Dataset* held_out_;
+  const DatasetView data_;
+  const std::optional<DatasetView> held_out_;
   std::vector<float> global_;
   std::uint64_t round_;
   std::uint64_t model_version_;

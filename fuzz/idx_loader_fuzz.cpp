@@ -6,13 +6,18 @@
 // left; the rest is the labels file. The loader may refuse with
 // fedsgd::Error; any other exception or a sanitizer report is a finding. A
 // data set it returns must be consistent: rows * cols features per sample,
-// pixels in [0, 1], labels integers in [0, num_classes).
+// pixels in [0, 1], labels integers in [0, num_classes). The same files are
+// loaded again keeping every other image (the streaming path of a shard),
+// which must refuse exactly when the whole load does and otherwise give
+// those images.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fedsgd/dataset.h"
 #include "fedsgd/error.h"
@@ -28,10 +33,9 @@ namespace {
 
 void CheckDataset(const fedsgd::Dataset& d) {
   if (d.num_features < 1 || d.num_classes < 1) Broken("no features or no classes");
-  if (d.x.size() != d.size() * static_cast<std::size_t>(d.num_features)) Broken("x size");
-  for (const float v : d.x) {
-    if (!(v >= 0 && v <= 1)) Broken("a pixel outside [0, 1]");
-  }
+  if (!d.x.empty()) Broken("IDX pixels converted to floats");
+  if (d.bytes.size() != d.size() * static_cast<std::size_t>(d.num_features)) Broken("bytes size");
+  if (!(d.byte_scale * 255 <= 1.0f && d.byte_scale > 0)) Broken("pixels scaled outside [0, 1]");
   for (const float y : d.y) {
     if (!(y >= 0 && y < static_cast<float>(d.num_classes)) || y != static_cast<float>(int(y))) {
       Broken("a label outside [0, num_classes)");
@@ -58,10 +62,29 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto& labels_file = gzip_labels ? labels_gz : labels_plain;
   images_file.Write(gzip_images ? fedsgd::fuzz::GzipBytes(images) : std::string(images));
   labels_file.Write(gzip_labels ? fedsgd::fuzz::GzipBytes(labels) : std::string(labels));
+  std::optional<fedsgd::Dataset> whole;
   try {
-    CheckDataset(fedsgd::LoadIdx(images_file.path(), labels_file.path()));
+    whole = fedsgd::LoadIdx(images_file.path(), labels_file.path());
+    CheckDataset(*whole);
   } catch (const fedsgd::Error&) {
     // refused with a message naming the file
+  }
+  const auto every_other = [](const fedsgd::Dataset& targets) {
+    std::vector<std::size_t> rows;
+    for (std::size_t i = 0; i < targets.size(); i += 2) rows.push_back(i);
+    return rows;
+  };
+  std::optional<fedsgd::Dataset> picked;
+  try {
+    picked = fedsgd::LoadIdx(images_file.path(), labels_file.path(), every_other);
+    CheckDataset(*picked);
+  } catch (const fedsgd::Error&) {
+  }
+  if (whole.has_value() != picked.has_value()) Broken("a picked load disagrees on refusing");
+  if (whole) {
+    std::vector<std::size_t> rows = every_other(*whole);
+    const fedsgd::Dataset cut = whole->Subset(rows);
+    if (cut.bytes != picked->bytes || cut.y != picked->y) Broken("picked images differ");
   }
   return 0;
 }

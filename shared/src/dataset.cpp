@@ -4,6 +4,7 @@
 #include "fedsgd/dataset.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <filesystem>
 #include <stdexcept>
@@ -51,35 +52,81 @@ std::string LabelsBeside(const std::string& images_path, std::size_t at) {
 
 }  // namespace
 
+void Dataset::CopyFeatures(std::size_t i, float* out) const {
+  const auto d = static_cast<std::size_t>(num_features);
+  if (byte_features()) {
+    // A loop the compiler vectorises (bytes widened to floats, times the
+    // scale): the conversion costs far less than the first layer's product.
+    const std::uint8_t* in = bytes.data() + i * d;
+    const float scale = byte_scale;
+    for (std::size_t f = 0; f < d; ++f) out[f] = static_cast<float>(in[f]) * scale;
+  } else {
+    std::copy_n(x.data() + i * d, d, out);
+  }
+}
+
+void Dataset::Gather(std::span<const std::size_t> rows, float* x_out, float* y_out) const {
+  const auto d = static_cast<std::size_t>(num_features);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    assert(rows[i] < size());
+    CopyFeatures(rows[i], x_out + i * d);
+    y_out[i] = y[rows[i]];
+  }
+}
+
 Dataset Dataset::Subset(const std::vector<std::size_t>& indices) const {
   Dataset out;
   out.num_features = num_features;
   out.num_classes = num_classes;
+  out.byte_scale = byte_scale;
   const auto features = static_cast<std::size_t>(num_features);
-  out.x.resize(indices.size() * features);
+  if (byte_features()) {
+    out.bytes.resize(indices.size() * features);
+  } else {
+    out.x.resize(indices.size() * features);
+  }
   out.y.resize(indices.size());
   for (std::size_t i = 0; i < indices.size(); ++i) {
     // An index out of range is a bug in the caller, not bad input.
     if (indices[i] >= size()) throw std::out_of_range("Dataset::Subset: index out of range");
-    std::copy_n(sample(indices[i]), features, out.x.data() + i * features);
+    if (byte_features()) {
+      std::copy_n(bytes.data() + indices[i] * features, features, out.bytes.data() + i * features);
+    } else {
+      std::copy_n(sample(indices[i]), features, out.x.data() + i * features);
+    }
     out.y[i] = y[indices[i]];
   }
   return out;
 }
 
-Dataset LoadDataset(const std::string& path, Split split, const CsvOptions& csv) {
+void Dataset::ConvertToFloat() {
+  if (!byte_features()) return;
+  x.resize(bytes.size());
+  for (std::size_t i = 0; i < size(); ++i) CopyFeatures(i, x.data() + i * num_features);
+  bytes = {};  // releases the memory, unlike clear()
+}
+
+Dataset LoadDataset(const std::string& path, Split split, const CsvOptions& csv,
+                    const RowPicker& pick) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     const std::string prefix = split == Split::kTrain ? "train" : "t10k";
     // Two statements: the images file is looked for (and missed) first.
     const std::string images = FindIdx(path, prefix + "-images-idx3-ubyte");
-    return LoadIdx(images, FindIdx(path, prefix + "-labels-idx1-ubyte"));
+    return LoadIdx(images, FindIdx(path, prefix + "-labels-idx1-ubyte"), pick);
   }
   if (!Exists(path)) throw Error(path + ": no such file or directory");
   const std::string name = fs::path(path).filename().string();
   const std::size_t at = name.find("images-idx3");
-  if (at != std::string::npos) return LoadIdx(path, LabelsBeside(path, at));
-  return LoadCsv(path, csv);
+  if (at != std::string::npos) return LoadIdx(path, LabelsBeside(path, at), pick);
+  Dataset data = LoadCsv(path, csv);
+  if (pick) {
+    Dataset targets;
+    targets.num_classes = data.num_classes;
+    targets.y = data.y;
+    data = data.Subset(pick(targets));
+  }
+  return data;
 }
 
 Standardizer Standardizer::Fit(const Dataset& data) {
@@ -92,13 +139,14 @@ Standardizer Standardizer::Fit(const Dataset& data) {
   // Two passes in double: the one-pass sum of squares loses everything to
   // cancellation on features with a large mean and a small spread.
   std::vector<double> mean(d, 0.0), var(d, 0.0);
+  std::vector<float> x(d);
   for (std::size_t i = 0; i < n; ++i) {
-    const float* x = data.sample(i);
+    data.CopyFeatures(i, x.data());
     for (std::size_t f = 0; f < d; ++f) mean[f] += x[f];
   }
   for (double& m : mean) m /= static_cast<double>(n);
   for (std::size_t i = 0; i < n; ++i) {
-    const float* x = data.sample(i);
+    data.CopyFeatures(i, x.data());
     for (std::size_t f = 0; f < d; ++f) {
       const double dev = x[f] - mean[f];
       var[f] += dev * dev;
@@ -120,6 +168,7 @@ void Standardizer::Apply(Dataset& data) const {
     throw Error("the standardisation was fitted on " + std::to_string(mean.size()) +
                 " features but the data has " + std::to_string(d));
   }
+  data.ConvertToFloat();
   for (std::size_t i = 0; i < data.size(); ++i) {
     float* x = data.x.data() + i * d;
     for (std::size_t f = 0; f < d; ++f) x[f] = (x[f] - mean[f]) / stddev[f];

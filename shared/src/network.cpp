@@ -101,7 +101,7 @@ inline double Softplus(double z) { return std::max(z, 0.0) + std::log1p(std::exp
 // Output loss summed over the n columns of z (logits / predictions), and
 // optionally dL/dz scaled by `scale` into d. Counts correct predictions.
 double OutputLoss(const Architecture& arch, const Matrix& z, const float* y, int n, float* d,
-                  float scale, std::size_t* correct) {
+                  float scale, std::size_t* correct, const float* class_weights = nullptr) {
   double loss = 0;
   const int k = static_cast<int>(z.rows());
   switch (arch.loss()) {
@@ -113,12 +113,13 @@ double OutputLoss(const Architecture& arch, const Matrix& z, const float* y, int
         const float m = col.maxCoeff(&arg);
         if (correct && arg == label) ++*correct;
         if (d) {
+          const float w = class_weights ? class_weights[label] : 1.0f;
           Vector dj(d + static_cast<std::size_t>(j) * k, k);
           dj = (col.array() - m).exp();
           const float s = dj.sum();
-          loss += std::log(static_cast<double>(s)) + m - col(label);
-          dj *= scale / s;
-          dj(label) -= scale;
+          loss += w * (std::log(static_cast<double>(s)) + m - col(label));
+          dj *= w * scale / s;
+          dj(label) -= w * scale;
         } else {
           loss += std::log(static_cast<double>((col.array() - m).exp().sum())) + m - col(label);
         }
@@ -247,7 +248,8 @@ struct NetworkKernels {
 
   static float ForwardBackward(const Architecture& arch, const float* params, const float* x,
                                const float* y, int n, float* grad, Workspace& ws,
-                               std::mt19937_64* rng, const float* logit_offsets) {
+                               std::mt19937_64* rng, const float* logit_offsets,
+                               const float* class_weights) {
     assert(n >= 1 && n <= ws.max_batch_);
     assert(ws.layout_.size() + 1 == arch.widths.size());
     const bool dropout = rng != nullptr && arch.dropout > 0;
@@ -263,7 +265,9 @@ struct NetworkKernels {
     }
     const float scale = 1.0f / static_cast<float>(n);
     const double loss =
-        OutputLoss(arch, out, y, n, ws.deltas_[layers - 1].data(), scale, nullptr) / n;
+        OutputLoss(arch, out, y, n, ws.deltas_[layers - 1].data(), scale, nullptr,
+                   arch.loss() == LossKind::kCrossEntropy ? class_weights : nullptr) /
+        n;
 
     for (std::size_t l = layers; l-- > 0;) {
       const LayerLayout& L = layout[l];
@@ -330,9 +334,9 @@ struct NetworkKernels {
 
 float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
                       int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng,
-                      const float* logit_offsets) {
+                      const float* logit_offsets, const float* class_weights) {
   return NetworkKernels::ForwardBackward(arch, params, x, y, n, grad, ws, dropout_rng,
-                                         logit_offsets);
+                                         logit_offsets, class_weights);
 }
 
 BatchScore Score(const Architecture& arch, const float* params, const float* x, const float* y,
@@ -345,7 +349,7 @@ void Predict(const Architecture& arch, const float* params, const float* x, int 
   NetworkKernels::Predict(arch, params, x, n, out, ws);
 }
 
-Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset& data,
+Evaluation Evaluate(const Architecture& arch, const float* params, const DatasetView& data,
                     int threads) {
   constexpr int kBatch = 256;
   const std::size_t n = data.size();
@@ -357,10 +361,13 @@ Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset
   std::vector<BatchScore> partial(threads);
   auto work = [&](int t) {
     Workspace ws(arch, kBatch);
+    // Each batch is gathered (and byte features converted) into floats.
+    std::vector<float> x(static_cast<std::size_t>(kBatch) * data.num_features()), y(kBatch);
     for (std::size_t b = t; b < batches; b += threads) {
       const std::size_t begin = b * kBatch;
       const int rows = static_cast<int>(std::min<std::size_t>(kBatch, n - begin));
-      const BatchScore s = Score(arch, params, data.sample(begin), data.y.data() + begin, rows, ws);
+      data.Copy(begin, static_cast<std::size_t>(rows), x.data(), y.data());
+      const BatchScore s = Score(arch, params, x.data(), y.data(), rows, ws);
       partial[t].loss_sum += s.loss_sum;
       partial[t].correct += s.correct;
     }

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "fedsgd/class_balance.h"
 #include "fedsgd/error.h"
 #include "fedsgd/staleness.h"
 #include "fedsgd/update_codec.h"
@@ -128,6 +129,7 @@ void Plan::Validate() const {
   require(!(async() && dp()),
           "mode async (--async) cannot be combined with differential privacy "
           "(--dp-noise-multiplier)");
+  ParseClassWeighting(class_weighting);    // throws, naming --class-weighting
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
@@ -209,6 +211,7 @@ nlohmann::json Plan::ToJson() const {
     j["max_staleness"] = max_staleness;
     j["staleness_weight"] = StalenessWeight::Parse(staleness_weight).ToString();
   }
+  if (class_weighting != "none") j["class_weighting"] = class_weighting;
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
     j["dp_delta"] = dp_delta;
@@ -283,6 +286,7 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("async_buffer", p.async_buffer);
     optional("max_staleness", p.max_staleness);
     optional("staleness_weight", p.staleness_weight);
+    optional("class_weighting", p.class_weighting);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }

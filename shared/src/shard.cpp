@@ -204,4 +204,10 @@ std::vector<std::size_t> MakeShard(const Dataset& data, ShardIndex shard, const 
   return out;
 }
 
+RowPicker ShardPicker(ShardIndex shard, const ShardSpec& spec, std::uint64_t seed) {
+  if (shard.count == 1) return {};
+  return
+      [shard, spec, seed](const Dataset& targets) { return MakeShard(targets, shard, spec, seed); };
+}
+
 }  // namespace fedsgd

@@ -26,6 +26,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -66,29 +67,25 @@ struct ThreadBuffers {
   std::vector<float> weights;  // hogwild: private snapshot of the shared weights
 };
 
-// Copies samples order[begin, end) of data into buf.x / buf.y.
+// Copies samples order[begin, end) of data into buf.x / buf.y, converting
+// byte features to floats on the way.
 void Gather(const Dataset& data, const std::vector<std::size_t>& order, std::size_t begin,
             std::size_t end, ThreadBuffers& buf) {
-  const std::size_t d = data.num_features;
-  for (std::size_t i = begin; i < end; ++i) {
-    const std::size_t s = order[i];
-    std::copy_n(data.sample(s), d, buf.x.data() + (i - begin) * d);
-    buf.y[i - begin] = data.y[s];
-  }
+  data.Gather(std::span(order).subspan(begin, end - begin), buf.x.data(), buf.y.data());
 }
 
-void CheckFits(const Architecture& arch, const Dataset& data, const TrainOptions& opt) {
+void CheckFits(const Architecture& arch, const DatasetView& data, const TrainOptions& opt) {
   if (data.size() == 0) throw Error("the training data set is empty");
-  if (data.num_features != arch.input_size()) {
-    throw Error("the data has " + std::to_string(data.num_features) + " features but model " +
+  if (data.num_features() != arch.input_size()) {
+    throw Error("the data has " + std::to_string(data.num_features()) + " features but model " +
                 arch.ToString() + " expects " + std::to_string(arch.input_size()));
   }
   const int classes = arch.num_classes();
-  if (classes > 0 && data.num_classes > classes) {
-    throw Error("the data has " + std::to_string(data.num_classes) + " classes but model " +
+  if (classes > 0 && data.num_classes() > classes) {
+    throw Error("the data has " + std::to_string(data.num_classes()) + " classes but model " +
                 arch.ToString() + " has only " + std::to_string(classes) + " outputs");
   }
-  if (classes > 0 && data.num_classes == 0) {
+  if (classes > 0 && data.num_classes() == 0) {
     throw Error("model " + arch.ToString() +
                 " is a classifier but the data has real-valued targets (regression)");
   }
@@ -111,6 +108,7 @@ struct RunPlan {
   long total_steps;
   const float* anchor;         // FedProx: the weights at the start; null when prox_mu == 0
   const float* logit_offsets;  // logit adjustment; null when off
+  const float* class_weights;  // class weighting; null when off
   Pacer pacer;                 // --slowdown: straggler simulation
 };
 
@@ -156,9 +154,9 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       Gather(run.data, order, begin, end, buf);
       LoadShared(shared, buf.weights.data(), count);
       const int rows = static_cast<int>(end - begin);
-      const float loss = ForwardBackward(run.arch, buf.weights.data(), buf.x.data(), buf.y.data(),
-                                         rows, buf.grad.data(), buf.workspace,
-                                         dropout ? &rngs[t] : nullptr, run.logit_offsets);
+      const float loss = ForwardBackward(
+          run.arch, buf.weights.data(), buf.x.data(), buf.y.data(), rows, buf.grad.data(),
+          buf.workspace, dropout ? &rngs[t] : nullptr, run.logit_offsets, run.class_weights);
       if (run.anchor) {
         AddProximalGradient(buf.grad.data(), buf.weights.data(), run.anchor, count,
                             run.opt.prox_mu);
@@ -247,9 +245,10 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
       rows[t] = my_end - my_begin;
       if (rows[t] > 0) {
         Gather(run.data, order, my_begin, my_end, buf);
-        losses[t] = ForwardBackward(run.arch, model.params.data(), buf.x.data(), buf.y.data(),
-                                    static_cast<int>(rows[t]), buf.grad.data(), buf.workspace,
-                                    dropout ? &rngs[t] : nullptr, run.logit_offsets);
+        losses[t] =
+            ForwardBackward(run.arch, model.params.data(), buf.x.data(), buf.y.data(),
+                            static_cast<int>(rows[t]), buf.grad.data(), buf.workspace,
+                            dropout ? &rngs[t] : nullptr, run.logit_offsets, run.class_weights);
       } else {
         losses[t] = 0;
       }
@@ -287,25 +286,9 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
 
 }  // namespace
 
-std::vector<float> LogitOffsets(const Dataset& data, int classes, float tau) {
-  if (classes < 1) throw Error("logit adjustment needs a classifier");
-  std::vector<double> counts(static_cast<std::size_t>(classes), 0.0);
-  for (const float label : data.y) {
-    if (label >= 0 && label < static_cast<float>(classes)) {
-      counts[static_cast<std::size_t>(label)] += 1;
-    }
-  }
-  const double total = static_cast<double>(data.size()) + classes;
-  std::vector<float> offsets(counts.size());
-  for (std::size_t c = 0; c < counts.size(); ++c) {
-    offsets[c] = static_cast<float>(tau * std::log((counts[c] + 1) / total));
-  }
-  return offsets;
-}
-
 LocalTrainer::LocalTrainer(TrainOptions options) : options_(std::move(options)) {}
 
-TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
+TrainStats LocalTrainer::Train(Model& model, const DatasetView& data,
                                const std::function<void(const EpochReport&)>& on_epoch,
                                const std::atomic<bool>* stop, TrainProgress* progress) {
   const TrainOptions& opt = options_;
@@ -333,8 +316,13 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
       opt.logit_adjustment > 0 && model.arch.loss() == LossKind::kCrossEntropy
           ? LogitOffsets(data, model.arch.num_classes(), opt.logit_adjustment)
           : std::vector<float>();
+  const std::vector<float> class_weights =
+      opt.class_weighting == ClassWeighting::kInverseFrequency &&
+              model.arch.loss() == LossKind::kCrossEntropy
+          ? ClassWeights(data, model.arch.num_classes())
+          : std::vector<float>();
   RunPlan run{model.arch,
-              data,
+              data.data(),
               opt,
               stop,
               progress,
@@ -342,6 +330,7 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
               0,
               anchor.empty() ? nullptr : anchor.data(),
               offsets.empty() ? nullptr : offsets.data(),
+              class_weights.empty() ? nullptr : class_weights.data(),
               Pacer(opt.slowdown, stop)};
   run.total_steps =
       opt.epochs > 0
@@ -369,8 +358,10 @@ TrainStats LocalTrainer::Train(Model& model, const Dataset& data,
   std::vector<float> velocity(opt.sgd.momentum != 0 ? model.params.size() : 0, 0.0f);
   std::vector<float> batch_grad(opt.mode == TrainMode::kSync ? model.params.size() : 0);
 
+  // The epochs' permutations are of the view's rows, so the workers index
+  // the data set directly.
   std::vector<std::size_t> order(n);
-  std::iota(order.begin(), order.end(), std::size_t{0});
+  for (std::size_t i = 0; i < n; ++i) order[i] = data.row(i);
   std::mt19937_64 shuffle_rng(opt.seed);
 
   TrainStats stats;

@@ -153,5 +153,12 @@ TEST(CoordinatorOptionsTest, AsyncFlagsBecomePlanFields) {
   }
 }
 
+TEST(CoordinatorOptionsTest, ClassWeightingFlagBecomesThePlanField) {
+  EXPECT_EQ(Parse({}).ToPlan().class_weighting, "none");
+  EXPECT_EQ(Parse({"--class-weighting", "inverse_frequency"}).ToPlan().class_weighting,
+            "inverse_frequency");
+  EXPECT_THROW(Parse({"--class-weighting", "balanced"}), CLI::ValidationError);
+}
+
 }  // namespace
 }  // namespace fedsgd

@@ -15,7 +15,9 @@
 #include <functional>
 #include <iterator>
 
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/error.h"
+#include "fedsgd/shard.h"
 
 namespace fedsgd {
 namespace {
@@ -92,9 +94,15 @@ TEST_F(DatasetTest, ReadsIdxPlainAndGzip) {
     ASSERT_EQ(d.size(), 4u);
     EXPECT_EQ(d.num_features, 6);
     EXPECT_EQ(d.num_classes, 3);
-    EXPECT_EQ(d.x.size(), 24u);
-    EXPECT_FLOAT_EQ(d.sample(2)[5], 25.0f / 255.0f);
-    EXPECT_FLOAT_EQ(d.sample(0)[0], 0.0f);
+    EXPECT_TRUE(d.byte_features());  // pixels stay bytes: a quarter of the memory
+    EXPECT_TRUE(d.x.empty());
+    ASSERT_EQ(d.bytes.size(), 24u);
+    EXPECT_EQ(d.bytes[2 * 6 + 5], 25);
+    float pixels[6];
+    d.CopyFeatures(2, pixels);
+    EXPECT_FLOAT_EQ(pixels[5], 25.0f / 255.0f);
+    d.CopyFeatures(0, pixels);
+    EXPECT_EQ(pixels[0], 0.0f);
     EXPECT_EQ(d.y[3], 0.0f);
     EXPECT_EQ(d.y[2], 2.0f);
   }
@@ -104,9 +112,11 @@ TEST_F(DatasetTest, ScalesPixelsToTheUnitInterval) {
   const std::string images =
       Be32(0x00000803) + Be32(1) + Be32(1) + Be32(3) + std::string("\x00\x80\xff", 3);
   const Dataset d = LoadIdx(Write("i", images), Write("l", Be32(0x801) + Be32(1) + "\x07"));
-  EXPECT_EQ(d.sample(0)[0], 0.0f);
-  EXPECT_FLOAT_EQ(d.sample(0)[1], 128.0f / 255.0f);
-  EXPECT_EQ(d.sample(0)[2], 1.0f);
+  float pixels[3];
+  d.CopyFeatures(0, pixels);
+  EXPECT_EQ(pixels[0], 0.0f);
+  EXPECT_FLOAT_EQ(pixels[1], 128.0f / 255.0f);
+  EXPECT_EQ(pixels[2], 1.0f);
   EXPECT_EQ(d.num_classes, 8);  // the largest label + 1
 }
 
@@ -199,6 +209,116 @@ TEST_F(DatasetTest, TruncatedOrCorruptGzipIsAnError) {
   EXPECT_EQ(LoadCsv((dir_ / "rows.csv.gz").string()).size(), 2000u);
   EXPECT_HAS(ErrorOf([&] { LoadCsv(Write("cut.csv.gz", csv_gz.substr(0, csv_gz.size() / 2))); }),
              "cut.csv.gz: truncated or corrupt gzip data");
+}
+
+TEST_F(DatasetTest, APickedIdxLoadKeepsOnlyThoseImages) {
+  for (bool gz : {false, true}) {
+    const std::string ext = gz ? ".gz" : "";
+    std::size_t seen_targets = 0;
+    const Dataset d =
+        LoadIdx(Write("p-images-idx3-ubyte" + ext, Images(10), gz),
+                Write("p-labels-idx1-ubyte" + ext, Labels(10), gz), [&](const Dataset& targets) {
+                  seen_targets = targets.size();
+                  EXPECT_TRUE(targets.bytes.empty() && targets.x.empty());
+                  EXPECT_EQ(targets.num_classes, 3);
+                  return std::vector<std::size_t>{1, 4, 9};
+                });
+    EXPECT_EQ(seen_targets, 10u);  // the picker sees every label
+    ASSERT_EQ(d.size(), 3u);
+    EXPECT_EQ(d.num_classes, 3);  // of the whole file, as a Subset would keep it
+    ASSERT_EQ(d.bytes.size(), 18u);
+    for (std::size_t k = 0; k < 3; ++k) {
+      const int image = std::vector<int>{1, 4, 9}[k];
+      for (int p = 0; p < 6; ++p) EXPECT_EQ(d.bytes[k * 6 + p], 10 * image + p) << k << " " << p;
+      EXPECT_EQ(d.y[k], static_cast<float>(image % 3));
+    }
+  }
+}
+
+TEST_F(DatasetTest, APickedIdxLoadStillChecksTheWholeFile) {
+  const std::string labels = Write("l", Labels(4));
+  const auto first = [](const Dataset&) { return std::vector<std::size_t>{0}; };
+  EXPECT_HAS(ErrorOf([&] { LoadIdx(Write("short", Images(4).substr(0, 30)), labels, first); }),
+             "short: the IDX header promises 24 bytes of data but 14 follow");
+  EXPECT_HAS(ErrorOf([&] { LoadIdx(Write("long", Images(4) + "x"), labels, first); }),
+             "long: the IDX header promises 24 bytes of data but 25 follow");
+  EXPECT_HAS(ErrorOf([&] { LoadIdx(Write("five", Images(5)), labels, first); }),
+             "five holds 5 images but " + labels + " holds 4 labels");
+  Write("whole.gz", Images(200), true);
+  const std::string gz = Read("whole.gz");
+  const std::string labels200 = Write("l200", Labels(200));
+  EXPECT_HAS(
+      ErrorOf([&] { LoadIdx(Write("notail.gz", gz.substr(0, gz.size() - 8)), labels200, first); }),
+      "notail.gz: truncated or corrupt gzip data");
+  // A picker that breaks its contract is a bug, not bad data.
+  EXPECT_THROW(LoadIdx(Write("i", Images(4)), labels,
+                       [](const Dataset&) {
+                         return std::vector<std::size_t>{2, 1};
+                       }),
+               std::out_of_range);
+  EXPECT_THROW(LoadIdx(Write("i", Images(4)), labels,
+                       [](const Dataset&) { return std::vector<std::size_t>{4}; }),
+               std::out_of_range);
+}
+
+TEST_F(DatasetTest, AShardLoadsAsTheSamplesCutFromTheWholeSet) {
+  const std::string images = Write("s-images-idx3-ubyte.gz", Images(60), true);
+  const std::string labels = Write("s-labels-idx1-ubyte.gz", Labels(60), true);
+  const Dataset whole = LoadIdx(images, labels);
+  for (const char* spec : {"iid", "labels:1", "dirichlet:0.5"}) {
+    const ShardIndex shard = ShardIndex::Parse("2/3");
+    const ShardSpec split = ShardSpec::Parse(spec);
+    const Dataset cut = whole.Subset(MakeShard(whole, shard, split, 7));
+    const Dataset loaded = LoadDataset(images, Split::kTrain, {}, ShardPicker(shard, split, 7));
+    EXPECT_EQ(loaded.bytes, cut.bytes) << spec;
+    EXPECT_EQ(loaded.y, cut.y) << spec;
+    EXPECT_EQ(loaded.num_classes, cut.num_classes) << spec;
+  }
+  EXPECT_FALSE(ShardPicker(ShardIndex::Parse("0/1"), ShardSpec{}, 7));  // one shard: load all
+  // CSV is read whole, then cut the same way.
+  const std::string csv = Write("s.csv", "1,0\n2,1\n3,0\n4,1\n");
+  const Dataset rows = LoadDataset(csv, Split::kTrain, {}, [](const Dataset& targets) {
+    EXPECT_EQ(targets.y, (std::vector<float>{0, 1, 0, 1}));
+    return std::vector<std::size_t>{1, 2};
+  });
+  EXPECT_EQ(rows.x, (std::vector<float>{2, 3}));
+  EXPECT_EQ(rows.y, (std::vector<float>{1, 0}));
+}
+
+TEST_F(DatasetTest, ByteFeaturesConvertWhereFloatsAreNeeded) {
+  Dataset d;
+  d.num_features = 2;
+  d.num_classes = 2;
+  d.bytes = {0, 255, 51, 102, 10, 20};
+  d.byte_scale = 0.5f;
+  d.y = {0, 1, 0};
+  float x[4], y[2];
+  const std::vector<std::size_t> rows = {2, 0};
+  d.Gather(rows, x, y);
+  EXPECT_EQ(std::vector<float>(x, x + 4), (std::vector<float>{5, 10, 0, 127.5f}));
+  EXPECT_EQ(std::vector<float>(y, y + 2), (std::vector<float>{0, 0}));
+  const Dataset s = d.Subset({1});  // stays bytes
+  EXPECT_EQ(s.bytes, (std::vector<std::uint8_t>{51, 102}));
+  EXPECT_EQ(s.byte_scale, 0.5f);
+  EXPECT_TRUE(s.x.empty());
+  const DatasetView view(d, rows);
+  EXPECT_EQ(view.size(), 2u);
+  EXPECT_EQ(view.target(0), 0.0f);
+  float vx[2], vy[1];
+  view.Copy(1, 1, vx, vy);  // the view's sample 1 is row 0
+  EXPECT_EQ(std::vector<float>(vx, vx + 2), (std::vector<float>{0, 127.5f}));
+  Dataset f = d;
+  f.ConvertToFloat();
+  EXPECT_FALSE(f.byte_features());
+  EXPECT_TRUE(f.bytes.empty());
+  EXPECT_EQ(f.x, (std::vector<float>{0, 127.5f, 25.5f, 51, 5, 10}));
+  // The Standardizer fits on the values and applies to bytes by converting.
+  Dataset g = d;
+  const Standardizer st = Standardizer::Fit(g);
+  EXPECT_FLOAT_EQ(st.mean[0], (0 + 25.5f + 5) / 3);
+  st.Apply(g);
+  EXPECT_FALSE(g.byte_features());
+  EXPECT_FLOAT_EQ(g.sample(0)[0], (0 - st.mean[0]) / st.stddev[0]);
 }
 
 TEST_F(DatasetTest, ReadsCsvWithLabelColumnAndHeader) {
@@ -375,10 +495,10 @@ TEST(DatasetRealTest, FashionMnistFromTheDebianPackage) {
   EXPECT_EQ(test.num_features, 784);
   EXPECT_EQ(train.num_classes, 10);
   EXPECT_EQ(test.num_classes, 10);
-  EXPECT_EQ(train.x.size(), 60000u * 784u);
-  const auto [lo, hi] = std::minmax_element(train.x.begin(), train.x.end());
-  EXPECT_EQ(*lo, 0.0f);
-  EXPECT_EQ(*hi, 1.0f);
+  EXPECT_EQ(train.bytes.size(), 60000u * 784u);
+  const auto [lo, hi] = std::minmax_element(train.bytes.begin(), train.bytes.end());
+  EXPECT_EQ(*lo, 0);
+  EXPECT_EQ(*hi, 255);
   // Fashion-MNIST is balanced: 6000 training samples per class.
   for (int c = 0; c < 10; ++c) {
     EXPECT_EQ(std::count(train.y.begin(), train.y.end(), static_cast<float>(c)), 6000) << c;

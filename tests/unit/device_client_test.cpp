@@ -303,6 +303,28 @@ TEST(DeviceClientTest, SimulatedAttackerSendsTheTransformedUpdateAndSaysSo) {
       << c.log();
 }
 
+// A label flipper trains on flipped labels but scores the global model on
+// its held-out part's true labels: the same evaluation as an honest device
+// of the same shard, a different update.
+TEST(DeviceClientTest, ALabelFlipperTrainsOnFlippedLabelsAndEvaluatesOnTrueOnes) {
+  const Dataset data = Blobs(120);
+  auto first_update = [&](const char* attack) {
+    FakeCoordinator fake;
+    RunningClient c(fake.endpoint(), data, RunningClient::Fast(), false, attack);
+    EXPECT_TRUE(fake.ServeUntil([&] { return !fake.updates.empty(); }));
+    c.Stop();
+    return fake.updates.empty() ? wire::Update{} : fake.updates[0];
+  };
+  const wire::Update honest = first_update("none");
+  const wire::Update flipper = first_update("label-flip");
+  ASSERT_TRUE(honest.evaluation.has_value());
+  ASSERT_TRUE(flipper.evaluation.has_value());
+  EXPECT_EQ(flipper.samples, honest.samples);
+  EXPECT_EQ(flipper.evaluation->samples, honest.evaluation->samples);
+  EXPECT_EQ(flipper.evaluation->loss, honest.evaluation->loss);
+  EXPECT_NE(flipper.payload, honest.payload);
+}
+
 TEST(DeviceClientTest, FedSgdSendsTheGradient) {
   const Dataset data = Blobs(90);
   FakeCoordinator fake;

@@ -23,8 +23,11 @@ namespace {
 
 // The mean loss of params over n samples, in double, one sample at a time:
 // shares no code with network.cpp, so the two cannot be wrong the same way.
+// class_weights (cross-entropy only) multiply each sample's loss by its
+// class's weight.
 double ReferenceLoss(const Architecture& arch, const std::vector<double>& p,
-                     const std::vector<float>& x, const std::vector<float>& y, int n) {
+                     const std::vector<float>& x, const std::vector<float>& y, int n,
+                     const std::vector<double>* class_weights = nullptr) {
   const std::vector<LayerLayout> layers = arch.Layout();
   double total = 0;
   for (int j = 0; j < n; ++j) {
@@ -67,7 +70,8 @@ double ReferenceLoss(const Architecture& arch, const std::vector<double>& p,
       case LossKind::kCrossEntropy: {
         double sum = 0;
         for (double v : a) sum += std::exp(v);
-        total += std::log(sum) - a[static_cast<std::size_t>(y[j])];
+        const auto label = static_cast<std::size_t>(y[j]);
+        total += (class_weights ? (*class_weights)[label] : 1.0) * (std::log(sum) - a[label]);
         break;
       }
     }
@@ -320,6 +324,53 @@ TEST(NetworkTest, WithoutAnRngDropoutModelsMatchTheirPlainTwin) {
   const BatchScore s2 = Score(dropout, m.params.data(), x.data(), y.data(), 8, ws_dropout);
   EXPECT_EQ(s1.loss_sum, s2.loss_sum);
   EXPECT_EQ(s1.correct, s2.correct);
+}
+
+// Class weights scale each sample's cross-entropy: loss and every gradient
+// entry against finite differences of the weighted double reference, for a
+// softmax and an MLP, with a class weighted 0 and one weighted far above 1.
+TEST(NetworkTest, ClassWeightsMatchFiniteDifferencesOfTheWeightedReference) {
+  for (const char* name : {"softmax:4-3", "mlp:4-5-3:tanh"}) {
+    const Architecture arch = Architecture::Parse(name);
+    const Model m = RandomModel(arch, 4);
+    std::mt19937_64 rng(12);
+    std::vector<float> x, y;
+    RandomBatch(arch, 9, rng, x, y);
+    const std::vector<float> weights = {0.25f, 2.5f, 0.0f};
+    const std::vector<double> weights_double(weights.begin(), weights.end());
+    Workspace ws(arch, 9);
+    std::vector<float> grad(arch.ParameterCount());
+    const float loss = ForwardBackward(arch, m.params.data(), x.data(), y.data(), 9, grad.data(),
+                                       ws, nullptr, nullptr, weights.data());
+    std::vector<double> p(m.params.begin(), m.params.end());
+    const double reference = ReferenceLoss(arch, p, x, y, 9, &weights_double);
+    EXPECT_NEAR(loss, reference, 1e-5 * (1 + std::abs(reference))) << name;
+    EXPECT_GT(std::abs(reference - ReferenceLoss(arch, p, x, y, 9)), 1e-3) << name;
+    const double h = 1e-5;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      const double saved = p[i];
+      p[i] = saved + h;
+      const double up = ReferenceLoss(arch, p, x, y, 9, &weights_double);
+      p[i] = saved - h;
+      const double down = ReferenceLoss(arch, p, x, y, 9, &weights_double);
+      p[i] = saved;
+      const double numeric = (up - down) / (2 * h);
+      ASSERT_NEAR(grad[i], numeric, 1e-5 + 1e-4 * std::abs(numeric)) << name << " parameter " << i;
+    }
+  }
+  // Other losses ignore the weights.
+  const Architecture linear = Architecture::Parse("linear:4");
+  const Model m = RandomModel(linear, 4);
+  std::mt19937_64 rng(5);
+  std::vector<float> x, y;
+  RandomBatch(linear, 6, rng, x, y);
+  Workspace ws(linear, 6);
+  std::vector<float> g1(linear.ParameterCount()), g2(linear.ParameterCount());
+  const float w[1] = {3.0f};
+  EXPECT_EQ(ForwardBackward(linear, m.params.data(), x.data(), y.data(), 6, g1.data(), ws),
+            ForwardBackward(linear, m.params.data(), x.data(), y.data(), 6, g2.data(), ws, nullptr,
+                            nullptr, w));
+  EXPECT_EQ(g1, g2);
 }
 
 // Logit adjustment adds its offsets to the logits: the same loss and

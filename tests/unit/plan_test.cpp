@@ -42,6 +42,28 @@ TEST(PlanTest, PlanWithoutTheDeviceKeysGetsTheDefaults) {
   EXPECT_THROW(Plan::FromJson(j), Error);
 }
 
+TEST(PlanTest, ClassWeightingIsInTheJsonOnlyWhenOn) {
+  Plan p;
+  EXPECT_EQ(p.class_weighting, "none");
+  EXPECT_FALSE(p.ToJson().contains("class_weighting"));  // old plans compare equal
+  p.class_weighting = "inverse_frequency";
+  const nlohmann::json j = p.ToJson();
+  EXPECT_EQ(j.at("class_weighting"), "inverse_frequency");
+  EXPECT_EQ(Plan::FromJson(j).class_weighting, "inverse_frequency");
+  EXPECT_EQ(Plan::FromJson(Plan{}.ToJson()).class_weighting, "none");
+  Plan q;
+  q.class_weighting = "balanced";
+  try {
+    q.Validate();
+    ADD_FAILURE() << "class_weighting balanced accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--class-weighting"), std::string::npos) << e.what();
+  }
+  nlohmann::json bad = Plan{}.ToJson();
+  bad["class_weighting"] = 1;
+  EXPECT_THROW(Plan::FromJson(bad), Error);
+}
+
 TEST(PlanTest, LogitAdjustmentIsInTheJsonOnlyWhenOn) {
   Plan p;
   EXPECT_FALSE(p.ToJson().contains("logit_adjustment"));  // old plans compare equal

@@ -5,12 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <random>
 #include <thread>
 
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/error.h"
 #include "fedsgd/network.h"
 
@@ -232,6 +234,109 @@ TEST(TrainerTest, LogitAdjustmentStopsPushingDownAnAbsentClass) {
   TrainOptions o = Options(TrainMode::kSync, 1);
   o.logit_adjustment = -1;
   EXPECT_THROW(LocalTrainer(o).Train(m, two_classes), Error);
+}
+
+// A view of some samples trains exactly as a copy of them would (the same
+// samples in the same shuffled order), and byte features exactly as their
+// float values: the trainer's gather is where both are resolved.
+TEST(TrainerTest, AViewAndByteFeaturesTrainAsTheirCopies) {
+  const Dataset data = Blobs(600, 6, 2);
+  std::vector<std::size_t> rows;
+  for (std::size_t i = 0; i < data.size(); i += 3) rows.push_back(i);
+  rows.push_back(data.size() - 1);
+  const Architecture arch = Architecture::Parse("mlp:6-8-3");
+  const TrainOptions o = Options(TrainMode::kSync, 2);
+  Model on_view = Model::Create(arch, 3), on_copy = Model::Create(arch, 3);
+  LocalTrainer(o).Train(on_view, DatasetView(data, rows));
+  LocalTrainer(o).Train(on_copy, data.Subset(rows));
+  EXPECT_EQ(on_view.params, on_copy.params);
+  const std::vector<std::size_t> held = {1, 2, 4};
+  const Evaluation a = Evaluate(arch, on_view.params.data(), DatasetView(data, held));
+  const Evaluation b = Evaluate(arch, on_view.params.data(), data.Subset(held));
+  EXPECT_EQ(a.samples, 3u);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.accuracy, b.accuracy);
+
+  Dataset bytes;
+  bytes.num_features = 6;
+  bytes.num_classes = 3;
+  bytes.byte_scale = 1.0f / 64;
+  Dataset floats = bytes;
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    for (int f = 0; f < 6; ++f) {
+      const auto byte =
+          static_cast<std::uint8_t>(std::clamp(data.sample(i)[f] * 32 + 96, 0.0f, 255.0f));
+      bytes.bytes.push_back(byte);
+      floats.x.push_back(static_cast<float>(byte) * bytes.byte_scale);
+    }
+  }
+  bytes.y = floats.y = data.y;
+  Model on_bytes = Model::Create(arch, 3), on_floats = Model::Create(arch, 3);
+  LocalTrainer(o).Train(on_bytes, bytes);
+  LocalTrainer(o).Train(on_floats, floats);
+  EXPECT_EQ(on_bytes.params, on_floats.params);
+  EXPECT_GT(Accuracy(on_bytes, floats), 0.9);
+}
+
+TEST(TrainerTest, ClassWeightsAreInverseFrequenciesWithMeanOne) {
+  Dataset d = Blobs(6, 2, 1);
+  d.y = {0, 0, 0, 0, 1, 1};  // 4 of class 0, 2 of class 1, class 2 absent
+  const std::vector<float> w = ClassWeights(d, 3);
+  ASSERT_EQ(w.size(), 3u);
+  // 1/4 : 1/2 scaled to mean 1 over the two present classes.
+  EXPECT_NEAR(w[0], 2.0 / 3.0, 1e-6);
+  EXPECT_NEAR(w[1], 4.0 / 3.0, 1e-6);
+  EXPECT_EQ(w[2], 1.0f);
+  // Counted over a view's samples only.
+  const std::vector<std::size_t> rows = {0, 4};
+  const std::vector<float> balanced = ClassWeights(DatasetView(d, rows), 3);
+  EXPECT_NEAR(balanced[0], 1.0, 1e-6);
+  EXPECT_NEAR(balanced[1], 1.0, 1e-6);
+  EXPECT_EQ(ParseClassWeighting("none"), ClassWeighting::kNone);
+  EXPECT_EQ(ParseClassWeighting("inverse_frequency"), ClassWeighting::kInverseFrequency);
+  EXPECT_EQ(ToString(ClassWeighting::kInverseFrequency), "inverse_frequency");
+  EXPECT_THROW(ParseClassWeighting("balanced"), Error);
+  EXPECT_THROW(ClassWeights(d, 0), Error);
+}
+
+// Two overlapping classes, 9 to 1: plain training mostly predicts the common
+// class; inverse-frequency weighting moves the boundary toward it, so many
+// more of the rare class's samples are recognised.
+TEST(TrainerTest, InverseFrequencyWeightingFavoursTheRareClass) {
+  Dataset data;
+  data.num_features = 2;
+  data.num_classes = 2;
+  std::mt19937_64 rng(4);
+  std::normal_distribution<float> noise(0.0f, 1.0f);
+  for (int i = 0; i < 2000; ++i) {
+    const int label = i % 10 == 0 ? 1 : 0;
+    const float centre = label == 1 ? 1.0f : -1.0f;
+    data.x.push_back(centre + noise(rng));
+    data.x.push_back(noise(rng));
+    data.y.push_back(static_cast<float>(label));
+  }
+  const Architecture arch = Architecture::Parse("softmax:2-2");
+  auto rare_recall = [&](ClassWeighting weighting) {
+    Model m = Model::Create(arch, 3);
+    TrainOptions o = Options(TrainMode::kSync, 1);
+    o.epochs = 5;
+    o.class_weighting = weighting;
+    LocalTrainer(o).Train(m, data);
+    Workspace ws(arch, 1);
+    int found = 0, rare = 0;
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      if (data.y[i] != 1) continue;
+      rare += 1;
+      found +=
+          static_cast<int>(Score(arch, m.params.data(), data.sample(i), &data.y[i], 1, ws).correct);
+    }
+    return static_cast<double>(found) / rare;
+  };
+  const double plain = rare_recall(ClassWeighting::kNone);
+  const double weighted = rare_recall(ClassWeighting::kInverseFrequency);
+  EXPECT_LT(plain, 0.6);      // 0.445 on this data
+  EXPECT_GT(weighted, 0.75);  // 0.87
+  EXPECT_GT(weighted, plain + 0.25);
 }
 
 TEST(TrainerTest, RefusesDataThatDoesNotFitTheModel) {

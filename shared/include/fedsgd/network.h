@@ -21,11 +21,10 @@
 #include <random>
 #include <vector>
 
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/model.h"
 
 namespace fedsgd {
-
-struct Dataset;
 
 class Workspace {
  public:
@@ -60,10 +59,13 @@ class Workspace {
 // probability arch.dropout (inverted dropout). logit_offsets may be null;
 // with it (output-width floats, cross-entropy models only) the loss and its
 // gradient are those of the logits plus the offsets: logit adjustment (see
-// LogitAdjustment in trainer.h). Other losses ignore it.
+// LogitAdjustment in trainer.h). class_weights may be null; with it
+// (output-width floats, cross-entropy models only) sample j's loss counts
+// class_weights[y_j] times: the mean over the batch of w_y * cross-entropy
+// (class weighting, ClassWeights in trainer.h). Other losses ignore both.
 float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
                       int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng = nullptr,
-                      const float* logit_offsets = nullptr);
+                      const float* logit_offsets = nullptr, const float* class_weights = nullptr);
 
 // Mean loss and the number of correct predictions over n samples, no
 // gradient (classifiers: argmax, or p >= 0.5 for logistic; regression
@@ -82,14 +84,14 @@ BatchScore Score(const Architecture& arch, const float* params, const float* x, 
 void Predict(const Architecture& arch, const float* params, const float* x, int n, float* out,
              Workspace& ws);
 
-// Loss and accuracy of params over a whole data set, in batches. accuracy is
-// 0 for regression models.
+// Loss and accuracy of params over a data set (or a view of some of its
+// samples), in batches. accuracy is 0 for regression models.
 struct Evaluation {
   double loss = 0;
   double accuracy = 0;
   std::size_t samples = 0;
 };
-Evaluation Evaluate(const Architecture& arch, const float* params, const Dataset& data,
+Evaluation Evaluate(const Architecture& arch, const float* params, const DatasetView& data,
                     int threads = 1);
 
 }  // namespace fedsgd

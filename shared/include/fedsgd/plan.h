@@ -36,6 +36,12 @@
 //                  2021; FedLC, Zhang et al. 2022; see TrainOptions in
 //                  trainer.h): devices train on logits + tau * log(their
 //                  class prior). 0 = off; in the JSON only when on.
+//   class_weighting  none | inverse_frequency: devices weight each sample's
+//                  cross-entropy by the inverse frequency of its class in
+//                  their training part (normalised to mean 1 over the
+//                  classes present; Cui et al. 2019 as background). Local
+//                  training (fedavg) of softmax models; in the JSON only
+//                  when not none.
 // FromJson accepts a plan without these keys (written before they existed)
 // and gives them their defaults.
 //
@@ -102,6 +108,9 @@ struct Plan {
   double server_beta2 = 0.99;
   double server_tau = 1e-3;
   double aggregation_memory_mb = 1024;  // buffer limit of the buffering rules
+  // Device-side class weighting of the cross-entropy (ClassWeighting in
+  // trainer.h): none | inverse_frequency.
+  std::string class_weighting = "none";
 
   // Asynchronous mode (FedBuff). "sync" (the default) is the round protocol.
   std::string mode = "sync";                        // sync | async

@@ -17,9 +17,9 @@
 #include <string_view>
 #include <vector>
 
-namespace fedsgd {
+#include "fedsgd/dataset.h"
 
-struct Dataset;
+namespace fedsgd {
 
 struct ShardSpec {
   enum class Kind { kIid, kLabels, kDirichlet };
@@ -45,5 +45,10 @@ struct ShardIndex {
 // data, or more pieces than samples).
 std::vector<std::size_t> MakeShard(const Dataset& data, ShardIndex shard, const ShardSpec& spec,
                                    std::uint64_t seed);
+
+// The shard as a loader's RowPicker (dataset.h), so a device loads only its
+// own samples: MakeShard needs the targets alone. Empty (load everything)
+// when shard.count is 1.
+RowPicker ShardPicker(ShardIndex shard, const ShardSpec& spec, std::uint64_t seed);
 
 }  // namespace fedsgd

@@ -24,7 +24,9 @@
 #include <string_view>
 #include <vector>
 
+#include "fedsgd/class_balance.h"
 #include "fedsgd/dataset.h"
+#include "fedsgd/dataset_view.h"
 #include "fedsgd/model.h"
 #include "fedsgd/optimizer.h"
 
@@ -48,7 +50,8 @@ struct TrainOptions {
   // Logit adjustment for label skew (Menon et al. 2021, "Long-tail learning
   // via logit adjustment"; in federated learning, FedLC, Zhang et al. 2022):
   // > 0 trains softmax models on z + tau * log(prior) instead of the logits
-  // z, the prior being this data set's class frequencies (LogitOffsets).
+  // z, the prior being this data set's class frequencies (LogitOffsets in
+  // class_balance.h).
   // A device that holds few classes then stops pushing the others' logits
   // down, and the shared model's plain logits estimate class-balanced
   // posteriors. 0 = off. Other losses ignore it.
@@ -56,14 +59,11 @@ struct TrainOptions {
   // Straggler simulation (fedsgd/pacer.h): every mini-batch takes this many
   // times as long (>= 1; 1 = off). Only for simulated fleets.
   double slowdown = 1;
+  // Softmax models only (ClassWeighting in class_balance.h); other losses
+  // ignore it.
+  ClassWeighting class_weighting = ClassWeighting::kNone;
   std::uint64_t seed = 1;
 };
-
-// The offsets logit adjustment adds: tau * log((n_c + 1) / (n + classes)) for
-// each of `classes` classes, n_c the samples of class c in data (add-one
-// smoothing, so a class the data lacks gets a large negative offset, not
-// minus infinity).
-std::vector<float> LogitOffsets(const Dataset& data, int classes, float tau);
 
 struct EpochReport {
   int epoch = 0;          // 1-based
@@ -96,11 +96,12 @@ class LocalTrainer {
  public:
   explicit LocalTrainer(TrainOptions options);
 
-  // Trains model.params in place on data. on_epoch (optional) is called from
+  // Trains model.params in place on data (a Dataset, or a view of some of
+  // its samples). on_epoch (optional) is called from
   // the calling thread after each epoch. stop (optional) is polled once per
   // mini-batch. progress (optional) is updated as mini-batches finish.
   // Throws fedsgd::Error if the data does not fit the model.
-  TrainStats Train(Model& model, const Dataset& data,
+  TrainStats Train(Model& model, const DatasetView& data,
                    const std::function<void(const EpochReport&)>& on_epoch = {},
                    const std::atomic<bool>* stop = nullptr, TrainProgress* progress = nullptr);
 
