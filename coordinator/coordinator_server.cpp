@@ -114,11 +114,14 @@ void CoordinatorServer::Start() {
   // libzmq drops a frame larger than the largest legal one (an update's
   // tensor) before it reaches us, and closes that connection.
   SocketLimits limits;
-  // topk sends 8 bytes per entry: with a fraction above 1/2 its frame is
-  // larger than the fp32 one (the same limit as 2k floats).
+  // A topk frame of k entries takes at most 4 + 9k bytes (a count, float32
+  // values, varint indices of up to 5 bytes): with a fraction above ~4/9
+  // it can be larger than the fp32 one.
   const wire::UpdateCodec codec = wire::UpdateCodec::Parse(plan_.update_codec);
   const std::size_t topk_floats =
-      codec.encoding == wire::TensorEncoding::kTopK ? 2 * codec.TopKCount(n) : 0;
+      codec.encoding == wire::TensorEncoding::kTopK
+          ? (wire::TopKFrameBytesAtMost(codec.TopKCount(n)) + sizeof(float) - 1) / sizeof(float)
+          : 0;
   limits.max_frame_bytes = MaxFrameBytes(std::max(n, topk_floats));
   limits.send_hwm = kRouterHighWaterMark;
   limits.receive_hwm = kRouterHighWaterMark;

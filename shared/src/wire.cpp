@@ -261,6 +261,14 @@ std::vector<zmq::message_t> Encode(Message message) {
   return frames;
 }
 
+std::optional<DecodeError> DecodeTensor(const EncodedTensor& tensor, std::vector<float>& out,
+                                        const Limits& limits) {
+  const zmq::message_t frame(tensor.bytes.data(), tensor.bytes.size());
+  if (tensor.encoding == TensorEncoding::kFp32)
+    return tensor_frames::DecodeFp32(frame, limits, out);
+  return ReadEncodedTensor(frame, tensor, limits, out);
+}
+
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
   auto fail = [](RejectReason reason, std::string detail) {
     return DecodeResult{DecodeError{reason, std::move(detail)}};

@@ -16,9 +16,10 @@
 // Decode() validates everything before anything is used: frame count, CBOR,
 // version, kind, every field's presence, type and range, the tensor's size,
 // and that every float is finite; a compressed tensor's layout too (sizes,
-// finite non-negative scales, sorted unique in-range indices). A bad message yields a DecodeError
-// with a RejectReason whose name is stable (metrics and logs use it), never an exception or a
-// crash.
+// finite non-negative scales, sorted unique in-range indices, bounded
+// varints, the exact frame length). A bad message yields a DecodeError with
+// a RejectReason whose name is stable (metrics and logs use it), never an
+// exception or a crash.
 //
 // Thread-safety: every function is reentrant and shares no state. A
 // zmq::socket_t passed to Send / ReceiveFrames must be used by one thread
@@ -196,10 +197,19 @@ struct DecodeResult {
 // CBOR, not a map, invalid UTF-8, nesting too deep), oversize (header over
 // 64 KiB, tensor over limits.max_params), bad_version, unknown_kind,
 // bad_field (also: an Update encoded otherwise than limits.update_encoding,
-// a negative int8 scale or a -128, unsorted, repeated or out-of-range topk
-// indices), wrong_size, non_finite. Never throws (std::bad_alloc aside)
+// a negative int8 scale or a -128, repeated or out-of-range topk indices,
+// a topk varint over 32 bits or not in its shortest form), wrong_size
+// (also: a compressed frame of another length than its layout),
+// non_finite. Never throws (std::bad_alloc aside)
 // and never reads outside the frames. The frames are left unchanged.
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits = {});
+
+// Validates and expands one tensor as Decode does a message's, with
+// tensor.count bounded by limits (fp32: the bytes' own length). For the
+// sender's own tensors (e.g. what an EncodeTensor result delivers), so it
+// copies the bytes once. Returns nullopt with `out` filled, or the error.
+std::optional<DecodeError> DecodeTensor(const EncodedTensor& tensor, std::vector<float>& out,
+                                        const Limits& limits = {});
 
 // Encodes and sends a message without blocking, preceded by routing_id when
 // given (ROUTER sockets). Returns true when queued; false when the socket
