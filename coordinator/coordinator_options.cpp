@@ -127,6 +127,11 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "et al. 2018, Sparsified SGD with memory; Lin et al. 2018, Deep Gradient "
                  "Compression)")
       ->capture_default_str();
+  app.add_option("--broadcast-codec", o.broadcast_codec,
+                 "How the coordinator sends the model to daemons (broadcasts, fetches, welcomes): "
+                 "fp32, or fp16 (IEEE 754 binary16, half the bytes; the devices then train from "
+                 "the fp16-rounded model, while the coordinator keeps fp32 weights as the truth)")
+      ->capture_default_str();
 
   app.add_option("--dp-noise-multiplier", o.dp_noise_multiplier,
                  "Differential privacy (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963): "
@@ -283,6 +288,7 @@ Plan CoordinatorOptions::ToPlan() const {
   p.logit_adjustment = logit_adjustment;
   p.eval_fraction = eval_fraction;
   p.update_codec = update_codec;
+  p.broadcast_codec = broadcast_codec;
   p.Validate();
   return p;
 }

@@ -63,6 +63,7 @@ struct CoordinatorOptions {
   double logit_adjustment = 0;
   double eval_fraction = 0.1;
   std::string update_codec = "fp32";
+  std::string broadcast_codec = "fp32";
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "fedsgd/broadcast_codec.h"
 #include "fedsgd/curve_keys.h"
 #include "fedsgd/curve_socket.h"
 #include "fedsgd/error.h"
@@ -68,6 +69,7 @@ void CoordinatorServer::Start() {
   options_.Check();  // the same checks as --check-config, before touching anything
   plan_ = options_.ToPlan();
   update_encoding_ = wire::UpdateCodec::Parse(plan_.update_codec).encoding;
+  broadcast_encoding_ = wire::ParseBroadcastCodec(plan_.broadcast_codec);
   const RoundSettings settings = options_.ToRoundSettings();
   const Architecture arch = plan_.architecture();
 
@@ -414,8 +416,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
     // real port (a "0.0.0.0" host the daemon replaces with the one it used).
     w.publish_endpoint = publish_endpoint();
     w.heartbeat_ms = options_.heartbeat_ms;
-    w.params = manager_->params();
-    bytes_out_ += w.params.size() * sizeof(float);
+    AttachWeights(w.params, w.encoded);
     Reply(routing_id, std::move(w));
   } else if (auto* beat = std::get_if<wire::Heartbeat>(&message)) {
     DeviceInfo* d = devices.Touch(beat->device, now);
@@ -439,9 +440,13 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
                                             "more than " + Number(DeviceInfo::kFetchesPerSecond) +
                                                 " model fetches per second"});
     }
-    bytes_out_ += manager_->params().size() * sizeof(float);
-    Reply(routing_id, wire::Model{std::to_string(manager_->run_id()), manager_->version(),
-                                  manager_->open_round(), manager_->done(), manager_->params()});
+    wire::Model m{std::to_string(manager_->run_id()),
+                  manager_->version(),
+                  manager_->open_round(),
+                  manager_->done(),
+                  {}};
+    AttachWeights(m.params, m.encoded);
+    Reply(routing_id, std::move(m));
   } else if (auto* update = std::get_if<wire::Update>(&message)) {
     const auto refused = manager_->OnUpdate(*update, bytes, now);
     receive_seconds_ += Since(t0);
@@ -465,11 +470,22 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
 
 void CoordinatorServer::Broadcast(bool final) {
   const auto t0 = Clock::now();
-  wire::Model m{std::to_string(manager_->run_id()), manager_->version(), manager_->open_round(),
-                final, manager_->params()};
-  bytes_out_ += m.params.size() * sizeof(float);
+  wire::Model m{
+      std::to_string(manager_->run_id()), manager_->version(), manager_->open_round(), final, {}};
+  AttachWeights(m.params, m.encoded);
   wire::Send(pub_, std::move(m));
   last_broadcast_seconds_ = Since(t0);
+}
+
+void CoordinatorServer::AttachWeights(std::vector<float>& params, wire::EncodedTensor& encoded) {
+  if (broadcast_encoding_ == wire::TensorEncoding::kFp32) {
+    params = manager_->params();
+    bytes_out_ += params.size() * sizeof(float);
+  } else {
+    encoded = wire::EncodeWeights(broadcast_encoding_, manager_->params());
+    bytes_out_ += encoded.bytes.size();
+  }
+  ++models_sent_;
 }
 
 void CoordinatorServer::OpenRound() {
@@ -644,6 +660,7 @@ void CoordinatorServer::PublishStatus() {
       {"connections_dropped", monitor_ ? monitor_->dropped() : 0},
       {"bytes_in", bytes_in_},
       {"bytes_out", bytes_out_},
+      {"models_sent", models_sent_},
       {"test_accuracy", nullptr},
       {"test_loss", nullptr},
       {"train_loss", nullptr},
@@ -717,6 +734,8 @@ std::string CoordinatorServer::Metrics() const {
          u(monitor_ ? monitor_->dropped() : 0));
   metric("fedsgd_received_bytes_total", "counter", "Bytes of requests received.", u(bytes_in_));
   metric("fedsgd_sent_bytes_total", "counter", "Bytes of model weights sent.", u(bytes_out_));
+  metric("fedsgd_models_sent_total", "counter",
+         "Models sent: welcomes, broadcasts and fetch replies.", u(models_sent_));
   out +=
       "# HELP fedsgd_round_duration_seconds Seconds from opening a round to committing it.\n"
       "# TYPE fedsgd_round_duration_seconds histogram\n";
@@ -842,6 +861,8 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
                             {"test_loss", nullptr},
                             {"updates_accepted", updates_accepted_},
                             {"updates_rejected", manager_->devices().rejected_total()},
+                            {"bytes_out", bytes_out_},
+                            {"models_sent", models_sent_},
                             {"database", options_.db}};
   if (last_round_ && last_round_->test_accuracy)
     summary["test_accuracy"] = *last_round_->test_accuracy;

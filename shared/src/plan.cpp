@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "fedsgd/broadcast_codec.h"
 #include "fedsgd/error.h"
 #include "fedsgd/update_codec.h"
 
@@ -115,7 +116,8 @@ void Plan::Validate() const {
   // At most half held out: a device must keep most of its shard to train on.
   require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
           "eval_fraction (--eval-fraction) must be in [0, 0.5]");
-  wire::UpdateCodec::Parse(update_codec);  // throws, naming --update-codec
+  wire::UpdateCodec::Parse(update_codec);      // throws, naming --update-codec
+  wire::ParseBroadcastCodec(broadcast_codec);  // throws, naming --broadcast-codec
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
@@ -191,6 +193,7 @@ nlohmann::json Plan::ToJson() const {
   };
   if (logit_adjustment > 0) j["logit_adjustment"] = logit_adjustment;
   if (update_codec != "fp32") j["update_codec"] = wire::UpdateCodec::Parse(update_codec).ToString();
+  if (broadcast_codec != "fp32") j["broadcast_codec"] = broadcast_codec;
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
     j["dp_delta"] = dp_delta;
@@ -260,6 +263,7 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("prox_mu", p.prox_mu);
     optional("eval_fraction", p.eval_fraction);
     optional("update_codec", p.update_codec);
+    optional("broadcast_codec", p.broadcast_codec);
     optional("logit_adjustment", p.logit_adjustment);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());

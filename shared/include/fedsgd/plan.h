@@ -43,6 +43,8 @@
 // updates on the wire (fp32 | fp16 | int8 | topk:F, see update_codec.h);
 // the key appears in the JSON only when it is not fp32, so the plans of
 // runs without compression read and compare as they did before.
+// broadcast_codec says how the coordinator sends weights to daemons
+// (fp32 | fp16, see broadcast_codec.h): in the JSON only when not fp32.
 #pragma once
 
 #include <cstdint>
@@ -68,7 +70,8 @@ struct Plan {
   double prox_mu = 0;
   double eval_fraction = 0.1;
   double logit_adjustment = 0;
-  std::string update_codec = "fp32";  // fp32 | fp16 | int8 | topk:F
+  std::string update_codec = "fp32";     // fp32 | fp16 | int8 | topk:F
+  std::string broadcast_codec = "fp32";  // fp32 | fp16
 
   // DP-FedAvg (McMahan et al. 2018); noise multiplier 0 = off.
   double dp_noise_multiplier = 0;

@@ -7,8 +7,10 @@
 // "v" (kProtocolVersion), "kind" and the message's fields; then zero or one
 // tensor frame of raw little-endian float32, never re-encoded as text. An
 // Update's tensor may instead travel compressed (fp16, int8, topk; see
-// update_codec.h): its header then names the "encoding" and the dense
-// "count"; a header without "encoding" is fp32, as before. On a
+// update_codec.h), and a Welcome's or Model's weights in fp16 (the plan's
+// broadcast_codec, broadcast_codec.h): the header then names the
+// "encoding" and the dense "count"; a header without "encoding" is fp32,
+// as before. On a
 // ROUTER the peer's routing-id frame comes first; a DEALER sends no empty
 // delimiter frame. Update's `kind` travels as "update_kind", since "kind"
 // names the message.
@@ -91,6 +93,8 @@ struct Welcome {
   std::string publish_endpoint;
   int heartbeat_ms = 1000;  // 10..3,600,000
   std::vector<float> params;
+  // How params travel: fp32 (the default) or fp16, as Update::encoded.
+  EncodedTensor encoded{};
 };
 
 // Daemon -> coordinator every heartbeat_ms; replied with Ack.
@@ -115,6 +119,8 @@ struct Model {
   std::uint64_t round = 0;  // the round open for training, 0 = none
   bool final = false;       // the run is finished
   std::vector<float> params;
+  // How params travel: fp32 (the default) or fp16, as Update::encoded.
+  EncodedTensor encoded{};
 };
 
 // Federated evaluation (Plan::eval_fraction): how the global model the
@@ -176,6 +182,9 @@ struct Limits {
   // The only encoding an Update may arrive in (the plan's update_codec);
   // another is refused as bad_field. nullopt: any.
   std::optional<TensorEncoding> update_encoding{};
+  // The same for a Model (the plan's broadcast_codec). A Welcome is not
+  // bound by it: it carries the plan its encoding is checked against.
+  std::optional<TensorEncoding> model_encoding{};
 };
 
 struct DecodeError {
@@ -197,10 +206,11 @@ struct DecodeResult {
 // CBOR, not a map, invalid UTF-8, nesting too deep), oversize (header over
 // 64 KiB, tensor over limits.max_params), bad_version, unknown_kind,
 // bad_field (also: an Update encoded otherwise than limits.update_encoding,
-// a negative int8 scale or a -128, repeated or out-of-range topk indices,
-// a topk varint over 32 bits or not in its shortest form), wrong_size
-// (also: a compressed frame of another length than its layout),
-// non_finite. Never throws (std::bad_alloc aside)
+// a Model otherwise than limits.model_encoding, a Welcome or Model in
+// another encoding than fp32 or fp16, a negative int8 scale or a -128,
+// repeated or out-of-range topk indices, a topk varint over 32 bits or not
+// in its shortest form), wrong_size (also: a compressed frame of another
+// length than its layout), non_finite. Never throws (std::bad_alloc aside)
 // and never reads outside the frames. The frames are left unchanged.
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits = {});
 
