@@ -593,5 +593,30 @@ TEST(DeviceClientTest, TrainsFromTheFp16ModelItReceived) {
   for (const wire::Update& u : fake.updates) EXPECT_NE(u.round, 9u);
 }
 
+// A Welcome whose weights are not in the broadcast_codec of the plan it
+// carries is a plan this device cannot use: it does not train from it.
+TEST(DeviceClientTest, RefusesAWelcomeNotInItsPlansBroadcastCodec) {
+  const Dataset data = Blobs(60);
+  FakeCoordinator fake;
+  Plan fp16 = fake.plan;
+  fp16.broadcast_codec = "fp16";
+  int welcomes = 0;
+  fake.on_join = [&](const wire::Join& j) {
+    ++welcomes;
+    return wire::Encode(wire::Welcome{j.device, fake.run_id, fp16.ToJson(), fake.version,
+                                      fake.round, "tcp://*:" + std::to_string(fake.pub_port()),
+                                      fake.heartbeat_ms, fake.params});
+  };
+  RunningClient c(fake.endpoint(), data);
+  ASSERT_TRUE(fake.ServeUntil([&] { return welcomes >= 1; }));
+  fake.ServeUntil([] { return false; }, 300ms);
+  c.Stop();
+  EXPECT_TRUE(fake.updates.empty());
+  EXPECT_NE(c.log().find("the welcome's model is encoded as fp32, its plan's broadcast_codec is "
+                         "fp16"),
+            std::string::npos)
+      << c.log();
+}
+
 }  // namespace
 }  // namespace fedsgd
