@@ -154,6 +154,11 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "Xie et al. 2019, Asynchronous Federated Optimization), hinge:A:B = 1 up to B, "
                  "then 1/(A(s-B)+1) (Xie et al. 2019), or constant")
       ->capture_default_str();
+  app.add_option("--broadcast-codec", o.broadcast_codec,
+                 "How the coordinator sends the model to daemons (broadcasts, fetches, welcomes): "
+                 "fp32, or fp16 (IEEE 754 binary16, half the bytes; the devices then train from "
+                 "the fp16-rounded model, while the coordinator keeps fp32 weights as the truth)")
+      ->capture_default_str();
 
   app.add_option("--dp-noise-multiplier", o.dp_noise_multiplier,
                  "Differential privacy (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963): "
@@ -315,6 +320,7 @@ Plan CoordinatorOptions::ToPlan() const {
   p.max_staleness = max_staleness;
   p.staleness_weight = staleness_weight;
   p.class_weighting = class_weighting;
+  p.broadcast_codec = broadcast_codec;
   p.Validate();
   return p;
 }

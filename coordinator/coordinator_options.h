@@ -69,6 +69,7 @@ struct CoordinatorOptions {
   long max_staleness = 20;
   std::string staleness_weight = "polynomial:0.5";
   std::string class_weighting = "none";
+  std::string broadcast_codec = "fp32";
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

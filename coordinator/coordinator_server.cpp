@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "fedsgd/broadcast_codec.h"
 #include "fedsgd/curve_keys.h"
 #include "fedsgd/curve_socket.h"
 #include "fedsgd/error.h"
@@ -68,6 +69,7 @@ void CoordinatorServer::Start() {
   options_.Check();  // the same checks as --check-config, before touching anything
   plan_ = options_.ToPlan();
   update_encoding_ = wire::UpdateCodec::Parse(plan_.update_codec).encoding;
+  broadcast_encoding_ = wire::ParseBroadcastCodec(plan_.broadcast_codec);
   const RoundSettings settings = options_.ToRoundSettings();
   const Architecture arch = plan_.architecture();
 
@@ -121,11 +123,14 @@ void CoordinatorServer::Start() {
   // libzmq drops a frame larger than the largest legal one (an update's
   // tensor) before it reaches us, and closes that connection.
   SocketLimits limits;
-  // topk sends 8 bytes per entry: with a fraction above 1/2 its frame is
-  // larger than the fp32 one (the same limit as 2k floats).
+  // A topk frame of k entries takes at most 4 + 9k bytes (a count, float32
+  // values, varint indices of up to 5 bytes): with a fraction above ~4/9
+  // it can be larger than the fp32 one.
   const wire::UpdateCodec codec = wire::UpdateCodec::Parse(plan_.update_codec);
   const std::size_t topk_floats =
-      codec.encoding == wire::TensorEncoding::kTopK ? 2 * codec.TopKCount(n) : 0;
+      codec.encoding == wire::TensorEncoding::kTopK
+          ? (wire::TopKFrameBytesAtMost(codec.TopKCount(n)) + sizeof(float) - 1) / sizeof(float)
+          : 0;
   limits.max_frame_bytes = MaxFrameBytes(std::max(n, topk_floats));
   limits.send_hwm = kRouterHighWaterMark;
   limits.receive_hwm = kRouterHighWaterMark;
@@ -418,8 +423,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
     // real port (a "0.0.0.0" host the daemon replaces with the one it used).
     w.publish_endpoint = publish_endpoint();
     w.heartbeat_ms = options_.heartbeat_ms;
-    w.params = manager_->params();
-    bytes_out_ += w.params.size() * sizeof(float);
+    AttachWeights(w.params, w.encoded);
     Reply(routing_id, std::move(w));
   } else if (auto* beat = std::get_if<wire::Heartbeat>(&message)) {
     DeviceInfo* d = devices.Touch(beat->device, now);
@@ -443,9 +447,13 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
                                             "more than " + Number(DeviceInfo::kFetchesPerSecond) +
                                                 " model fetches per second"});
     }
-    bytes_out_ += manager_->params().size() * sizeof(float);
-    Reply(routing_id, wire::Model{std::to_string(manager_->run_id()), manager_->version(),
-                                  manager_->open_round(), manager_->done(), manager_->params()});
+    wire::Model m{std::to_string(manager_->run_id()),
+                  manager_->version(),
+                  manager_->open_round(),
+                  manager_->done(),
+                  {}};
+    AttachWeights(m.params, m.encoded);
+    Reply(routing_id, std::move(m));
   } else if (auto* update = std::get_if<wire::Update>(&message)) {
     const auto refused = manager_->OnUpdate(*update, bytes, now);
     receive_seconds_ += Since(t0);
@@ -469,11 +477,22 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
 
 void CoordinatorServer::Broadcast(bool final) {
   const auto t0 = Clock::now();
-  wire::Model m{std::to_string(manager_->run_id()), manager_->version(), manager_->open_round(),
-                final, manager_->params()};
-  bytes_out_ += m.params.size() * sizeof(float);
+  wire::Model m{
+      std::to_string(manager_->run_id()), manager_->version(), manager_->open_round(), final, {}};
+  AttachWeights(m.params, m.encoded);
   wire::Send(pub_, std::move(m));
   last_broadcast_seconds_ = Since(t0);
+}
+
+void CoordinatorServer::AttachWeights(std::vector<float>& params, wire::EncodedTensor& encoded) {
+  if (broadcast_encoding_ == wire::TensorEncoding::kFp32) {
+    params = manager_->params();
+    bytes_out_ += params.size() * sizeof(float);
+  } else {
+    encoded = wire::EncodeWeights(broadcast_encoding_, manager_->params());
+    bytes_out_ += encoded.bytes.size();
+  }
+  ++models_sent_;
 }
 
 void CoordinatorServer::OpenRound() {
@@ -656,6 +675,7 @@ void CoordinatorServer::PublishStatus() {
       {"connections_dropped", monitor_ ? monitor_->dropped() : 0},
       {"bytes_in", bytes_in_},
       {"bytes_out", bytes_out_},
+      {"models_sent", models_sent_},
       {"test_accuracy", nullptr},
       {"test_loss", nullptr},
       {"train_loss", nullptr},
@@ -729,6 +749,8 @@ std::string CoordinatorServer::Metrics() const {
          u(monitor_ ? monitor_->dropped() : 0));
   metric("fedsgd_received_bytes_total", "counter", "Bytes of requests received.", u(bytes_in_));
   metric("fedsgd_sent_bytes_total", "counter", "Bytes of model weights sent.", u(bytes_out_));
+  metric("fedsgd_models_sent_total", "counter",
+         "Models sent: welcomes, broadcasts and fetch replies.", u(models_sent_));
   out +=
       "# HELP fedsgd_round_duration_seconds Seconds from opening a round to committing it.\n"
       "# TYPE fedsgd_round_duration_seconds histogram\n";
@@ -865,6 +887,8 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
                             {"test_loss", nullptr},
                             {"updates_accepted", updates_accepted_},
                             {"updates_rejected", manager_->devices().rejected_total()},
+                            {"bytes_out", bytes_out_},
+                            {"models_sent", models_sent_},
                             {"database", options_.db}};
   if (last_round_ && last_round_->test_accuracy)
     summary["test_accuracy"] = *last_round_->test_accuracy;

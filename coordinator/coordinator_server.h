@@ -78,6 +78,10 @@ class CoordinatorServer {
   // devices whose key was removed offline.
   void ApplyKeyChanges(std::atomic<bool>* reload);
   void Broadcast(bool final);
+  // The current weights into a Welcome's or Model's params / encoded, in
+  // the plan's broadcast_codec (fp32 stays the truth here); counts the
+  // bytes and the model sent.
+  void AttachWeights(std::vector<float>& params, wire::EncodedTensor& encoded);
   void OpenRound();
   void CloseRound();
   void PublishStatus();
@@ -96,6 +100,7 @@ class CoordinatorServer {
   std::ostream& log_;
   Plan plan_;
   wire::TensorEncoding update_encoding_ = wire::TensorEncoding::kFp32;  // the plan's update_codec
+  wire::TensorEncoding broadcast_encoding_ = wire::TensorEncoding::kFp32;  // broadcast_codec
   std::unique_ptr<DatabaseLock> db_lock_;  // before store_: released after it closes
   std::unique_ptr<CheckpointStore> store_;
   std::unique_ptr<CheckpointStore> reader_;  // the HTTP side's own connection
@@ -125,7 +130,8 @@ class CoordinatorServer {
   double receive_seconds_ = 0;       // decoding + checking updates, this round
   double last_receive_seconds_ = 0;  // the same for the last committed round
   std::uint64_t bytes_in_ = 0;
-  std::uint64_t bytes_out_ = 0;
+  std::uint64_t bytes_out_ = 0;    // the tensor frames of welcomes, broadcasts, fetch replies
+  std::uint64_t models_sent_ = 0;  // those messages
   std::uint64_t updates_accepted_ = 0;
   std::uint64_t updates_clipped_ = 0;   // by the norm bound, in this process
   std::uint64_t rounds_committed_ = 0;  // by this process

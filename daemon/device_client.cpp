@@ -7,6 +7,7 @@
 #include <functional>
 #include <thread>
 
+#include "fedsgd/broadcast_codec.h"
 #include "fedsgd/curve_socket.h"
 #include "fedsgd/error.h"
 #include "fedsgd/holdout.h"
@@ -161,8 +162,7 @@ void DeviceClient::HandleReply(std::vector<zmq::message_t>& frames) {
   last_reply_ = Now();  // even a bad reply shows the coordinator is there
   // Before the welcome the model's size is unknown; the welcome's is checked
   // against its plan.
-  const std::size_t expected = joined_ && plan_ ? params_.size() : 0;
-  wire::DecodeResult d = wire::Decode(frames, wire::Limits{expected});
+  wire::DecodeResult d = wire::Decode(frames, ModelLimits());
   if (!d.ok()) {
     return DropBad("a bad reply from the coordinator: " +
                    std::string(wire::ToString(d.error().reason)) + ": " + d.error().detail);
@@ -195,7 +195,7 @@ void DeviceClient::HandleReply(std::vector<zmq::message_t>& frames) {
 
 void DeviceClient::HandleBroadcast(std::vector<zmq::message_t>& frames) {
   if (!joined_ || !plan_) return;  // the welcome will carry the current model
-  wire::DecodeResult d = wire::Decode(frames, wire::Limits{params_.size()});
+  wire::DecodeResult d = wire::Decode(frames, ModelLimits());
   if (!d.ok()) {
     return DropBad("a bad broadcast: " + std::string(wire::ToString(d.error().reason)) + ": " +
                    d.error().detail);
@@ -205,6 +205,16 @@ void DeviceClient::HandleBroadcast(std::vector<zmq::message_t>& frames) {
   } else {
     DropBad("an unexpected '" + std::string(wire::KindName(d.message())) + "' broadcast");
   }
+}
+
+wire::Limits DeviceClient::ModelLimits() const {
+  if (!joined_ || !plan_) return wire::Limits{};
+  // A Model in another encoding than the plan's broadcast_codec means a
+  // confused coordinator: dropped as bad_field (a Welcome is checked
+  // against its own plan in CheckPlan).
+  wire::Limits limits{params_.size()};
+  limits.model_encoding = wire::ParseBroadcastCodec(plan_->broadcast_codec);
+  return limits;
 }
 
 std::optional<std::string> DeviceClient::CheckPlan(const wire::Welcome& w, Plan& plan) const {
@@ -224,6 +234,12 @@ std::optional<std::string> DeviceClient::CheckPlan(const wire::Welcome& w, Plan&
         (arch.num_classes() < 2 || shard_.num_classes == 0)) {
       return "--simulate-attack label-flip needs a classifier with at least 2 classes and "
              "labelled data";
+    }
+    if (const auto encoding = wire::ParseBroadcastCodec(plan.broadcast_codec);
+        w.encoded.encoding != encoding) {
+      return "the welcome's model is encoded as " +
+             std::string(wire::ToString(w.encoded.encoding)) + ", its plan's broadcast_codec is " +
+             plan.broadcast_codec;
     }
     if (w.params.size() != arch.ParameterCount()) {
       return "the welcome's model has " + std::to_string(w.params.size()) +

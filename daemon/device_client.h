@@ -96,6 +96,9 @@ class DeviceClient {
   void Receive();
   void HandleReply(std::vector<zmq::message_t>& frames);
   void HandleBroadcast(std::vector<zmq::message_t>& frames);
+  // Decode limits for the coordinator's messages: once joined, the model's
+  // size and the plan's broadcast encoding; before, anything the wire allows.
+  wire::Limits ModelLimits() const;
   void HandleWelcome(wire::Welcome& welcome);
   void HandleModel(wire::Model& model);
   void HandleAck(const wire::Ack& ack);

@@ -2,6 +2,8 @@
 // update_compressor.h).
 #include "update_compressor.h"
 
+#include "fedsgd/wire.h"
+
 namespace fedsgd {
 
 void UpdateCompressor::Prepare(const std::string& run_id, const wire::UpdateCodec& codec,
@@ -21,15 +23,17 @@ wire::EncodedTensor UpdateCompressor::Compress(std::span<const float> update) {
   }
   for (std::size_t i = 0; i < update.size(); ++i) residual_[i] += update[i];
   wire::EncodedTensor encoded = wire::EncodeTensor(codec_, residual_, rng_);
-  // The frame starts with the k sent indices (little-endian uint32): those
-  // entries are delivered, everything else stays in the residual.
-  const std::size_t k = encoded.bytes.size() / 8;
-  for (std::size_t j = 0; j < k; ++j) {
-    const unsigned char* p = &encoded.bytes[4 * j];
-    const std::uint32_t index = std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 |
-                                std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
-    residual_[index] = 0;
+  // What the frame delivers leaves the residual: topk's values are exact
+  // copies, so the sent entries become 0 and the others stay as they are.
+  // Only a residual grown past the float range (Inf) makes a frame the
+  // decoder refuses; the coordinator refuses it too, and the residual
+  // starts again from 0.
+  std::vector<float> sent;
+  if (wire::DecodeTensor(encoded, sent) || sent.size() != update.size()) {
+    residual_.assign(update.size(), 0.0f);
+    return encoded;
   }
+  for (std::size_t i = 0; i < update.size(); ++i) residual_[i] -= sent[i];
   return encoded;
 }
 

@@ -22,7 +22,8 @@
 // device), never from the training RNG, so fp32 training is unchanged.
 //
 // Thread-safety: none; owned and used by the DeviceClient's loop thread.
-// Memory: the residual, 4 x P bytes, only with topk.
+// Memory: the residual, 4 x P bytes, only with topk, and as much again
+// while Compress runs.
 #pragma once
 
 #include <cstdint>

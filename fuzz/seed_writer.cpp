@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "fedsgd/broadcast_codec.h"
 #include "fedsgd/plan.h"
 #include "fedsgd/wire.h"
 #include "gzip_bytes.h"
@@ -83,7 +84,7 @@ int main(int argc, char** argv) {
             WireSeed(Update{
                 "board-01", 2, 3, 600, 0.5, "delta", 1.5, {0.25f, -0.5f, 1e-3f}, std::nullopt}));
   // One update per compressed encoding (update_codec.h), 300 values: two
-  // int8 blocks, three topk entries.
+  // int8 blocks, three topk entries (a count, 3 values, 3 varint gaps).
   std::vector<float> dense(300, 0.0f);
   for (std::size_t i = 0; i < dense.size(); ++i)
     dense[i] = static_cast<float>(i % 7) * 0.01f - 0.03f;
@@ -93,6 +94,20 @@ int main(int argc, char** argv) {
     u.encoded = EncodeTensor(UpdateCodec::Parse(codec), dense, rng);
     WriteFile(wire / ("update_" + std::string(ToString(u.encoded.encoding))), WireSeed(u));
   }
+  // Weights broadcast in fp16 (broadcast_codec.h).
+  fedsgd::Plan fp16_plan;
+  fp16_plan.broadcast_codec = "fp16";
+  WriteFile(wire / "model_fp16",
+            WireSeed(Model{"run-1", 3, 2, false, {}, EncodeWeights(TensorEncoding::kFp16, dense)}));
+  WriteFile(wire / "welcome_fp16", WireSeed(Welcome{"board-01",
+                                                    "run-1",
+                                                    fp16_plan.ToJson(),
+                                                    3,
+                                                    2,
+                                                    "tcp://10.0.0.2:7071",
+                                                    1000,
+                                                    {},
+                                                    EncodeWeights(TensorEncoding::kFp16, dense)}));
   WriteFile(wire / "ack", WireSeed(Ack{2, 3, "counted"}));
   WriteFile(wire / "reject", WireSeed(Reject{RejectReason::kStaleRound, "round 1 is closed"}));
 

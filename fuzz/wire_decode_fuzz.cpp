@@ -9,10 +9,11 @@
 //     with any other expected length;
 //   - an accepted message re-encoded with wire::Encode decodes to the same
 //     message, and re-encodes to the same bytes (an update that arrived
-//     compressed, fp16 / int8 / topk, is re-encoded from its decoded
-//     float32 values);
-//   - a compressed update is accepted with Limits{update_encoding} naming
-//     its encoding and refused as bad_field with any other.
+//     compressed, fp16 / int8 / topk, or a Welcome / Model in fp16, is
+//     re-encoded from its decoded float32 values);
+//   - an update is accepted with Limits{update_encoding} naming its
+//     encoding and refused as bad_field with any other; the same for a
+//     Model and Limits{model_encoding}.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -121,15 +122,16 @@ void CheckLimits(std::vector<zmq::message_t>& frames, const Message& message) {
 
 void CheckEncodingLimit(std::vector<zmq::message_t>& frames, const Message& message) {
   const auto* update = std::get_if<Update>(&message);
-  if (!update) return;
+  const auto* model = std::get_if<Model>(&message);
+  if (!update && !model) return;
+  const TensorEncoding encoding = update ? update->encoded.encoding : model->encoded.encoding;
   for (const auto e : {TensorEncoding::kFp32, TensorEncoding::kFp16, TensorEncoding::kInt8,
                        TensorEncoding::kTopK}) {
     Limits limits;
-    limits.update_encoding = e;
+    (update ? limits.update_encoding : limits.model_encoding) = e;
     DecodeResult r = Decode(frames, limits);
-    if (e == update->encoded.encoding ? !r.ok()
-                                      : r.ok() || r.error().reason != RejectReason::kBadField) {
-      Broken("update_encoding not enforced as bad_field");
+    if (e == encoding ? !r.ok() : r.ok() || r.error().reason != RejectReason::kBadField) {
+      Broken("update_encoding / model_encoding not enforced as bad_field");
     }
   }
 }
@@ -137,6 +139,8 @@ void CheckEncodingLimit(std::vector<zmq::message_t>& frames, const Message& mess
 void CheckRoundTrip(Message message) {
   // Decode expands a compressed update to float32: that is what re-encodes.
   if (auto* update = std::get_if<Update>(&message)) update->encoded = {};
+  if (auto* model = std::get_if<Model>(&message)) model->encoded = {};
+  if (auto* welcome = std::get_if<Welcome>(&message)) welcome->encoded = {};
   std::vector<zmq::message_t> encoded = Encode(message);
   const std::vector<std::string> encoded_bytes = Bytes(encoded);
   DecodeResult again = Decode(encoded);

@@ -1,5 +1,5 @@
 // The fp32 tensor frame: raw little-endian float32, the protocol's default
-// and the only encoding of Welcome and Model (see tensor_frames.h).
+// (see tensor_frames.h).
 #include <cmath>
 #include <string>
 

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "fedsgd/broadcast_codec.h"
 #include "fedsgd/class_balance.h"
 #include "fedsgd/error.h"
 #include "fedsgd/staleness.h"
@@ -117,7 +118,8 @@ void Plan::Validate() const {
   // At most half held out: a device must keep most of its shard to train on.
   require(std::isfinite(eval_fraction) && eval_fraction >= 0 && eval_fraction <= 0.5,
           "eval_fraction (--eval-fraction) must be in [0, 0.5]");
-  wire::UpdateCodec::Parse(update_codec);  // throws, naming --update-codec
+  wire::UpdateCodec::Parse(update_codec);      // throws, naming --update-codec
+  wire::ParseBroadcastCodec(broadcast_codec);  // throws, naming --broadcast-codec
   require(mode == "sync" || mode == "async", "mode '" + mode + "' must be sync or async (--async)");
   require(async_buffer >= 0 && async_buffer <= 1000000,
           "async_buffer (--buffer) must be in 0..1000000 (0 = half the devices online)");
@@ -212,6 +214,7 @@ nlohmann::json Plan::ToJson() const {
     j["staleness_weight"] = StalenessWeight::Parse(staleness_weight).ToString();
   }
   if (class_weighting != "none") j["class_weighting"] = class_weighting;
+  if (broadcast_codec != "fp32") j["broadcast_codec"] = broadcast_codec;
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
     j["dp_delta"] = dp_delta;
@@ -281,6 +284,7 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("prox_mu", p.prox_mu);
     optional("eval_fraction", p.eval_fraction);
     optional("update_codec", p.update_codec);
+    optional("broadcast_codec", p.broadcast_codec);
     optional("logit_adjustment", p.logit_adjustment);
     optional("mode", p.mode);
     optional("async_buffer", p.async_buffer);

@@ -1,13 +1,15 @@
 // The tensor frames of the wire protocol, one encoding per file: fp32 (the
 // default, fp32_frame.cpp), fp16, int8 and topk (fp16_frame.cpp,
 // int8_frame.cpp, topk_frame.cpp). Private to the library: wire.cpp frames
-// and validates messages with them, update_codec.cpp compresses with them.
+// and validates messages with them, update_codec.cpp and
+// broadcast_codec.cpp compress with them.
 //
 // Every Decode* reads a peer's bytes: it checks the frame's size against the
 // header's count first, never reads outside the frame, and refuses what is
 // not a valid tensor with a DecodeError (wrong_size, bad_field, non_finite)
 // before `out` is used. The caller has already bounded `count` by the
-// Limits. Reentrant; `out` is resized to count.
+// Limits. Reentrant; `out` is resized to count. fp32 and fp16 also carry
+// weights (Welcome, Model: broadcast_codec.h).
 #pragma once
 
 #include <bit>

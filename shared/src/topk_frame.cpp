@@ -1,7 +1,16 @@
 // The topk tensor frame (sparsified SGD, Stich et al. 2018; Lin et al.
-// 2018): k little-endian uint32 indices, strictly increasing and below
-// `count`, then their k float32 values; every other entry decodes to 0. k
-// is the frame's size / 8, at most count (see tensor_frames.h).
+// 2018), all little-endian:
+//
+//   uint32 k             entries sent, 0..count
+//   k float32 values     value j belongs to index j
+//   k LEB128 varints     index 0, then gap j = index j - index j-1 >= 1
+//
+// Every other entry decodes to 0. A varint carries 7 bits a byte, low bits
+// first, the top bit set on every byte but its last; at most 5 bytes (an
+// index or gap below 2^32) and in its shortest form. Sorted indices make
+// the gaps small: at topk:0.01 most take one byte, so an entry costs about
+// 5 bytes instead of 8 (uint32 index + float32 value). The values come
+// first so they stay 4-byte aligned in the frame. See tensor_frames.h.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -10,6 +19,53 @@
 #include "tensor_frames.h"
 
 namespace fedsgd::wire::tensor_frames {
+namespace {
+
+constexpr std::size_t kMaxVarintBytes = 5;
+
+std::size_t VarintBytes(std::uint32_t v) {
+  std::size_t n = 1;
+  while (v >= 0x80u) v >>= 7, ++n;
+  return n;
+}
+
+unsigned char* StoreVarint(unsigned char* p, std::uint32_t v) {
+  while (v >= 0x80u) {
+    *p++ = static_cast<unsigned char>(v | 0x80u);
+    v >>= 7;
+  }
+  *p++ = static_cast<unsigned char>(v);
+  return p;
+}
+
+enum class VarintStatus { kOk, kTruncated, kTooLong, kNotShortest };
+
+// Reads one varint at p (before end) into v, advancing p.
+VarintStatus LoadVarint(const unsigned char*& p, const unsigned char* end, std::uint32_t& v) {
+  if (p < end && *p < 0x80u) {  // the common case: one byte
+    v = *p++;
+    return VarintStatus::kOk;
+  }
+  std::uint32_t value = 0;
+  for (std::size_t i = 0; i < kMaxVarintBytes; ++i) {
+    if (p == end) return VarintStatus::kTruncated;
+    const std::uint32_t byte = *p++;
+    if (i == kMaxVarintBytes - 1 && byte > 0x0fu) return VarintStatus::kTooLong;  // >= 2^32
+    value |= (byte & 0x7fu) << (7 * i);
+    if (byte < 0x80u) {
+      if (byte == 0 && i > 0) return VarintStatus::kNotShortest;
+      v = value;
+      return VarintStatus::kOk;
+    }
+  }
+  return VarintStatus::kTooLong;  // unreachable: the 5th byte is <= 0x0f
+}
+
+DecodeError Fail(RejectReason reason, std::string detail) {
+  return DecodeError{reason, "topk frame: " + std::move(detail)};
+}
+
+}  // namespace
 
 std::vector<std::uint8_t> EncodeTopK(std::span<const float> values, std::size_t k) {
   k = std::min(k, values.size());
@@ -25,45 +81,74 @@ std::vector<std::uint8_t> EncodeTopK(std::span<const float> values, std::size_t 
                    larger);
   order.resize(k);
   std::sort(order.begin(), order.end());
-  std::vector<std::uint8_t> bytes(k * 8);
+  std::size_t size = 4 + 4 * k;
+  for (std::size_t j = 0; j < k; ++j) size += VarintBytes(j ? order[j] - order[j - 1] : order[0]);
+  std::vector<std::uint8_t> bytes(size);
+  StoreLe32(bytes.data(), static_cast<std::uint32_t>(k));
+  unsigned char* gaps = bytes.data() + 4 + 4 * k;
   for (std::size_t j = 0; j < k; ++j) {
-    StoreLe32(&bytes[4 * j], order[j]);
-    StoreLe32(&bytes[4 * (k + j)], std::bit_cast<std::uint32_t>(values[order[j]]));
+    StoreLe32(&bytes[4 + 4 * j], std::bit_cast<std::uint32_t>(values[order[j]]));
+    gaps = StoreVarint(gaps, j ? order[j] - order[j - 1] : order[0]);
   }
   return bytes;
 }
 
 std::optional<DecodeError> DecodeTopK(const zmq::message_t& frame, std::uint64_t count,
                                       std::vector<float>& out) {
-  if (frame.size() % 8 != 0) {
-    return DecodeError{RejectReason::kWrongSize, "topk frame of " + std::to_string(frame.size()) +
-                                                     " bytes is not whole (index, value) pairs"};
-  }
-  const std::uint64_t k = frame.size() / 8;
-  if (k > count) {
-    return DecodeError{RejectReason::kWrongSize, "topk frame holds " + std::to_string(k) +
-                                                     " entries for " + std::to_string(count) +
-                                                     " values"};
+  const std::uint64_t size = frame.size();
+  if (size < 4) {
+    return Fail(RejectReason::kWrongSize,
+                std::to_string(size) + " bytes, too short for its entry count");
   }
   const auto* in = static_cast<const unsigned char*>(frame.data());
-  const unsigned char* values = in + 4 * k;
+  const std::uint64_t k = LoadLe32(in);
+  if (k > count) {
+    return Fail(RejectReason::kWrongSize,
+                "holds " + std::to_string(k) + " entries for " + std::to_string(count) + " values");
+  }
+  // Each entry takes 4 bytes of value and 1 to 5 of varint.
+  if (size < 4 + 5 * k || size > 4 + 9 * k) {
+    return Fail(RejectReason::kWrongSize,
+                std::to_string(size) + " bytes cannot hold " + std::to_string(k) + " entries (" +
+                    std::to_string(4 + 5 * k) + ".." + std::to_string(4 + 9 * k) + " bytes)");
+  }
+  const unsigned char* values = in + 4;
+  const unsigned char* p = values + 4 * k;
+  const unsigned char* const end = in + size;
   out.assign(count, 0.0f);
-  std::uint64_t next = 0;  // the smallest index allowed next: sorted and unique
+  std::uint64_t index = 0;
   for (std::uint64_t j = 0; j < k; ++j) {
-    const std::uint32_t index = LoadLe32(in + 4 * j);
-    if (index < next || index >= count) {
-      return DecodeError{RejectReason::kBadField,
-                         "topk index " + std::to_string(j) + " (" + std::to_string(index) +
-                             ") is " +
-                             (index >= count ? "out of range" : "not above the one before")};
+    std::uint32_t gap = 0;
+    switch (LoadVarint(p, end, gap)) {
+      case VarintStatus::kOk:
+        break;
+      case VarintStatus::kTruncated:
+        return Fail(RejectReason::kWrongSize,
+                    "ends inside the varint of index " + std::to_string(j));
+      case VarintStatus::kTooLong:
+        return Fail(RejectReason::kBadField,
+                    "the varint of index " + std::to_string(j) + " exceeds 32 bits");
+      case VarintStatus::kNotShortest:
+        return Fail(RejectReason::kBadField,
+                    "the varint of index " + std::to_string(j) + " is not in its shortest form");
     }
-    next = std::uint64_t{index} + 1;
+    if (j > 0 && gap == 0) {
+      return Fail(RejectReason::kBadField,
+                  "index " + std::to_string(j) + " is not above the one before");
+    }
+    index += gap;  // index < count (bounded by the limits), gap < 2^32: no overflow
+    if (index >= count) {
+      return Fail(RejectReason::kBadField, "index " + std::to_string(j) + " (" +
+                                               std::to_string(index) + ") is out of range");
+    }
     const float v = std::bit_cast<float>(LoadLe32(values + 4 * j));
     if (!std::isfinite(v)) {
-      return DecodeError{RejectReason::kNonFinite,
-                         "topk value " + std::to_string(j) + " is not finite"};
+      return Fail(RejectReason::kNonFinite, "value " + std::to_string(j) + " is not finite");
     }
     out[index] = v;
+  }
+  if (p != end) {
+    return Fail(RejectReason::kWrongSize, std::to_string(end - p) + " bytes after the last index");
   }
   return std::nullopt;
 }

@@ -82,6 +82,40 @@ std::vector<float>* Tensor(Message& m) {
   return nullptr;
 }
 
+// How the message's tensor travels; nullptr for a message without one.
+EncodedTensor* Encoded(Message& m) {
+  if (auto* w = std::get_if<Welcome>(&m)) return &w->encoded;
+  if (auto* o = std::get_if<Model>(&m)) return &o->encoded;
+  if (auto* u = std::get_if<Update>(&m)) return &u->encoded;
+  return nullptr;
+}
+
+// A tensor's "encoding" and the fields it needs (update_codec.h); no
+// "encoding" means fp32. Updates may take every encoding, weights (Welcome,
+// Model: broadcast_codec.h) fp32 or fp16.
+EncodedTensor ReadEncoding(Reader& r, const json& h, bool weights) {
+  EncodedTensor t;
+  if (!h.contains("encoding")) return t;
+  const std::string encoding = weights ? r.OneOf("encoding", {"fp32", "fp16"})
+                                       : r.OneOf("encoding", {"fp32", "fp16", "int8", "topk"});
+  for (const auto e : {TensorEncoding::kFp32, TensorEncoding::kFp16, TensorEncoding::kInt8,
+                       TensorEncoding::kTopK}) {
+    if (encoding == ToString(e)) t.encoding = e;
+  }
+  if (t.encoding != TensorEncoding::kFp32) t.count = r.Uint("count");
+  if (t.encoding == TensorEncoding::kInt8) {
+    t.block = static_cast<std::uint32_t>(r.Uint("block", 1, kMaxInt8Block));
+  }
+  return t;
+}
+
+void WriteEncoding(const EncodedTensor& t, json& h) {
+  if (t.encoding == TensorEncoding::kFp32) return;
+  h["encoding"] = ToString(t.encoding);
+  h["count"] = t.count;
+  if (t.encoding == TensorEncoding::kInt8) h["block"] = t.block;
+}
+
 // The message a well-formed header describes, or why it is not one.
 std::variant<Message, DecodeError> ReadHeader(const json& h) {
   auto fail = [](RejectReason reason, std::string detail) {
@@ -114,6 +148,7 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
     w.round = r.Uint("round");
     w.publish_endpoint = r.String("publish_endpoint");
     w.heartbeat_ms = r.Int("heartbeat_ms", 10, 3600 * 1000);
+    w.encoded = ReadEncoding(r, h, /*weights=*/true);
     message = std::move(w);
   } else if (kind == "heartbeat") {
     message = Heartbeat{r.Device(),       r.OneOf("state", {"idle", "training", "sending"}),
@@ -122,8 +157,12 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
   } else if (kind == "fetch_model") {
     message = FetchModel{r.Device()};
   } else if (kind == "model") {
-    message =
-        Model{r.String("run_id"), r.Uint("model_version"), r.Uint("round"), r.Bool("final"), {}};
+    message = Model{r.String("run_id"),
+                    r.Uint("model_version"),
+                    r.Uint("round"),
+                    r.Bool("final"),
+                    {},
+                    ReadEncoding(r, h, /*weights=*/true)};
   } else if (kind == "update") {
     Update u{r.Device(),
              r.Uint("round"),
@@ -139,18 +178,7 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
       u.evaluation = HeldOutEvaluation{r.Double("eval_loss", 0), r.Double("eval_accuracy", 0, 1),
                                        r.Uint("eval_samples", 1, kMaxHeldOutSamples)};
     }
-    // A compressed tensor (update_codec.h); no "encoding" means fp32.
-    if (h.contains("encoding")) {
-      const std::string encoding = r.OneOf("encoding", {"fp32", "fp16", "int8", "topk"});
-      for (const auto e : {TensorEncoding::kFp32, TensorEncoding::kFp16, TensorEncoding::kInt8,
-                           TensorEncoding::kTopK}) {
-        if (encoding == ToString(e)) u.encoded.encoding = e;
-      }
-      if (u.encoded.encoding != TensorEncoding::kFp32) u.encoded.count = r.Uint("count");
-      if (u.encoded.encoding == TensorEncoding::kInt8) {
-        u.encoded.block = static_cast<std::uint32_t>(r.Uint("block", 1, kMaxInt8Block));
-      }
-    }
+    u.encoded = ReadEncoding(r, h, /*weights=*/false);
     message = std::move(u);
   } else if (kind == "ack") {
     message = Ack{r.Uint("round"), r.Uint("model_version"), r.String("detail")};
@@ -207,6 +235,7 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["round"] = m.round;
           h["publish_endpoint"] = m.publish_endpoint;
           h["heartbeat_ms"] = m.heartbeat_ms;
+          WriteEncoding(m.encoded, h);
         } else if constexpr (std::is_same_v<T, Heartbeat>) {
           h["device"] = m.device;
           h["state"] = m.state;
@@ -221,6 +250,7 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["model_version"] = m.model_version;
           h["round"] = m.round;
           h["final"] = m.final;
+          WriteEncoding(m.encoded, h);
         } else if constexpr (std::is_same_v<T, Update>) {
           h["device"] = m.device;
           h["round"] = m.round;
@@ -234,11 +264,7 @@ std::vector<zmq::message_t> Encode(Message message) {
             h["eval_accuracy"] = m.evaluation->accuracy;
             h["eval_samples"] = m.evaluation->samples;
           }
-          if (m.encoded.encoding != TensorEncoding::kFp32) {
-            h["encoding"] = ToString(m.encoded.encoding);
-            h["count"] = m.encoded.count;
-            if (m.encoded.encoding == TensorEncoding::kInt8) h["block"] = m.encoded.block;
-          }
+          WriteEncoding(m.encoded, h);
         } else if constexpr (std::is_same_v<T, Ack>) {
           h["round"] = m.round;
           h["model_version"] = m.model_version;
@@ -252,13 +278,21 @@ std::vector<zmq::message_t> Encode(Message message) {
   std::vector<zmq::message_t> frames;
   frames.reserve(2);
   frames.push_back(HeaderFrame(h));
-  auto* update = std::get_if<Update>(&message);
-  if (update && update->encoded.encoding != TensorEncoding::kFp32) {
-    frames.push_back(BytesFrame(std::move(update->encoded.bytes)));
+  EncodedTensor* encoded = Encoded(message);
+  if (encoded && encoded->encoding != TensorEncoding::kFp32) {
+    frames.push_back(BytesFrame(std::move(encoded->bytes)));
   } else if (std::vector<float>* tensor = Tensor(message)) {
     frames.push_back(tensor_frames::Fp32Frame(std::move(*tensor)));
   }
   return frames;
+}
+
+std::optional<DecodeError> DecodeTensor(const EncodedTensor& tensor, std::vector<float>& out,
+                                        const Limits& limits) {
+  const zmq::message_t frame(tensor.bytes.data(), tensor.bytes.size());
+  if (tensor.encoding == TensorEncoding::kFp32)
+    return tensor_frames::DecodeFp32(frame, limits, out);
+  return ReadEncodedTensor(frame, tensor, limits, out);
 }
 
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
@@ -303,16 +337,21 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
                     (tensor ? " needs a tensor frame after its header" : " takes no tensor frame"));
   }
   if (tensor) {
-    auto* update = std::get_if<Update>(&message);
-    const TensorEncoding encoding = update ? update->encoded.encoding : TensorEncoding::kFp32;
-    if (update && limits.update_encoding && encoding != *limits.update_encoding) {
-      return fail(RejectReason::kBadField, "update encoded as " + std::string(ToString(encoding)) +
+    const EncodedTensor& encoded = *Encoded(message);
+    const TensorEncoding encoding = encoded.encoding;
+    // A Welcome carries the plan its encoding is checked against (wire.h).
+    std::optional<TensorEncoding> required;
+    if (std::holds_alternative<Update>(message)) required = limits.update_encoding;
+    if (std::holds_alternative<Model>(message)) required = limits.model_encoding;
+    if (required && encoding != *required) {
+      return fail(RejectReason::kBadField, std::string(KindName(message)) + " encoded as " +
+                                               std::string(ToString(encoding)) +
                                                ", the plan's is " +
-                                               std::string(ToString(*limits.update_encoding)));
+                                               std::string(ToString(*required)));
     }
     auto error = encoding == TensorEncoding::kFp32
                      ? tensor_frames::DecodeFp32(frames[1], limits, *tensor)
-                     : ReadEncodedTensor(frames[1], update->encoded, limits, *tensor);
+                     : ReadEncodedTensor(frames[1], encoded, limits, *tensor);
     if (error) return DecodeResult{std::move(*error)};
   }
   return DecodeResult{std::move(message)};

@@ -160,5 +160,19 @@ TEST(CoordinatorOptionsTest, ClassWeightingFlagBecomesThePlanField) {
   EXPECT_THROW(Parse({"--class-weighting", "balanced"}), CLI::ValidationError);
 }
 
+TEST(CoordinatorOptionsTest, BroadcastCodecFlagBecomesThePlanField) {
+  EXPECT_EQ(Parse({}).ToPlan().broadcast_codec, "fp32");
+  EXPECT_EQ(Parse({"--broadcast-codec", "fp16"}).ToPlan().ToJson().at("broadcast_codec"), "fp16");
+  for (const std::string bad : {"int8", "fp64"}) {
+    try {
+      Parse({"--broadcast-codec", bad}).ToPlan();
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--broadcast-codec"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("fp32 or fp16"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fedsgd

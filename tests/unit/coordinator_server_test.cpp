@@ -19,6 +19,7 @@
 #include <zmq_addon.hpp>
 
 #include "fedsgd/error.h"
+#include "fedsgd/socket_options.h"
 
 namespace fedsgd {
 namespace {
@@ -593,7 +594,9 @@ TEST_F(CoordinatorServerTest, UpdatesMustArriveInThePlansCodec) {
 // limit must let it through.
 TEST_F(CoordinatorServerTest, ATopKUpdateLargerThanFp32IsReceived) {
   options_.min_devices = 1;
-  options_.model = "softmax:20000-2";  // 40,002 parameters: frames beyond 64 KiB
+  // 80,002 parameters: topk:1's frame (4 + 5 P bytes: every gap 1) is
+  // larger than fp32's 4 P plus the 64 KiB of slack.
+  options_.model = "softmax:40000-2";
   options_.update_codec = "topk:1";
   StartServer();
   auto dealer = Dealer();
@@ -603,7 +606,8 @@ TEST_F(CoordinatorServerTest, ATopKUpdateLargerThanFp32IsReceived) {
   std::mt19937_64 rng(1);
   u.encoded = wire::EncodeTensor(wire::UpdateCodec::Parse("topk:1"),
                                  std::vector<float>(w.params.size(), 0.001f), rng);
-  EXPECT_EQ(u.encoded.bytes.size(), 8 * w.params.size());
+  EXPECT_EQ(u.encoded.bytes.size(), 4 + 5 * w.params.size());
+  EXPECT_GT(static_cast<std::int64_t>(u.encoded.bytes.size()), MaxFrameBytes(w.params.size()));
   Expect<wire::Ack>(Ask(*dealer, std::move(u)));
 }
 

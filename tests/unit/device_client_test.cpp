@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "fedsgd/broadcast_codec.h"
 #include "fedsgd/model.h"
 
 namespace fedsgd {
@@ -96,7 +97,11 @@ class FakeCoordinator {
   }
 
   void Publish(wire::Message message) { wire::Send(pub_, std::move(message)); }
-  wire::Model CurrentModel() const { return {run_id, version, round, final, params}; }
+  // The model as the coordinator sends it: in the plan's broadcast_codec.
+  wire::Model CurrentModel() const { return {run_id, version, round, final, params, Weights()}; }
+  wire::EncodedTensor Weights() const {
+    return wire::EncodeWeights(wire::ParseBroadcastCodec(plan.broadcast_codec), params);
+  }
 
   // The fake's state, as a coordinator would hold it.
   Plan plan;
@@ -139,10 +144,11 @@ class FakeCoordinator {
           }
           continue;
         }
-        wire::Send(router_,
-                   wire::Welcome{j->device, run_id, plan.ToJson(), version, round,
-                                 "tcp://*:" + std::to_string(pub_port()), heartbeat_ms, params},
-                   &id);
+        wire::Send(
+            router_,
+            wire::Welcome{j->device, run_id, plan.ToJson(), version, round,
+                          "tcp://*:" + std::to_string(pub_port()), heartbeat_ms, params, Weights()},
+            &id);
       } else if (!Known(m)) {
         ++unknown;
         wire::Send(router_, wire::Reject{wire::RejectReason::kUnknownDevice, "join first"}, &id);
@@ -565,7 +571,73 @@ TEST(DeviceClientTest, SendsItsUpdateInThePlansCodec) {
   }
   EXPECT_EQ(sent, 3u);
   c.Stop();
-  EXPECT_NE(c.log().find("update sent (24 bytes)"), std::string::npos) << c.log();
+  // The count, 3 float32 values and 3 one-byte varints (indices < 15).
+  EXPECT_NE(c.log().find("update sent (19 bytes)"), std::string::npos) << c.log();
+}
+
+// Issue 10: with the plan's broadcast_codec fp16 the device trains from
+// the fp16-rounded model it received and sends its delta against that, so
+// its update is exactly the one an fp32 broadcast of the rounded weights
+// gives. A Model in another encoding than the plan's is dropped.
+TEST(DeviceClientTest, TrainsFromTheFp16ModelItReceived) {
+  const Dataset data = Blobs(120);
+  std::vector<float> expected;
+  {
+    FakeCoordinator fake;
+    const std::vector<float> exact = fake.params;
+    for (float& w : fake.params) w = wire::HalfToFloat(wire::FloatToHalf(w));
+    ASSERT_NE(fake.params, exact);  // the rounding is visible
+    RunningClient c(fake.endpoint(), data);
+    ASSERT_TRUE(fake.ServeUntil([&] { return !fake.updates.empty(); }));
+    expected = fake.updates[0].payload;
+  }
+  FakeCoordinator fake;
+  fake.plan.broadcast_codec = "fp16";
+  RunningClient c(fake.endpoint(), data);
+  ASSERT_TRUE(fake.ServeUntil([&] { return !fake.updates.empty(); }));
+  EXPECT_EQ(fake.updates[0].payload, expected);
+  EXPECT_EQ(c.client().bad_messages(), 0u);
+
+  // An fp32 Model for a newer round, although the plan says fp16.
+  wire::Model fp32 = fake.CurrentModel();
+  fp32.encoded = {};
+  fp32.model_version = fake.version + 1;
+  fp32.round = 9;
+  const auto until = Clock::now() + 3s;
+  while (c.client().bad_messages() < 1 && Clock::now() < until) {
+    fake.Publish(fp32);
+    fake.ServeUntil([] { return false; }, 50ms);
+  }
+  EXPECT_GE(c.client().bad_messages(), 1u);
+  c.Stop();
+  EXPECT_NE(c.log().find("bad_field: model encoded as fp32, the plan's is fp16"), std::string::npos)
+      << c.log();
+  for (const wire::Update& u : fake.updates) EXPECT_NE(u.round, 9u);
+}
+
+// A Welcome whose weights are not in the broadcast_codec of the plan it
+// carries is a plan this device cannot use: it does not train from it.
+TEST(DeviceClientTest, RefusesAWelcomeNotInItsPlansBroadcastCodec) {
+  const Dataset data = Blobs(60);
+  FakeCoordinator fake;
+  Plan fp16 = fake.plan;
+  fp16.broadcast_codec = "fp16";
+  int welcomes = 0;
+  fake.on_join = [&](const wire::Join& j) {
+    ++welcomes;
+    return wire::Encode(wire::Welcome{j.device, fake.run_id, fp16.ToJson(), fake.version,
+                                      fake.round, "tcp://*:" + std::to_string(fake.pub_port()),
+                                      fake.heartbeat_ms, fake.params});
+  };
+  RunningClient c(fake.endpoint(), data);
+  ASSERT_TRUE(fake.ServeUntil([&] { return welcomes >= 1; }));
+  fake.ServeUntil([] { return false; }, 300ms);
+  c.Stop();
+  EXPECT_TRUE(fake.updates.empty());
+  EXPECT_NE(c.log().find("the welcome's model is encoded as fp32, its plan's broadcast_codec is "
+                         "fp16"),
+            std::string::npos)
+      << c.log();
 }
 
 }  // namespace

@@ -344,5 +344,30 @@ TEST(PlanTest, RejectsBadAsyncValuesWithTheFlag) {
   bad([](Plan& p) { p.dp_noise_multiplier = 1; }, "--dp-noise-multiplier");
 }
 
+TEST(PlanTest, BroadcastCodecRoundTripsDefaultsToFp32AndKeepsOldJson) {
+  EXPECT_EQ(Plan{}.broadcast_codec, "fp32");
+  EXPECT_FALSE(Plan{}.ToJson().contains("broadcast_codec")) << "fp32 plans keep their old JSON";
+  EXPECT_EQ(Plan::FromJson(Plan{}.ToJson()).broadcast_codec, "fp32");
+  Plan p;
+  p.broadcast_codec = "fp16";
+  const nlohmann::json j = p.ToJson();
+  EXPECT_EQ(j.at("broadcast_codec"), "fp16");
+  EXPECT_EQ(Plan::FromJson(j).broadcast_codec, "fp16");
+  EXPECT_EQ(Plan::FromJson(j).ToJson(), j);
+  for (const std::string bad : {"int8", "topk:0.01", "FP16", "fp16 ", ""}) {
+    nlohmann::json stored = j;
+    stored["broadcast_codec"] = bad;
+    try {
+      Plan::FromJson(stored);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--broadcast-codec"), std::string::npos) << e.what();
+    }
+  }
+  nlohmann::json mistyped = j;
+  mistyped["broadcast_codec"] = 16;
+  EXPECT_THROW(Plan::FromJson(mistyped), Error);
+}
+
 }  // namespace
 }  // namespace fedsgd

@@ -206,7 +206,49 @@ TEST(UpdateCodecTest, CompressedSizesAreAsDocumented) {
   const std::vector<float> values = Gaussian(n, 2);
   EXPECT_EQ(Compressed("fp16", values).encoded.bytes.size(), 2 * n);
   EXPECT_EQ(Compressed("int8", values).encoded.bytes.size(), n + 4 * ((n + 255) / 256));
-  EXPECT_EQ(Compressed("topk:0.01", values).encoded.bytes.size(), 8u * 1018);
+  // topk: a count, 1018 float32 values and 1018 varint gaps; random
+  // indices a mean 100 apart take 1 byte (gap < 128) or 2.
+  const std::size_t topk = Compressed("topk:0.01", values).encoded.bytes.size();
+  EXPECT_GE(topk, 4u + 5 * 1018);
+  EXPECT_LE(topk, 4u + 6 * 1018);
+  EXPECT_LE(topk, TopKFrameBytesAtMost(1018));
+  // Issue 10: the whole message, header included, >= 50x below fp32's.
+  const auto frames = Encode(Compressed("topk:0.01", values));
+  EXPECT_LE(50 * (frames[0].size() + frames[1].size()), 4 * n);
+}
+
+TEST(UpdateCodecTest, TopKFrameLayoutIsCountValuesThenVarintGaps) {
+  std::vector<float> values(70000, 0.0f);
+  // The first index 0, then gaps 1, 127, 128, 16384, 53359: varints of 1,
+  // 2 and 3 bytes.
+  const std::vector<std::uint32_t> at = {0, 1, 128, 256, 16640, 69999};
+  for (std::size_t j = 0; j < at.size(); ++j) values[at[j]] = static_cast<float>(j + 1);
+  const Update u = Compressed("topk:0.0000857", values);
+  ASSERT_EQ(UpdateCodec::Parse("topk:0.0000857").TopKCount(values.size()), 6u);
+  const std::vector<std::uint8_t> expected = [&] {
+    std::vector<std::uint8_t> b(4 + 4 * 6);
+    PutLe32(b, 0, 6);
+    for (std::size_t j = 0; j < 6; ++j)
+      PutLe32(b, 4 + 4 * j, std::bit_cast<std::uint32_t>(static_cast<float>(j + 1)));
+    // 0, 1, 127, 128, 16384, 53359 as LEB128.
+    const std::vector<std::uint8_t> varints = {0x00, 0x01, 0x7f, 0x80, 0x01, 0x80,
+                                               0x80, 0x01, 0xef, 0xa0, 0x03};
+    for (const std::uint8_t byte : varints) b.push_back(byte);
+    return b;
+  }();
+  EXPECT_EQ(TensorBytes(u), expected);
+  EXPECT_EQ(RoundTrip(u, Limits{values.size()}).payload, values);
+}
+
+TEST(UpdateCodecTest, TopKOfEveryEntryAndOfLargeIndicesRoundTrips) {
+  const std::vector<float> values = Gaussian(1000, 11);
+  EXPECT_EQ(RoundTrip(Compressed("topk:1", values)).payload, values);
+  // One entry at the end of a large tensor: a 3-byte first index.
+  std::vector<float> sparse(1u << 20, 0.0f);
+  sparse.back() = -4;
+  const Update u = Compressed("topk:0.0000001", sparse);
+  EXPECT_EQ(TensorBytes(u).size(), 4u + 4 + 3);
+  EXPECT_EQ(RoundTrip(u).payload, sparse);
 }
 
 TEST(UpdateCodecTest, RefusesAnEncodingThatIsNotThePlans) {
@@ -297,47 +339,87 @@ TEST(UpdateCodecTest, RefusesMalformedInt8Frames) {
 }
 
 TEST(UpdateCodecTest, RefusesMalformedTopKFrames) {
-  std::vector<float> values(100, 0.0f);
+  std::vector<float> values(200, 0.0f);
   values[10] = 1;
   values[20] = -2;
-  values[30] = 3;
-  const Update u = Compressed("topk:0.03", values);  // indices 10, 20, 30
+  values[150] = 3;
+  const Update u = Compressed("topk:0.015", values);  // indices 10, 20, 150
   const auto keep = [](json&) {};
-  std::vector<std::uint8_t> bytes = TensorBytes(u);
-  ASSERT_EQ(bytes.size(), 24u);
-  const Update back = RoundTrip(u);
-  EXPECT_EQ(back.payload, values);
+  // k = 3, values 1, -2, 3, then the gaps 10, 10, 130 (two bytes).
+  const std::vector<std::uint8_t> good = TensorBytes(u);
+  ASSERT_EQ(good.size(), 4u + 12 + 4);
+  EXPECT_EQ(std::vector<std::uint8_t>(good.begin() + 16, good.end()),
+            (std::vector<std::uint8_t>{10, 10, 0x82, 0x01}));
+  EXPECT_EQ(RoundTrip(u).payload, values);
 
-  bytes.pop_back();
-  EXPECT_EQ(Refused(Tampered(u, keep, bytes)).reason, RejectReason::kWrongSize);
   struct Case {
     const char* what;
-    std::size_t at;  // byte offset of the 32-bit word to overwrite
-    std::uint32_t value;
+    std::vector<std::uint8_t> tensor;
     RejectReason reason;
   };
+  const auto with = [&](std::size_t at, std::vector<std::uint8_t> bytes) {
+    std::vector<std::uint8_t> b = good;
+    b.resize(std::max(b.size(), at + bytes.size()));
+    std::copy(bytes.begin(), bytes.end(), b.begin() + static_cast<std::ptrdiff_t>(at));
+    return b;
+  };
+  const auto count = [&](std::uint32_t k) {
+    std::vector<std::uint8_t> b = good;
+    PutLe32(b, 0, k);
+    return b;
+  };
+  const auto value = [&](std::size_t j, std::uint32_t bits) {
+    std::vector<std::uint8_t> b = good;
+    PutLe32(b, 4 + 4 * j, bits);
+    return b;
+  };
+  const auto gaps = [&](const std::vector<std::uint8_t>& varints) {
+    std::vector<std::uint8_t> b = good;
+    b.resize(16);  // the count and the values
+    for (const std::uint8_t byte : varints) b.push_back(byte);
+    return b;
+  };
   const std::vector<Case> cases = {
-      {"unsorted", 0, 25, RejectReason::kBadField},
-      {"duplicate", 4, 10, RejectReason::kBadField},
-      {"out of range", 8, 100, RejectReason::kBadField},
-      {"far out of range", 8, 0xffffffffu, RejectReason::kBadField},
-      {"NaN value", 16, 0x7fc00000u, RejectReason::kNonFinite},
-      {"Inf value", 20, 0xff800000u, RejectReason::kNonFinite},
+      {"empty frame", {}, RejectReason::kWrongSize},
+      {"count cut short", {3, 0, 0}, RejectReason::kWrongSize},
+      {"more entries than values", count(201), RejectReason::kWrongSize},
+      {"count 2^32 - 1", count(0xffffffffu), RejectReason::kWrongSize},
+      {"too short for k varints", count(4), RejectReason::kWrongSize},
+      {"too long for k varints", with(good.size(), std::vector<std::uint8_t>(12, 1)),
+       RejectReason::kWrongSize},
+      {"a byte after the last varint", with(good.size(), {0}), RejectReason::kWrongSize},
+      {"ends inside a varint", gaps({10, 10, 0x82, 0x81}), RejectReason::kWrongSize},
+      {"repeated index", gaps({10, 0, 0x82, 0x01}), RejectReason::kBadField},
+      {"index == count", gaps({10, 10, 0xb4, 0x01}), RejectReason::kBadField},
+      {"index far out of range", gaps({10, 10, 0xff, 0xff, 0xff, 0xff, 0x0f}),
+       RejectReason::kBadField},
+      {"first index out of range", gaps({0xc8, 0x01, 1, 1}), RejectReason::kBadField},
+      {"varint over 32 bits", gaps({10, 10, 0xff, 0xff, 0xff, 0xff, 0x1f}),
+       RejectReason::kBadField},
+      {"varint of 6 bytes", gaps({10, 10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}),
+       RejectReason::kBadField},
+      {"varint not shortest", gaps({10, 10, 0x8a, 0x00}), RejectReason::kBadField},
+      {"5-byte zero", gaps({0x80, 0x80, 0x80, 0x80, 0x00, 10, 130}), RejectReason::kBadField},
+      {"NaN value", value(1, 0x7fc00000u), RejectReason::kNonFinite},
+      {"Inf value", value(2, std::bit_cast<std::uint32_t>(-kInf)), RejectReason::kNonFinite},
   };
   for (const Case& c : cases) {
-    bytes = TensorBytes(u);
-    PutLe32(bytes, c.at, c.value);
-    EXPECT_EQ(Refused(Tampered(u, keep, bytes)).reason, c.reason) << c.what;
+    EXPECT_EQ(Refused(Tampered(u, keep, c.tensor)).reason, c.reason) << c.what;
   }
-  // More entries than the dense count.
+  // More entries than the dense count (the header's count, this time).
   const auto small = [](json& h) { h["count"] = 2; };
   EXPECT_EQ(Refused(Tampered(u, small)).reason, RejectReason::kWrongSize);
   // No entries at all is a zero update, and well-formed.
-  const std::vector<std::uint8_t> none;
-  auto frames = Tampered(u, keep, none);
+  auto frames = Tampered(u, keep, std::vector<std::uint8_t>{0, 0, 0, 0});
   DecodeResult r = Decode(frames);
-  ASSERT_TRUE(r.ok());
-  EXPECT_EQ(std::get<Update>(r.message()).payload, std::vector<float>(100, 0.0f));
+  ASSERT_TRUE(r.ok()) << r.error().detail;
+  EXPECT_EQ(std::get<Update>(r.message()).payload, std::vector<float>(200, 0.0f));
+  // A lone entry: k = 1, the value 1.0f, the first index 299 in 2 bytes.
+  std::vector<float> one(300, 0.0f);
+  one[299] = 1;
+  const Update last = Compressed("topk:0.001", one);
+  EXPECT_EQ(TensorBytes(last),
+            (std::vector<std::uint8_t>{1, 0, 0, 0, 0, 0, 0x80, 0x3f, 0xab, 0x02}));
 }
 
 TEST(UpdateCodecTest, EncodingIsDeterministicForAGivenRngSeed) {

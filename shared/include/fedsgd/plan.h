@@ -58,6 +58,9 @@
 // the buffer opens). docs/protocol.md "Asynchronous mode". The async_* keys
 // and mode appear in the JSON only for an async plan, so synchronous plans
 // read and compare as they did before.
+//
+// broadcast_codec says how the coordinator sends weights to daemons
+// (fp32 | fp16, see broadcast_codec.h): in the JSON only when not fp32.
 #pragma once
 
 #include <cstdint>
@@ -83,7 +86,8 @@ struct Plan {
   double prox_mu = 0;
   double eval_fraction = 0.1;
   double logit_adjustment = 0;
-  std::string update_codec = "fp32";  // fp32 | fp16 | int8 | topk:F
+  std::string update_codec = "fp32";     // fp32 | fp16 | int8 | topk:F
+  std::string broadcast_codec = "fp32";  // fp32 | fp16
 
   // DP-FedAvg (McMahan et al. 2018); noise multiplier 0 = off.
   double dp_noise_multiplier = 0;

@@ -10,10 +10,12 @@
 //               q = x / scale * 127 rounded stochastically (QSGD, Alistarh
 //               et al. 2017), so the decoded value q * scale / 127 is an
 //               unbiased estimate of x within one step (scale / 127) of it.
-//   topk:F      the ceil(F * P) entries of largest magnitude (0 < F <= 1) as
-//               sorted uint32 indices plus float32 values; the daemon keeps
-//               what it did not send and adds it to its next update (error
-//               feedback, daemon/update_compressor.h).
+//   topk:F      the k = ceil(F * P) entries of largest magnitude
+//               (0 < F <= 1): k, their float32 values, then their sorted
+//               indices as LEB128 varint gaps (topk_frame.cpp), about 5
+//               bytes an entry at F = 0.01; the daemon keeps what it did
+//               not send and adds it to its next update (error feedback,
+//               daemon/update_compressor.h).
 //
 // EncodeTensor only compresses; the wire (wire.h, Update::encoded) frames
 // the result and Decode validates and expands it back to float32.
@@ -56,6 +58,10 @@ struct UpdateCodec {
   // when params > 0.
   std::size_t TopKCount(std::size_t params) const;
 };
+
+// The largest topk frame of k entries: a uint32 count, k float32 values and
+// k varints of at most 5 bytes. What a receiver's frame limit must allow.
+constexpr std::size_t TopKFrameBytesAtMost(std::size_t k) { return 4 + 9 * k; }
 
 // An update's tensor, compressed. On the wire: header fields "encoding",
 // "count" (= count) and, for int8, "block"; then `bytes` as the tensor frame.

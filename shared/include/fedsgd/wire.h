@@ -7,8 +7,10 @@
 // "v" (kProtocolVersion), "kind" and the message's fields; then zero or one
 // tensor frame of raw little-endian float32, never re-encoded as text. An
 // Update's tensor may instead travel compressed (fp16, int8, topk; see
-// update_codec.h): its header then names the "encoding" and the dense
-// "count"; a header without "encoding" is fp32, as before. On a
+// update_codec.h), and a Welcome's or Model's weights in fp16 (the plan's
+// broadcast_codec, broadcast_codec.h): the header then names the
+// "encoding" and the dense "count"; a header without "encoding" is fp32,
+// as before. On a
 // ROUTER the peer's routing-id frame comes first; a DEALER sends no empty
 // delimiter frame. Update's `kind` travels as "update_kind", since "kind"
 // names the message.
@@ -16,9 +18,10 @@
 // Decode() validates everything before anything is used: frame count, CBOR,
 // version, kind, every field's presence, type and range, the tensor's size,
 // and that every float is finite; a compressed tensor's layout too (sizes,
-// finite non-negative scales, sorted unique in-range indices). A bad message yields a DecodeError
-// with a RejectReason whose name is stable (metrics and logs use it), never an exception or a
-// crash.
+// finite non-negative scales, sorted unique in-range indices, bounded
+// varints, the exact frame length). A bad message yields a DecodeError with
+// a RejectReason whose name is stable (metrics and logs use it), never an
+// exception or a crash.
 //
 // Thread-safety: every function is reentrant and shares no state. A
 // zmq::socket_t passed to Send / ReceiveFrames must be used by one thread
@@ -90,6 +93,8 @@ struct Welcome {
   std::string publish_endpoint;
   int heartbeat_ms = 1000;  // 10..3,600,000
   std::vector<float> params;
+  // How params travel: fp32 (the default) or fp16, as Update::encoded.
+  EncodedTensor encoded{};
 };
 
 // Daemon -> coordinator every heartbeat_ms; replied with Ack.
@@ -114,6 +119,8 @@ struct Model {
   std::uint64_t round = 0;  // the round open for training, 0 = none
   bool final = false;       // the run is finished
   std::vector<float> params;
+  // How params travel: fp32 (the default) or fp16, as Update::encoded.
+  EncodedTensor encoded{};
 };
 
 // Federated evaluation (Plan::eval_fraction): how the global model the
@@ -175,6 +182,9 @@ struct Limits {
   // The only encoding an Update may arrive in (the plan's update_codec);
   // another is refused as bad_field. nullopt: any.
   std::optional<TensorEncoding> update_encoding{};
+  // The same for a Model (the plan's broadcast_codec). A Welcome is not
+  // bound by it: it carries the plan its encoding is checked against.
+  std::optional<TensorEncoding> model_encoding{};
 };
 
 struct DecodeError {
@@ -196,10 +206,20 @@ struct DecodeResult {
 // CBOR, not a map, invalid UTF-8, nesting too deep), oversize (header over
 // 64 KiB, tensor over limits.max_params), bad_version, unknown_kind,
 // bad_field (also: an Update encoded otherwise than limits.update_encoding,
-// a negative int8 scale or a -128, unsorted, repeated or out-of-range topk
-// indices), wrong_size, non_finite. Never throws (std::bad_alloc aside)
+// a Model otherwise than limits.model_encoding, a Welcome or Model in
+// another encoding than fp32 or fp16, a negative int8 scale or a -128,
+// repeated or out-of-range topk indices, a topk varint over 32 bits or not
+// in its shortest form), wrong_size (also: a compressed frame of another
+// length than its layout), non_finite. Never throws (std::bad_alloc aside)
 // and never reads outside the frames. The frames are left unchanged.
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits = {});
+
+// Validates and expands one tensor as Decode does a message's, with
+// tensor.count bounded by limits (fp32: the bytes' own length). For the
+// sender's own tensors (e.g. what an EncodeTensor result delivers), so it
+// copies the bytes once. Returns nullopt with `out` filled, or the error.
+std::optional<DecodeError> DecodeTensor(const EncodedTensor& tensor, std::vector<float>& out,
+                                        const Limits& limits = {});
 
 // Encodes and sends a message without blocking, preceded by routing_id when
 // given (ROUTER sockets). Returns true when queued; false when the socket
