@@ -443,10 +443,9 @@ void DeviceClient::StartTraining(std::uint64_t round) {
                                 ? DatasetView(flipped_)
                                 : DatasetView(shard_, split_.train);
   const DatasetView held_out(shard_, split_.eval);
-  job_ = std::make_unique<TrainingJob>(*plan_, train, params_, round, model_version_, threads_,
-                                       mode_, options_.seed,
-                                       held_out.size() > 0 ? &held_out : nullptr,
-                                       options_.slowdown);
+  job_ = std::make_unique<TrainingJob>(
+      *plan_, train, params_, round, model_version_, threads_, mode_, options_.seed,
+      held_out.size() > 0 ? &held_out : nullptr, options_.slowdown);
   job_run_id_ = run_id_;
   Log("round " + std::to_string(round) + ": training from model version " +
       std::to_string(model_version_));

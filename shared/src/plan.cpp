@@ -131,7 +131,7 @@ void Plan::Validate() const {
   require(!(async() && dp()),
           "mode async (--async) cannot be combined with differential privacy "
           "(--dp-noise-multiplier)");
-  ParseClassWeighting(class_weighting);    // throws, naming --class-weighting
+  ParseClassWeighting(class_weighting);  // throws, naming --class-weighting
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
