@@ -56,6 +56,8 @@ class CoordinatorServer {
   std::int64_t run_id() const { return manager_ ? manager_->run_id() : 0; }
 
  private:
+  // Upper bounds of the round-duration histogram, in seconds.
+  static constexpr double kDurationBuckets[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
   double Now() const;
   void HandleRequest(wire::BoundedFrames& request);
   // Refuses a Join over a limit (rate, samples, device cap); true if refused.
