@@ -17,7 +17,9 @@ void DeviceClient::TrainNextAsync() {
   // One update in flight per device: the next job waits for the answer to
   // the last one, so a coordinator that falls behind slows its fleet down
   // instead of queueing ever staler updates.
-  if (!Async() || job_ || update_in_flight_ || finished_ || announced_round_ == 0) return;
+  if (!Async() || !joined_ || job_ || update_in_flight_ || finished_ || announced_round_ == 0) {
+    return;
+  }
   const std::uint64_t round = model_version_ + 1;  // async: each version's buffer
   if (round > last_trained_round_) StartTraining(round);
 }
