@@ -407,7 +407,10 @@ TEST_F(CoordinatorServerTest, ANonFiniteAggregateRefusesTheRound) {
   httplib::Client http("127.0.0.1", server_->http_port());
   const nlohmann::json status =
       WaitForJson([&] { return nlohmann::json::parse(http.Get("/v1/status")->body); },
-                  [](const nlohmann::json& j) { return j.value("rounds_refused", 0) == 1; });
+                  // The refusal and the reopening are published one after the other.
+                  [](const nlohmann::json& j) {
+                    return j.value("rounds_refused", 0) == 1 && j.value("open_round", 0) == 1;
+                  });
   EXPECT_EQ(status["rounds_refused"], 1);
   EXPECT_EQ(status["round"], 0);
   EXPECT_EQ(status["open_round"], 1) << "the same round opens again";
