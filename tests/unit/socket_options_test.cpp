@@ -21,11 +21,20 @@ TEST(SocketOptionsTest, SetsEveryLimit) {
   ApplySocketLimits(s, limits);
   EXPECT_EQ(s.get(zmq::sockopt::maxmsgsize), 64 * 1024 + 64 * 1024);
   EXPECT_EQ(s.get(zmq::sockopt::handshake_ivl), limits.handshake_ms);
-  EXPECT_EQ(s.get(zmq::sockopt::heartbeat_ivl), limits.heartbeat_interval_ms);
-  EXPECT_EQ(s.get(zmq::sockopt::heartbeat_timeout), limits.heartbeat_timeout_ms);
+  EXPECT_EQ(s.get(zmq::sockopt::heartbeat_ivl), 0) << "no ZMTP pings by default";
+  EXPECT_EQ(s.get(zmq::sockopt::tcp_keepalive), 1);
+  EXPECT_EQ(s.get(zmq::sockopt::tcp_keepalive_idle), 30);
+  EXPECT_EQ(s.get(zmq::sockopt::tcp_keepalive_intvl), 5);
+  EXPECT_EQ(s.get(zmq::sockopt::tcp_keepalive_cnt), 3);
   EXPECT_EQ(s.get(zmq::sockopt::sndhwm), 4);
   EXPECT_EQ(s.get(zmq::sockopt::rcvhwm), 5);
   EXPECT_EQ(MaxFrameBytes(1'000'000), 4'000'000 + 64 * 1024);
+
+  zmq::socket_t pinging(ctx, zmq::socket_type::dealer);
+  limits.heartbeat_interval_ms = 5000;
+  ApplySocketLimits(pinging, limits);
+  EXPECT_EQ(pinging.get(zmq::sockopt::heartbeat_ivl), 5000);
+  EXPECT_EQ(pinging.get(zmq::sockopt::heartbeat_timeout), limits.heartbeat_timeout_ms);
 }
 
 TEST(SocketOptionsTest, AFrameOverTheLimitIsDroppedByLibzmq) {
