@@ -2,7 +2,9 @@
 #include "coordinator_options.h"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
+#include <system_error>
 
 #include "aggregator.h"
 #include "checkpoint_store.h"
@@ -154,6 +156,34 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "Xie et al. 2019, Asynchronous Federated Optimization), hinge:A:B = 1 up to B, "
                  "then 1/(A(s-B)+1) (Xie et al. 2019), or constant")
       ->capture_default_str();
+  app.add_option("--clients-per-round", o.clients_per_round,
+                 "Device selection: a round is opened for --over-selection x N devices drawn "
+                 "uniformly at random (seeded by --seed, logged) among those online and closes "
+                 "with N updates; the others are told they are not selected. N is a count, or a "
+                 "fraction of the online devices when written with a point (0.1); 0 = every "
+                 "online device takes part (Bonawitz et al. 2019, Towards Federated Learning at "
+                 "Scale)")
+      ->capture_default_str();
+  app.add_option("--over-selection", o.over_selection,
+                 "Device selection: devices invited per round, as a multiple of "
+                 "--clients-per-round, so that dropouts do not stall it (1.3 in Bonawitz et al. "
+                 "2019)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 10.0));
+  app.add_option("--max-heartbeat-rate", o.max_heartbeat_rate,
+                 "Pace steering: heartbeats per second the coordinator asks of its idle "
+                 "devices in all; with more devices than this x --heartbeat-ms / 1000 the "
+                 "interval each is told to come back after grows with the fleet (a device "
+                 "training a round keeps --heartbeat-ms)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e6));
+  app.add_option("--upload-slots", o.upload_slots,
+                 "Flow control with device selection: updates the coordinator lets devices "
+                 "send at once; a device with an update asks first and is told to come back "
+                 "while the slots are taken, so the coordinator's memory does not grow with "
+                 "the round's size")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100000}));
   app.add_option("--broadcast-codec", o.broadcast_codec,
                  "How the coordinator sends the model to daemons (broadcasts, fetches, welcomes): "
                  "fp32, or fp16 (IEEE 754 binary16, half the bytes; the devices then train from "
@@ -321,6 +351,26 @@ Plan CoordinatorOptions::ToPlan() const {
   p.staleness_weight = staleness_weight;
   p.class_weighting = class_weighting;
   p.broadcast_codec = broadcast_codec;
+  p.over_selection = over_selection;
+  if (clients_per_round.find_first_of(".eE") == std::string::npos) {
+    long n = -1;
+    const char* end = clients_per_round.data() + clients_per_round.size();
+    const auto r = std::from_chars(clients_per_round.data(), end, n);
+    if (r.ec != std::errc{} || r.ptr != end || n < 0) {
+      throw Error("--clients-per-round '" + clients_per_round +
+                  "' is not a count (N >= 0) or a fraction in (0, 1)");
+    }
+    p.clients_per_round = n;
+  } else {
+    double f = -1;
+    const char* end = clients_per_round.data() + clients_per_round.size();
+    const auto r = std::from_chars(clients_per_round.data(), end, f);
+    if (r.ec != std::errc{} || r.ptr != end || !(f > 0 && f <= 1)) {
+      throw Error("--clients-per-round '" + clients_per_round +
+                  "' is not a count (N >= 0) or a fraction in (0, 1]");
+    }
+    p.clients_fraction = f;
+  }
   p.Validate();
   return p;
 }
@@ -333,17 +383,22 @@ void CoordinatorOptions::Check() const {
     throw Error("--dp-noise-multiplier needs --aggregator mean, not " + aggregator);
   const std::size_t parameters = plan.architecture().ParameterCount();
   // The buffers must hold at least the updates of --min-devices devices
-  // (in async mode, of one --buffer).
-  const std::size_t held = plan.async() ? std::max<std::size_t>(min_devices, buffer) : min_devices;
+  // (in async mode, of one --buffer; with device selection, of the N
+  // updates a round closes with).
+  std::size_t held = plan.async() ? std::max<std::size_t>(min_devices, buffer) : min_devices;
+  if (plan.selection()) held = std::min(held, plan.SelectionTarget(min_devices));
   const double need = AggregationBufferBytes(plan, held, parameters);
   if (need > aggregation_memory_mb * 1024 * 1024) {
     throw Error("--aggregator " + aggregator + " with --norm-bound " + norm_bound + " buffers " +
                 std::to_string(held) +
-                (plan.async() ? " (--min-devices or --buffer)" : " (--min-devices)") + " x " +
-                std::to_string(parameters) +
+                (plan.async()       ? " (--min-devices or --buffer)"
+                 : plan.selection() ? " (--clients-per-round)"
+                                    : " (--min-devices)") +
+                " x " + std::to_string(parameters) +
                 " parameters x 4 bytes = " + std::to_string(need / 1048576.0) +
                 " MiB, more than --aggregation-memory-mb " + std::to_string(aggregation_memory_mb) +
-                "; raise the limit, lower --min-devices or use --aggregator mean");
+                "; raise the limit, lower --min-devices or --clients-per-round, or use "
+                "--aggregator mean with --norm-bound off or fixed:B (they do not buffer)");
   }
   if (min_updates > min_devices) {
     throw Error("--min-updates (" + std::to_string(min_updates) +
@@ -412,6 +467,8 @@ RoundSettings CoordinatorOptions::ToRoundSettings() const {
   s.forget_offline_after = forget_offline_after;
   // Three missed heartbeats, and never less than 3 s (a busy board may be late).
   s.heartbeat_timeout = std::max(3.0, 3.0 * heartbeat_ms / 1000.0);
+  s.max_heartbeat_rate = max_heartbeat_rate;
+  s.upload_slots = upload_slots;
   return s;
 }
 

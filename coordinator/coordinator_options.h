@@ -70,6 +70,13 @@ struct CoordinatorOptions {
   std::string staleness_weight = "polynomial:0.5";
   std::string class_weighting = "none";
   std::string broadcast_codec = "fp32";
+  // Device selection (Plan::clients_per_round / clients_fraction): a count
+  // N, or a fraction in (0, 1); "0" = every online device.
+  std::string clients_per_round = "0";
+  double over_selection = 1.3;
+  // Pace steering and flow control (RoundSettings).
+  double max_heartbeat_rate = 500;
+  std::size_t upload_slots = 64;
   // Rounds.
   std::uint64_t rounds = 10;
   std::size_t min_devices = 1;

@@ -63,7 +63,7 @@ bool CoordinatorServer::CheckIdentity(zmq::message_t& frame, const wire::Message
   DeviceRegistry& devices = manager_->devices();
   devices.CountReject(user_id, wire::RejectReason::kIdentityMismatch);
   if (DeviceInfo* d = devices.Find(user_id); d && !keys_->Snapshot()->Authorized(user_id)) {
-    d->online = false;
+    devices.MarkOffline(*d);
   }
   log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: refused a "
        << wire::KindName(message) << ": identity_mismatch: " << detail << "\n";
@@ -90,7 +90,7 @@ void CoordinatorServer::ApplyKeyChanges(std::atomic<bool>* reload) {
   // does not re-ask ZAP): CheckIdentity refuses its messages from now on.
   for (const auto& [id, device] : manager_->devices().devices()) {
     if (device.online && !keys->Authorized(id)) {
-      manager_->devices().Find(id)->online = false;
+      manager_->devices().MarkOffline(*manager_->devices().Find(id));
       log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: device " << id
            << ": key removed from " << options_.authorized_keys << ", marked offline\n";
     }

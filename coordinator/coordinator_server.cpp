@@ -90,6 +90,10 @@ void CoordinatorServer::Start() {
   manager_ =
       std::make_unique<RoundManager>(plan_, settings, run.run_id, run.round, std::move(run.params),
                                      MakeAggregator(plan_), std::move(run.state));
+  if (plan_.selection()) {
+    // A grant unused for three heartbeats is the device's loss, not a slot's.
+    uploads_.emplace(settings.upload_slots, std::max(5.0, 3.0 * options_.heartbeat_ms / 1000.0));
+  }
   if (plan_.async() && run.round > 0) {
     // Updates committed before a restart must not be applied again when
     // their devices, unsure whether they arrived, send them once more.
@@ -135,6 +139,11 @@ void CoordinatorServer::Start() {
   // A reply to a full queue or a vanished peer fails (and is counted)
   // instead of being dropped silently.
   router_.set(zmq::sockopt::router_mandatory, 1);
+  // A fleet coming up (or back after a restart) connects all at once; with
+  // libzmq's backlog of 100 the kernel drops the SYNs beyond it and those
+  // devices wait out TCP's retransmission (1 s, 3 s, 7 s...).
+  router_.set(zmq::sockopt::backlog, 4096);
+  pub_.set(zmq::sockopt::backlog, 4096);
   pub_.set(zmq::sockopt::linger, 0);
   limits.send_hwm = 8;  // a slow subscriber misses old models, it does not pile them up
   limits.receive_hwm = -1;
@@ -194,12 +203,17 @@ std::string CoordinatorServer::listen_endpoint() const { return bound_listen_; }
 std::string CoordinatorServer::publish_endpoint() const { return bound_publish_; }
 
 void CoordinatorServer::Reply(const zmq::message_t& routing_id, wire::Message message) {
+  Reply(routing_id, wire::Encode(std::move(message)));
+}
+
+void CoordinatorServer::Reply(const zmq::message_t& routing_id,
+                              std::vector<zmq::message_t> frames) {
   // libzmq learns that a peer has read its queue (the high-water mark's
   // count) from commands a send processes at most once a millisecond; with
   // a queue of 4 that lag alone would refuse replies to a peer that reads.
   // Asking for ZMQ_EVENTS processes them now.
   (void)router_.get(zmq::sockopt::events);
-  const bool sent = wire::Send(router_, std::move(message), &routing_id);
+  const bool sent = wire::SendFrames(router_, std::move(frames), &routing_id);
   if (!sent) {
     ++replies_dropped_;
     Warn("reply_dropped")
@@ -217,6 +231,11 @@ void CoordinatorServer::Housekeeping(double now) {
     log_ << LogPriority(LogLevel::kWarning) << "fedsgd-coordinator: " << held.key << ": "
          << warnings_.Summary(held.count) << "\n";
   }
+  monitor_->Poll();
+  // The scans below visit every device: ten times a second is often enough
+  // (silence is measured in seconds), however many messages the loop handles.
+  if (now - last_sweep_ < 0.1) return;
+  last_sweep_ = now;
   DeviceRegistry& devices = manager_->devices();
   for (const std::string& id : devices.ExpireSilent(now)) {
     Warn("device_silent") << "fedsgd-coordinator: device " << id << " went silent, marked offline, "
@@ -229,7 +248,6 @@ void CoordinatorServer::Housekeeping(double now) {
          << ") that never spoke after joining or stayed offline too long, " << devices.size()
          << " known\n";
   }
-  monitor_->Poll();
 }
 
 bool CoordinatorServer::RefuseJoin(const wire::Join& join, const zmq::message_t& routing_id,
@@ -331,8 +349,16 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
     // real port (a "0.0.0.0" host the daemon replaces with the one it used).
     w.publish_endpoint = publish_endpoint();
     w.heartbeat_ms = options_.heartbeat_ms;
-    AttachWeights(w.params, w.encoded);
-    Reply(routing_id, std::move(w));
+    // Device selection: a device not invited to the open round gets no
+    // weights now (a large fleet's joins would cost a model each); it
+    // fetches them when invited.
+    if (plan_.selection() && !manager_->Participates(join->device)) {
+      w.encoded.encoding = broadcast_encoding_;
+      w.encoded.count = 0;
+      Reply(routing_id, std::move(w));
+    } else {
+      Reply(routing_id, WithWeights(std::move(w)));
+    }
   } else if (auto* beat = std::get_if<wire::Heartbeat>(&message)) {
     DeviceInfo* d = devices.Touch(beat->device, now);
     if (!d) return unknown(beat->device);
@@ -343,7 +369,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
     d->samples_per_second = beat->samples_per_second;
     d->progress = beat->progress;
     if (beat->loss > 0) d->last_loss = beat->loss;
-    Reply(routing_id, wire::Ack{manager_->open_round(), manager_->version(), ""});
+    Reply(routing_id, HeartbeatAck(*d, *beat, now));
   } else if (auto* fetch = std::get_if<wire::FetchModel>(&message)) {
     DeviceInfo* d = devices.Touch(fetch->device, now);
     if (!d) return unknown(fetch->device);
@@ -360,9 +386,9 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
                   manager_->open_round(),
                   manager_->done(),
                   {}};
-    AttachWeights(m.params, m.encoded);
-    Reply(routing_id, std::move(m));
+    Reply(routing_id, WithWeights(std::move(m)));
   } else if (auto* update = std::get_if<wire::Update>(&message)) {
+    if (uploads_) uploads_->Release(update->device);
     const auto refused = manager_->OnUpdate(*update, bytes, now);
     receive_seconds_ += Since(t0);
     if (DeviceInfo* d = devices.Find(update->device)) d->active = true;
@@ -387,28 +413,99 @@ void CoordinatorServer::Broadcast(bool final) {
   const auto t0 = Clock::now();
   wire::Model m{
       std::to_string(manager_->run_id()), manager_->version(), manager_->open_round(), final, {}};
-  AttachWeights(m.params, m.encoded);
-  wire::Send(pub_, std::move(m));
+  wire::SendFrames(pub_, WithWeights(std::move(m)));
   last_broadcast_seconds_ = Since(t0);
 }
 
-void CoordinatorServer::AttachWeights(std::vector<float>& params, wire::EncodedTensor& encoded) {
-  if (broadcast_encoding_ == wire::TensorEncoding::kFp32) {
-    params = manager_->params();
-    bytes_out_ += params.size() * sizeof(float);
-  } else {
-    encoded = wire::EncodeWeights(broadcast_encoding_, manager_->params());
-    bytes_out_ += encoded.bytes.size();
+std::vector<zmq::message_t> CoordinatorServer::WithWeights(wire::Message message) {
+  if (!weights_frame_ || weights_version_ != manager_->version()) {
+    // Once per model version, in the plan's broadcast_codec (fp32 stays
+    // the truth here).
+    wire::Model m;
+    if (broadcast_encoding_ == wire::TensorEncoding::kFp32) {
+      m.params = manager_->params();
+    } else {
+      m.encoded = wire::EncodeWeights(broadcast_encoding_, manager_->params());
+    }
+    weights_encoding_ = m.encoded.encoding;
+    weights_count_ = manager_->params().size();
+    std::vector<zmq::message_t> frames = wire::Encode(std::move(m));
+    weights_frame_ = std::make_unique<zmq::message_t>(std::move(frames.back()));
+    weights_version_ = manager_->version();
   }
+  wire::EncodedTensor* encoded = nullptr;
+  if (auto* w = std::get_if<wire::Welcome>(&message)) encoded = &w->encoded;
+  if (auto* m = std::get_if<wire::Model>(&message)) encoded = &m->encoded;
+  encoded->encoding = weights_encoding_;
+  encoded->count = weights_count_;
+  std::vector<zmq::message_t> frames = wire::Encode(std::move(message));
+  // zmq_msg_copy shares the buffer (reference-counted): every message of
+  // this version points at the one frame, however many are queued.
+  frames.back().copy(*weights_frame_);
+  bytes_out_ += weights_frame_->size();
   ++models_sent_;
+  return frames;
 }
 
 void CoordinatorServer::OpenRound() {
   const std::uint64_t round = manager_->OpenRound(Now(), UnixNow());
-  log_ << "fedsgd-coordinator: round " << round << " open for " << manager_->participants()
-       << " device(s)" << std::endl;
+  if (!plan_.selection()) {
+    log_ << "fedsgd-coordinator: round " << round << " open for " << manager_->participants()
+         << " device(s)" << std::endl;
+  }
   Broadcast(false);
+  Invite();
   PublishStatus();
+}
+
+void CoordinatorServer::Invite() {
+  const std::uint64_t round = manager_->open_round();
+  if (!round) return;
+  if (uploads_) uploads_->Clear();
+  const nlohmann::json selection = manager_->selection();
+  if (selection.is_null()) return;
+  log_ << "fedsgd-coordinator: round " << round << " open: invited "
+       << selection["invited"].get<std::size_t>() << " of "
+       << selection["online"].get<std::size_t>() << " online device(s) to close with "
+       << manager_->quorum_target() << " update(s) (selection seed "
+       << selection["seed"].get<std::string>() << ")" << std::endl;
+  DeviceRegistry& devices = manager_->devices();
+  for (const auto& [id, info] : devices.devices()) {
+    if (!manager_->Participates(id) || info.routing_id.empty()) continue;
+    DeviceInfo* d = devices.Find(id);
+    d->heartbeat_ms = options_.heartbeat_ms;
+    const zmq::message_t routing_id(info.routing_id.data(), info.routing_id.size());
+    Reply(routing_id,
+          wire::Ack{round, manager_->version(), "invited", true, options_.heartbeat_ms});
+  }
+}
+
+wire::Ack CoordinatorServer::HeartbeatAck(DeviceInfo& d, const wire::Heartbeat& beat, double now) {
+  wire::Ack ack{manager_->open_round(), manager_->version(), ""};
+  const bool participates = manager_->Participates(d.id);
+  if (plan_.selection() && ack.round) ack.selected = participates;
+  // Pace steering: a device busy with the open round reports at the base
+  // interval; the others come back as often as the fleet's size allows.
+  const RoundSettings& settings = manager_->settings();
+  const bool busy = participates && (beat.state != "idle" || beat.round < ack.round);
+  const int base = options_.heartbeat_ms, before = d.heartbeat_ms;
+  d.heartbeat_ms =
+      busy ? base
+           : IdleHeartbeatMs(base, manager_->devices().online(), settings.max_heartbeat_rate, d.id);
+  // Said whenever it is not (or was not) the base, and always with selection.
+  if (plan_.selection() || d.heartbeat_ms != base || (before != 0 && before != base)) {
+    ack.heartbeat_ms = d.heartbeat_ms;
+  }
+  if (uploads_ && beat.state == "sending" && participates && beat.round == ack.round) {
+    const std::size_t target = manager_->quorum_target(), accepted = manager_->accepted();
+    const std::size_t invited = manager_->participants();
+    ack.upload = uploads_->Grant(d.id, now, target > accepted ? target - accepted : 0);
+    if (!*ack.upload) {
+      ack.retry_ms =
+          UploadRetryMs(invited > accepted ? invited - accepted : 0, uploads_->slots(), d.id);
+    }
+  }
+  return ack;
 }
 
 void CoordinatorServer::CloseRound() {
@@ -508,10 +605,11 @@ void CoordinatorServer::CloseRound() {
   }
   log_ << summary << std::endl;
   notifier_.Status(summary);
-  if (open_next) {
+  if (open_next && !plan_.selection()) {
     log_ << "fedsgd-coordinator: round " << manager_->open_round() << " open for "
          << manager_->participants() << " device(s)" << std::endl;
   }
+  if (open_next) Invite();
   receive_seconds_ = 0;
   PublishStatus();
 }

@@ -27,6 +27,7 @@
 #include "fedsgd/dataset.h"
 #include "fedsgd/log_limiter.h"
 #include "fedsgd/service_notifier.h"
+#include "flow_control.h"
 #include "http_api.h"
 #include "key_store.h"
 #include "round_manager.h"
@@ -68,6 +69,7 @@ class CoordinatorServer {
   // Summaries of held-back warnings, and devices forgotten; each loop turn.
   void Housekeeping(double now);
   void Reply(const zmq::message_t& routing_id, wire::Message message);
+  void Reply(const zmq::message_t& routing_id, std::vector<zmq::message_t> frames);
   // CURVE: key store, ZAP handler and socket options; the warning when
   // --insecure exposes a keyless coordinator. Before the binds.
   void SetUpSecurity();
@@ -80,11 +82,18 @@ class CoordinatorServer {
   // devices whose key was removed offline.
   void ApplyKeyChanges(std::atomic<bool>* reload);
   void Broadcast(bool final);
-  // The current weights into a Welcome's or Model's params / encoded, in
-  // the plan's broadcast_codec (fp32 stays the truth here); counts the
-  // bytes and the model sent.
-  void AttachWeights(std::vector<float>& params, wire::EncodedTensor& encoded);
+  // A Welcome or Model (with empty params) encoded with the current
+  // weights in the plan's broadcast_codec; counts the bytes and the model
+  // sent. The weights' frame is built once per model version and shared by
+  // reference (zmq_msg_copy), so a thousand fetch replies or welcomes
+  // queued at once hold one copy of the model, not a thousand.
+  std::vector<zmq::message_t> WithWeights(wire::Message message);
   void OpenRound();
+  // Device selection: tells every device invited to the round just opened
+  // (an Ack with selected = true, pushed on the ROUTER); after its broadcast.
+  void Invite();
+  // The Ack for a heartbeat: the open round, selection, pace, upload slot.
+  wire::Ack HeartbeatAck(DeviceInfo& device, const wire::Heartbeat& beat, double now);
   void CloseRound();
   void PublishStatus();
   std::string Metrics() const;
@@ -120,7 +129,8 @@ class CoordinatorServer {
   std::unique_ptr<HttpApi> http_;
   std::chrono::steady_clock::time_point start_;
   std::unique_ptr<ConnectionMonitor> monitor_;
-  std::optional<TokenBucket> joins_;  // --max-joins-per-second
+  std::optional<TokenBucket> joins_;    // --max-joins-per-second
+  std::optional<UploadSlots> uploads_;  // device selection's flow control
   LogLimiter warnings_;
   std::ostream discard_{nullptr};  // writes nothing: where held-back warnings go
 
@@ -134,6 +144,16 @@ class CoordinatorServer {
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;    // the tensor frames of welcomes, broadcasts, fetch replies
   std::uint64_t models_sent_ = 0;  // those messages
+  // PublishStatus: when the device list was last published, and the fleet
+  // size above which it is published only every 2 s.
+  double devices_published_at_ = -1e9;
+  static constexpr std::size_t kLargeFleet = 1000;
+  double last_sweep_ = -1e9;  // Housekeeping's last scan for silent devices
+  // WithWeights' shared tensor frame, of model version weights_version_.
+  std::unique_ptr<zmq::message_t> weights_frame_;
+  std::uint64_t weights_version_ = 0;
+  wire::TensorEncoding weights_encoding_ = wire::TensorEncoding::kFp32;
+  std::size_t weights_count_ = 0;
   std::uint64_t updates_accepted_ = 0;
   std::uint64_t updates_clipped_ = 0;   // by the norm bound, in this process
   std::uint64_t rounds_committed_ = 0;  // by this process

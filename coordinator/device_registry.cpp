@@ -1,6 +1,8 @@
 // DeviceRegistry (see device_registry.h).
 #include "device_registry.h"
 
+#include <algorithm>
+
 namespace fedsgd {
 
 nlohmann::json DeviceInfo::ToJson(double now) const {
@@ -22,7 +24,8 @@ nlohmann::json DeviceInfo::ToJson(double now) const {
           {"last_staleness", last_staleness},
           {"samples_per_second", samples_per_second},
           {"progress", progress},
-          {"round", round}};
+          {"round", round},
+          {"heartbeat_ms", heartbeat_ms}};
 }
 
 DeviceInfo& DeviceRegistry::Join(const wire::Join& join, const std::string& routing_id,
@@ -34,6 +37,7 @@ DeviceInfo& DeviceRegistry::Join(const wire::Join& join, const std::string& rout
   d.software = join.software;
   d.threads = join.threads;
   d.samples = join.samples;
+  if (!d.online) ++online_;
   d.online = true;
   d.state = "idle";
   d.last_seen = now;
@@ -50,6 +54,7 @@ bool DeviceRegistry::Admits(const std::string& id) const {
 DeviceInfo* DeviceRegistry::Touch(const std::string& id, double now) {
   DeviceInfo* d = Find(id);
   if (d) {
+    if (!d->online) ++online_;
     d->online = true;
     d->last_seen = now;
   }
@@ -85,8 +90,9 @@ void DeviceRegistry::CountReject(const std::string& id, wire::RejectReason reaso
 std::vector<std::string> DeviceRegistry::ExpireSilent(double now) {
   std::vector<std::string> expired;
   for (auto& [id, d] : devices_) {
-    if (d.online && now - d.last_seen > timeout_) {
-      d.online = false;
+    const double allowed = std::max(timeout_, 3.0 * d.heartbeat_ms / 1000.0);
+    if (d.online && now - d.last_seen > allowed) {
+      MarkOffline(d);
       expired.push_back(id);
     }
   }
@@ -100,6 +106,7 @@ std::vector<std::string> DeviceRegistry::Forget(double now) {
     const bool never_spoke = !d.active && now - d.joined_at > kSilentJoinTimeouts * timeout_;
     const bool long_gone = !d.online && now - d.last_seen > forget_offline_after_;
     if (never_spoke || long_gone) {
+      if (d.online) --online_;
       forgotten.push_back(it->first);
       it = devices_.erase(it);
     } else {
@@ -110,10 +117,9 @@ std::vector<std::string> DeviceRegistry::Forget(double now) {
   return forgotten;
 }
 
-std::size_t DeviceRegistry::online() const {
-  std::size_t n = 0;
-  for (const auto& [id, d] : devices_) n += d.online;
-  return n;
+void DeviceRegistry::MarkOffline(DeviceInfo& d) {
+  if (d.online) --online_;
+  d.online = false;
 }
 
 std::uint64_t DeviceRegistry::rejected_total() const {

@@ -50,6 +50,10 @@ struct DeviceInfo {
   std::uint64_t round = 0;  // the round the device last reported
   double joined_at = 0;     // its latest Join
   bool active = false;      // sent a heartbeat or an update since its latest Join
+  // Pace steering: the heartbeat interval (ms) this device was last told to
+  // keep, 0 = the coordinator's --heartbeat-ms; it is offline after the
+  // longer of the registry's timeout and 3 of these intervals of silence.
+  int heartbeat_ms = 0;
   // FetchModel requests this device may make: each answer is a whole model.
   TokenBucket fetches{kFetchesPerSecond, kFetchBurst};
 
@@ -93,7 +97,12 @@ class DeviceRegistry {
   // offline too long (see above); returns their ids.
   std::vector<std::string> Forget(double now);
 
-  std::size_t online() const;
+  // Devices online now; kept as a count (constant time: it is asked for at
+  // every heartbeat).
+  std::size_t online() const { return online_; }
+  // Marks a device offline (its key was removed, say); it is online again
+  // at its next Join or Touch. Only this may clear DeviceInfo::online.
+  void MarkOffline(DeviceInfo& device);
   std::size_t size() const { return devices_.size(); }
   const std::map<std::string, DeviceInfo>& devices() const { return devices_; }
   const std::map<std::string, std::uint64_t>& rejected_by_reason() const { return rejects_; }
@@ -107,6 +116,7 @@ class DeviceRegistry {
   std::size_t max_devices_;
   double forget_offline_after_;
   std::uint64_t forgotten_ = 0;
+  std::size_t online_ = 0;
   std::map<std::string, DeviceInfo> devices_;
   std::map<std::string, std::uint64_t> rejects_;  // all refused messages, by reason
 };

@@ -1,5 +1,7 @@
 // fedsgd-coordinator: collects model updates from the daemons of a fleet,
 // averages them, checkpoints to SQLite and broadcasts new weights.
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
@@ -44,6 +46,15 @@ std::optional<int> Parse(CLI::App& app, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Updates and models are hundreds of KB each, allocated by libzmq's I/O
+  // thread and freed by the loop. glibc's threshold for serving such
+  // blocks with mmap rises after the first free of one (up to 32 MiB), and
+  // from then on they come from the heap and the freed pages stay resident;
+  // a fixed threshold keeps every block of 256 KiB and more mapped, so it
+  // goes back to the system when freed and the peak resident size follows
+  // what is really held (bench/fleet_load.cpp measures it).
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  mallopt(M_ARENA_MAX, 2);
   CLI::App app{
       "fedsgd-coordinator: runs federated training rounds. Daemons join over ZeroMQ; each "
       "round's updates are averaged, committed to SQLite with the round record, and the new "

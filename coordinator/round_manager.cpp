@@ -1,12 +1,32 @@
 // RoundManager (see round_manager.h and docs/protocol.md).
 #include "round_manager.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <random>
 
 #include "fedsgd/error.h"
 
 namespace fedsgd {
+namespace {
+
+// SplitMix64's finaliser: spreads (seed, run, round) over the generator's seed.
+std::uint64_t Mix(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+std::string Hex(std::uint64_t x) {
+  char text[19];
+  std::snprintf(text, sizeof text, "0x%016llx", static_cast<unsigned long long>(x));
+  return text;
+}
+
+}  // namespace
 
 const char* ToString(RunPhase phase) {
   switch (phase) {
@@ -121,6 +141,12 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
     return refuse(RejectReason::kDuplicate, "already sent an update trained from model version " +
                                                 std::to_string(u.model_version));
   }
+  if (plan_.selection() && !participants_.count(u.device)) {
+    return refuse(RejectReason::kNotSelected,
+                  "not selected for round " + std::to_string(open_round()) + " (" +
+                      std::to_string(participants_.size()) + " of " +
+                      std::to_string(online_at_open_) + " online devices were)");
+  }
   if (u.samples > device->samples) {  // the sample count weights the update: never trust it more
     return refuse(RejectReason::kSamplesExceeded, std::to_string(u.samples) + " samples claimed, " +
                                                       std::to_string(device->samples) +
@@ -173,15 +199,33 @@ std::uint64_t RoundManager::OpenRound(double now, double unix_now) {
   deadline_ = now + settings_.round_timeout;
   started_at_ = unix_now;
   participants_.clear();
+  std::vector<std::string> online;
   for (const auto& [id, d] : devices_.devices()) {
-    if (d.online) participants_.insert(id);
+    if (d.online) online.push_back(id);
   }
+  online_at_open_ = online.size();
+  if (plan_.selection()) {
+    // A partial Fisher-Yates shuffle over the ids in their (sorted) order:
+    // uniform, and the same for the same seed and fleet.
+    selection_target_ = plan_.SelectionTarget(online.size());
+    const auto invited = std::min(
+        online.size(), static_cast<std::size_t>(std::ceil(plan_.over_selection *
+                                                          static_cast<double>(selection_target_))));
+    selection_seed_ =
+        Mix(Mix(plan_.seed ^ Mix(static_cast<std::uint64_t>(run_id_))) ^ (version_ + 1));
+    std::mt19937_64 rng(selection_seed_);
+    for (std::size_t i = 0; i < invited; ++i) {
+      std::uniform_int_distribution<std::size_t> pick(i, online.size() - 1);
+      std::swap(online[i], online[pick(rng)]);
+    }
+    online.resize(invited);
+  }
+  participants_.insert(online.begin(), online.end());
   accepted_.clear();
   contributions_.clear();
   if (plan_.async()) {
-    const std::size_t online = participants_.size();
-    buffer_target_ =
-        plan_.async_buffer > 0 ? static_cast<std::size_t>(plan_.async_buffer) : (online + 1) / 2;
+    buffer_target_ = plan_.async_buffer > 0 ? static_cast<std::size_t>(plan_.async_buffer)
+                                            : (participants_.size() + 1) / 2;
   }
   rejected_in_round_ = 0;
   bytes_in_round_ = 0;
@@ -201,9 +245,17 @@ std::size_t RoundManager::quorum_target() const {
     const DeviceInfo* d = devices_.Find(id);
     online += d && d->online;
   }
-  const auto target =
-      static_cast<std::size_t>(std::ceil(settings_.quorum * static_cast<double>(online)));
+  auto target = static_cast<std::size_t>(std::ceil(settings_.quorum * static_cast<double>(online)));
+  if (plan_.selection()) target = std::min(target, selection_target_);
   return std::max(target, settings_.min_updates);
+}
+
+nlohmann::json RoundManager::selection() const {
+  if (!plan_.selection() || !open_) return nullptr;
+  return {{"online", online_at_open_},
+          {"invited", participants_.size()},
+          {"target", selection_target_},
+          {"seed", Hex(selection_seed_)}};
 }
 
 bool RoundManager::ShouldClose(double now) const {
@@ -252,6 +304,7 @@ ClosedRound RoundManager::CloseRound(double unix_now) {
             : static_cast<double>(sum) / static_cast<double>(contributions_.size());
     aggregation["staleness_max"] = most;
   }
+  if (plan_.selection()) aggregation["selection"] = selection();
   r.aggregation = std::move(aggregation);
   r.aggregate_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -22,6 +22,14 @@
 // an earlier process already committed (duplicate), so nothing is applied
 // twice.
 //
+// Device selection (plan.selection(); Bonawitz et al. 2019): OpenRound
+// invites ceil(over_selection x N) of the online devices, drawn uniformly at
+// random with a generator seeded by (plan seed, run, round): the same fleet
+// gives the same choice, and the seed is in the round's record. The round
+// closes with N updates (fewer if invited devices went offline: quorum x
+// those online); an update from a device not invited is refused
+// (not_selected).
+//
 // When the plan asks for differential privacy (plan.dp()), the aggregator
 // given is wrapped in a DpAggregator, and each closed round's record carries
 // its privacy figures (record.privacy, see PrivacyJson) including the state
@@ -57,6 +65,11 @@ struct RoundSettings {
   std::size_t min_updates = 1;   // updates needed to close at the deadline
   double round_timeout = 60;     // seconds
   double heartbeat_timeout = 3;  // seconds of silence before a device is offline
+  // Pace steering and flow control (the coordinator's, not the plan's):
+  // heartbeats per second asked of idle devices in all, and updates that
+  // may be on their way at once with device selection.
+  double max_heartbeat_rate = 500;
+  std::size_t upload_slots = 64;
 
   // The device registry's bounds (see device_registry.h): devices held at
   // most, and seconds offline before a device is forgotten.
@@ -117,7 +130,16 @@ class RoundManager {
   std::uint64_t open_round() const { return open_ ? version_ + 1 : 0; }
   std::size_t accepted() const { return contributions_.size(); }
   std::size_t participants() const { return participants_.size(); }
-  // Synchronous: ceil(quorum x online participants), at least min_updates.
+  // Whether the device takes part in the open round: invited, with device
+  // selection; online when it opened, without.
+  bool Participates(const std::string& device) const {
+    return open_ && participants_.count(device) > 0;
+  }
+  // Device selection of the open round: {online, invited, target, seed};
+  // null without selection or round.
+  nlohmann::json selection() const;
+  // Synchronous: ceil(quorum x online participants), at least min_updates;
+  // with device selection at most N (plan.SelectionTarget).
   // Asynchronous: the buffer size K (plan.async_buffer, or half the devices
   // online when the buffer opened), at least min_updates.
   std::size_t quorum_target() const;
@@ -154,6 +176,10 @@ class RoundManager {
   double deadline_ = 0;
   double started_at_ = 0;  // unix
   std::set<std::string> participants_;
+  // Device selection of the open round.
+  std::size_t online_at_open_ = 0;
+  std::size_t selection_target_ = 0;  // N
+  std::uint64_t selection_seed_ = 0;
   // (device, model version trained from) of this round's updates, and in
   // async mode of those the last max_staleness versions applied.
   using UpdateKey = std::pair<std::string, std::uint64_t>;

@@ -10,16 +10,19 @@
 
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace fedsgd {
 
 class StatusBoard {
  public:
-  void Publish(nlohmann::json status, nlohmann::json devices, std::string metrics) {
+  // devices nullopt: the previous device list stays (a large fleet's list
+  // is refreshed less often than the status).
+  void Publish(nlohmann::json status, std::optional<nlohmann::json> devices, std::string metrics) {
     std::lock_guard lock(mutex_);
     status_ = std::move(status);
-    devices_ = std::move(devices);
+    if (devices) devices_ = std::move(*devices);
     metrics_ = std::move(metrics);
   }
   nlohmann::json status() const {

@@ -203,7 +203,7 @@ wire::Limits DeviceClient::ModelLimits() const {
   // A Model in another encoding than the plan's broadcast_codec means a
   // confused coordinator: dropped as bad_field (a Welcome is checked
   // against its own plan in CheckPlan).
-  wire::Limits limits{params_.size()};
+  wire::Limits limits{parameter_count_};
   limits.model_encoding = wire::ParseBroadcastCodec(plan_->broadcast_codec);
   return limits;
 }
@@ -232,7 +232,9 @@ std::optional<std::string> DeviceClient::CheckPlan(const wire::Welcome& w, Plan&
              std::string(wire::ToString(w.encoded.encoding)) + ", its plan's broadcast_codec is " +
              plan.broadcast_codec;
     }
-    if (w.params.size() != arch.ParameterCount()) {
+    // With device selection a welcome may come without weights: the
+    // device fetches them when it is invited.
+    if (w.params.size() != arch.ParameterCount() && !(plan.selection() && w.params.empty())) {
       return "the welcome's model has " + std::to_string(w.params.size()) +
              " parameters, the plan's " + arch.ToString() + " has " +
              std::to_string(arch.ParameterCount());
@@ -248,6 +250,14 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   ++joins_;
   backoff_.Reset();
   heartbeat_ms_ = w.heartbeat_ms;
+  // A (re)started coordinator selects afresh; an update that waited for a
+  // slot is sent like one held while away, if its round is still open.
+  selected_round_ = 0;
+  if (awaiting_upload_) {
+    unsent_ = std::move(awaiting_upload_);
+    unsent_run_id_ = run_id_;
+    awaiting_upload_.reset();
+  }
   Plan plan;
   if (std::optional<std::string> unfit = CheckPlan(w, plan)) {
     // Staying joined would make this device a participant that never sends
@@ -276,10 +286,11 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   PrepareData(*plan_);
   run_id_ = w.run_id;
   model_version_ = w.model_version;
-  params_ = std::move(w.params);
+  params_ = std::move(w.params);  // empty: a selection welcome, fetched when invited
+  parameter_count_ = plan_->architecture().ParameterCount();
   // The error-feedback residual survives a rejoin of the same run and is
   // reset for another one (update_compressor.h). The plan was validated.
-  compressor_.Prepare(run_id_, wire::UpdateCodec::Parse(plan_->update_codec), params_.size());
+  compressor_.Prepare(run_id_, wire::UpdateCodec::Parse(plan_->update_codec), parameter_count_);
   // A (re)started coordinator remembers nothing of its open round: whatever
   // this device sent before the welcome may be lost, so every round open
   // from now on is trained again. A duplicate is refused, never counted twice.
@@ -332,7 +343,9 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
       CancelTraining();
     }
   }
-  if (!resumed && w.round > 0) StartTraining(w.round);
+  // With device selection the round is trained only once invited (the
+  // Ack of the heartbeat below says).
+  if (!resumed && w.round > 0 && !Selective()) StartTraining(w.round);
   // A SUB socket takes a moment to subscribe (ZeroMQ's slow joiner), so a
   // round opened right now may not reach it: heartbeat soon, and the Ack
   // tells of any open round.
@@ -348,7 +361,7 @@ void DeviceClient::HandleModel(wire::Model& m) {
     return;
   }
   if (m.model_version < model_version_) return;  // a late reply; this device is ahead
-  if (m.model_version > model_version_) {
+  if (m.model_version > model_version_ || params_.empty()) {
     model_version_ = m.model_version;
     params_ = std::move(m.params);
     // Synchronous: training from an older version would only earn a
@@ -368,15 +381,45 @@ void DeviceClient::HandleModel(wire::Model& m) {
   announced_round_ = m.round;
   if (Async()) return TrainNextAsync();
   if (m.round == 0 || m.round <= last_trained_round_) return;
-  if (job_ && job_->round() == m.round) return;  // already on it
+  if (job_ && job_->round() == m.round) return;           // already on it
+  if (Selective() && m.round != selected_round_) return;  // the invitation starts it
   StartTraining(m.round);
 }
 
 void DeviceClient::HandleAck(const wire::Ack& a) {
   if (!joined_ || !plan_) return;
   const double now = Now();
+  if (a.heartbeat_ms) heartbeat_ms_ = a.heartbeat_ms;  // pace steering
+  if (a.selected && *a.selected && selected_round_ != a.round) {
+    selected_round_ = a.round;
+    Log("round " + std::to_string(a.round) + ": selected to take part");
+  } else if (a.selected && !*a.selected && unselected_round_ != a.round) {
+    unselected_round_ = a.round;
+    Log("round " + std::to_string(a.round) + ": not selected" +
+            Format("; next heartbeat in %.1f s", heartbeat_ms_ / 1000.0),
+        LogLevel::kInfo);
+  }
+  if (awaiting_upload_) {
+    if (a.round != awaiting_upload_->round || (a.selected && !*a.selected)) {
+      Log("round " + std::to_string(awaiting_upload_->round) +
+          ": closed before this device could send its update; dropped");
+      awaiting_upload_.reset();
+    } else if (a.upload && *a.upload) {
+      TrainingResult r = std::move(*awaiting_upload_);
+      awaiting_upload_.reset();
+      SendUpdate(std::move(r), /*granted=*/true);
+    } else if (a.upload) {
+      upload_ask_at_ = now + a.retry_ms / 1000.0;
+    }
+  }
   if (a.model_version == model_version_) announced_round_ = a.round;
-  if (a.model_version > model_version_) {
+  // Behind, or welcomed without weights (device selection) and now invited.
+  const bool need_model =
+      a.model_version > model_version_ || (params_.empty() && a.selected && *a.selected);
+  if (need_model) {
+    // An invitation may outrun the round's broadcast: wait for that first
+    // (unless there are no weights at all to train from).
+    if (a.detail == "invited" && !params_.empty()) return;
     // A broadcast was missed: ask for the model, once per few heartbeats.
     const double patience = std::max(1.0, 3.0 * heartbeat_ms_ / 1000.0);
     if (fetch_sent_at_ < 0 || now - fetch_sent_at_ > patience) {
@@ -388,7 +431,7 @@ void DeviceClient::HandleAck(const wire::Ack& a) {
   } else if (Async()) {
     TrainNextAsync();
   } else if (a.model_version == model_version_ && a.round > last_trained_round_ &&
-             !(job_ && job_->round() == a.round)) {
+             !(job_ && job_->round() == a.round) && (!Selective() || selected_round_ == a.round)) {
     // Only the round's announcement was missed: the model is current.
     StartTraining(a.round);
   }
@@ -408,6 +451,15 @@ void DeviceClient::Tick() {
   } else if (update_in_flight_ && now - update_sent_at_ > std::max(1.0, 3.0 * beat)) {
     update_in_flight_ = false;  // its answer was lost (a reply the coordinator could not send)
     TrainNextAsync();
+  } else if (awaiting_upload_ && now >= upload_ask_at_) {
+    // Flow control: "sending" asks for an upload slot; the Ack grants one
+    // or says when to ask again (and, if the reply is lost, ask anyway).
+    wire::Heartbeat h{
+        options_.id,        "sending", awaiting_upload_->round, Finite(last_samples_per_second_),
+        Finite(last_loss_), 1.0};
+    Send(std::move(h));
+    last_heartbeat_ = now;
+    upload_ask_at_ = now + std::max(1.0, 3.0 * beat);
   } else if (now - last_heartbeat_ >= beat) {
     wire::Heartbeat h{options_.id,
                       job_ ? "training" : "idle",

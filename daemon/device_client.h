@@ -107,7 +107,9 @@ class DeviceClient {
   void StartTraining(std::uint64_t round);
   void CancelTraining();
   void FinishTraining();
-  void SendUpdate(TrainingResult result);
+  // With device selection an update waits for an upload slot first
+  // (awaiting_upload_) unless `granted`.
+  void SendUpdate(TrainingResult result, bool granted = false);
   // Cuts the shard into training and held-out parts for the plan (once per
   // eval_fraction) and applies a label-flip attack to the training part.
   void PrepareData(const Plan& plan);
@@ -119,6 +121,9 @@ class DeviceClient {
   // The plan's asynchronous mode (FedBuff): train continuously, never
   // cancel a job because a newer model arrived.
   bool Async() const { return plan_ && plan_->async(); }
+  // The plan's device selection: train a round only when invited, send the
+  // update only when given a slot.
+  bool Selective() const { return plan_ && plan_->selection(); }
   // Asynchronous: starts the next job if none runs, no update awaits its
   // answer and this device has not trained from its newest model yet.
   void TrainNextAsync();
@@ -171,7 +176,8 @@ class DeviceClient {
   std::optional<Plan> plan_;
   std::string run_id_;
   std::uint64_t model_version_ = 0;
-  std::vector<float> params_;
+  std::vector<float> params_;             // empty until a model arrives (selection welcome)
+  std::size_t parameter_count_ = 0;       // the plan's model's
   std::uint64_t last_trained_round_ = 0;  // newest round trained since the last welcome
   std::uint64_t announced_round_ = 0;     // the open round the coordinator last told of
   // The model last written to --state-dir: (run, version), and when.
@@ -189,6 +195,13 @@ class DeviceClient {
   // is still the open one, else dropped.
   std::optional<TrainingResult> unsent_;
   std::string unsent_run_id_;
+  // Device selection (docs/protocol.md): the newest round this device was
+  // invited to, and a finished update waiting for an upload slot (asked
+  // for again at upload_ask_at_).
+  std::uint64_t selected_round_ = 0;
+  std::uint64_t unselected_round_ = 0;  // the newest round it was told it is not in
+  std::optional<TrainingResult> awaiting_upload_;
+  double upload_ask_at_ = 0;
   double last_samples_per_second_ = 0;
   double last_loss_ = 0;
   LogLimiter warnings_;

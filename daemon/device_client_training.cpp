@@ -96,8 +96,16 @@ void DeviceClient::FinishTraining() {
   SendUpdate(std::move(r));
 }
 
-void DeviceClient::SendUpdate(TrainingResult r) {
+void DeviceClient::SendUpdate(TrainingResult r, bool granted) {
   last_trained_round_ = std::max(last_trained_round_, r.round);
+  if (Selective() && !granted) {
+    // Flow control: ask for a slot (Tick sends the "sending" heartbeat).
+    Log("round " + std::to_string(r.round) + ": trained " + std::to_string(r.processed) +
+        " samples; asking the coordinator for an upload slot");
+    awaiting_upload_ = std::move(r);
+    upload_ask_at_ = Now();
+    return;
+  }
   if (compressor_.active() && r.encoded.encoding == wire::TensorEncoding::kFp32) {
     r.encoded = compressor_.Compress(r.payload);
   }

@@ -1,6 +1,7 @@
 // Plan: validation and JSON form (see plan.h).
 #include "fedsgd/plan.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -132,6 +133,19 @@ void Plan::Validate() const {
           "mode async (--async) cannot be combined with differential privacy "
           "(--dp-noise-multiplier)");
   ParseClassWeighting(class_weighting);  // throws, naming --class-weighting
+  require(clients_per_round >= 0 && clients_per_round <= 10000000,
+          "clients_per_round (--clients-per-round) must be in 0..10000000 (0 = every device)");
+  require(std::isfinite(clients_fraction) && clients_fraction >= 0 && clients_fraction <= 1,
+          "clients_fraction (--clients-per-round F) must be in (0, 1]");
+  require(!(clients_per_round > 0 && clients_fraction > 0),
+          "clients_per_round and clients_fraction exclude each other (--clients-per-round takes "
+          "a count or a fraction)");
+  require(std::isfinite(over_selection) && over_selection >= 1 && over_selection <= 10,
+          "over_selection (--over-selection) must be in [1, 10]");
+  // Asynchronous devices are not invited: every one trains continuously.
+  require(!(async() && selection()),
+          "mode async (--async) cannot be combined with device selection (--clients-per-round); "
+          "--buffer bounds an asynchronous step instead");
   require(std::isfinite(dp_noise_multiplier) && dp_noise_multiplier >= 0,
           "dp_noise_multiplier (--dp-noise-multiplier) must be >= 0 (0 = no differential "
           "privacy)");
@@ -214,6 +228,11 @@ nlohmann::json Plan::ToJson() const {
     j["staleness_weight"] = StalenessWeight::Parse(staleness_weight).ToString();
   }
   if (class_weighting != "none") j["class_weighting"] = class_weighting;
+  if (selection()) {
+    if (clients_per_round > 0) j["clients_per_round"] = clients_per_round;
+    if (clients_fraction > 0) j["clients_fraction"] = clients_fraction;
+    j["over_selection"] = over_selection;
+  }
   if (broadcast_codec != "fp32") j["broadcast_codec"] = broadcast_codec;
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
@@ -291,11 +310,21 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("max_staleness", p.max_staleness);
     optional("staleness_weight", p.staleness_weight);
     optional("class_weighting", p.class_weighting);
+    optional("clients_per_round", p.clients_per_round);
+    optional("clients_fraction", p.clients_fraction);
+    optional("over_selection", p.over_selection);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }
   p.Validate();
   return p;
+}
+
+std::size_t Plan::SelectionTarget(std::size_t online) const {
+  if (clients_per_round > 0) return static_cast<std::size_t>(clients_per_round);
+  const auto n =
+      static_cast<std::size_t>(std::ceil(clients_fraction * static_cast<double>(online)));
+  return std::max<std::size_t>(n, 1);
 }
 
 }  // namespace fedsgd

@@ -181,7 +181,14 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
     u.encoded = ReadEncoding(r, h, /*weights=*/false);
     message = std::move(u);
   } else if (kind == "ack") {
-    message = Ack{r.Uint("round"), r.Uint("model_version"), r.String("detail")};
+    Ack a{r.Uint("round"), r.Uint("model_version"), r.String("detail")};
+    if (h.contains("selected")) a.selected = r.Bool("selected");
+    if (h.contains("heartbeat_ms")) a.heartbeat_ms = r.Int("heartbeat_ms", 10, kMaxIntervalMs);
+    if (h.contains("upload")) {
+      a.upload = r.Bool("upload");
+      if (!*a.upload) a.retry_ms = r.Int("retry_ms", 10, kMaxIntervalMs);
+    }
+    message = std::move(a);
   } else if (kind == "reject") {
     const std::string name = r.String("reason", 32);
     const auto reason = ParseRejectReason(name);
@@ -269,6 +276,12 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["round"] = m.round;
           h["model_version"] = m.model_version;
           h["detail"] = m.detail;
+          if (m.selected) h["selected"] = *m.selected;
+          if (m.heartbeat_ms) h["heartbeat_ms"] = m.heartbeat_ms;
+          if (m.upload) {
+            h["upload"] = *m.upload;
+            if (!*m.upload) h["retry_ms"] = m.retry_ms;
+          }
         } else if constexpr (std::is_same_v<T, Reject>) {
           h["reason"] = ToString(m.reason);
           h["detail"] = m.detail;

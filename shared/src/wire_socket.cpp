@@ -28,7 +28,11 @@ void ReceiveRest(zmq::socket_t& socket, zmq::message_t& frame) {
 }  // namespace
 
 bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_id) {
-  std::vector<zmq::message_t> frames = Encode(std::move(message));
+  return SendFrames(socket, Encode(std::move(message)), routing_id);
+}
+
+bool SendFrames(zmq::socket_t& socket, std::vector<zmq::message_t> frames,
+                const zmq::message_t* routing_id) {
   // ZeroMQ queues a multipart message atomically: only its first frame can
   // meet EAGAIN (or EHOSTUNREACH under ZMQ_ROUTER_MANDATORY), so a false
   // return never leaves half a message behind.

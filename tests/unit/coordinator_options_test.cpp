@@ -109,6 +109,52 @@ TEST(CoordinatorOptionsTest, RefusesABufferThatCannotHoldMinDevicesUpdates) {
   EXPECT_THROW(o.Check(), Error);
 }
 
+TEST(CoordinatorOptionsTest, ClientsPerRoundTakesACountOrAFraction) {
+  const Plan off = Parse({}).ToPlan();
+  EXPECT_FALSE(off.selection());
+  const Plan count = Parse({"--clients-per-round", "100", "--over-selection", "1.5"}).ToPlan();
+  EXPECT_EQ(count.clients_per_round, 100);
+  EXPECT_DOUBLE_EQ(count.over_selection, 1.5);
+  EXPECT_DOUBLE_EQ(count.clients_fraction, 0);
+  const Plan fraction = Parse({"--clients-per-round", "0.1"}).ToPlan();
+  EXPECT_EQ(fraction.clients_per_round, 0);
+  EXPECT_DOUBLE_EQ(fraction.clients_fraction, 0.1);
+  EXPECT_DOUBLE_EQ(fraction.over_selection, 1.3) << "the default";
+  EXPECT_DOUBLE_EQ(Parse({"--clients-per-round", "1.0"}).ToPlan().clients_fraction, 1.0);
+  for (const char* bad : {"-3", "ten", "1.5", "0.0", "2e", ""}) {
+    try {
+      Parse({"--clients-per-round", bad}).ToPlan();
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--clients-per-round"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(Parse({"--over-selection", "0.5"}), CLI::ValidationError);
+  EXPECT_THROW(Parse({"--upload-slots", "0"}), CLI::ValidationError);
+  EXPECT_THROW(Parse({"--max-heartbeat-rate", "0"}), CLI::ValidationError);
+  EXPECT_THROW(Parse({"--clients-per-round", "10", "--async"}).ToPlan(), Error);
+  const RoundSettings s =
+      Parse({"--upload-slots", "8", "--max-heartbeat-rate", "50"}).ToRoundSettings();
+  EXPECT_EQ(s.upload_slots, 8u);
+  EXPECT_DOUBLE_EQ(s.max_heartbeat_rate, 50);
+}
+
+TEST(CoordinatorOptionsTest, WithSelectionTheBufferHoldsTheRoundsTarget) {
+  // 10,000 devices, 100 updates a round: median buffers 100 updates (39 MiB), not 10,000.
+  CoordinatorOptions o =
+      Parse({"--aggregator", "median", "--min-devices", "10000", "--max-devices", "10000",
+             "--clients-per-round", "100", "--aggregation-memory-mb", "60", "--norm-bound", "off",
+             "--db", "/tmp/fedsgd-options-test-absent.db"});
+  EXPECT_NO_THROW(o.Check());
+  o.clients_per_round = "200";  // 78 MiB
+  try {
+    o.Check();
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--clients-per-round"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CoordinatorOptionsTest, UpdateCodecFlagBecomesThePlanField) {
   EXPECT_EQ(Parse({}).ToPlan().update_codec, "fp32");
   EXPECT_EQ(Parse({"--update-codec", "int8"}).ToPlan().update_codec, "int8");

@@ -409,6 +409,45 @@ TEST(WireRejectTest, RefusesABadHeldOutEvaluation) {
   EXPECT_EQ(WithField(SomeUpdate(), "eval_accuracy", 0.5), RejectReason::kBadField);
 }
 
+TEST(WireTest, AckCarriesOptionalSelectionPaceAndUploadFields) {
+  // Absent: an Ack as before (an older coordinator's).
+  const json plain = ValidHeader(Ack{4, 3, ""});
+  for (const char* key : {"selected", "heartbeat_ms", "upload", "retry_ms"}) {
+    EXPECT_EQ(plain.count(key), 0u) << key;
+  }
+  Ack a{4, 3, "", true, 25000, false, 50};
+  const Ack b = RoundTrip(a);
+  ASSERT_TRUE(b.selected.has_value());
+  EXPECT_TRUE(*b.selected);
+  EXPECT_EQ(b.heartbeat_ms, 25000);
+  ASSERT_TRUE(b.upload.has_value());
+  EXPECT_FALSE(*b.upload);
+  EXPECT_EQ(b.retry_ms, 50);
+  const Ack granted = RoundTrip(Ack{4, 3, "", false, 0, true, 0});
+  EXPECT_FALSE(*granted.selected);
+  EXPECT_TRUE(*granted.upload);
+  EXPECT_EQ(ValidHeader(Ack{4, 3, "", std::nullopt, 0, true, 0}).count("retry_ms"), 0u);
+}
+
+TEST(WireRejectTest, RefusesBadAckPaceAndUploadFields) {
+  const Ack a{4, 3, "", true, 1000, false, 50};
+  const std::vector<std::pair<std::string, json>> cases = {
+      {"selected", 1},
+      {"selected", "yes"},
+      {"heartbeat_ms", 0},
+      {"heartbeat_ms", 9},
+      {"heartbeat_ms", 3600001},
+      {"heartbeat_ms", 1.5},
+      {"upload", "no"},
+      {"retry_ms", 0},
+      {"retry_ms", -5},
+      {"retry_ms", json(json::value_t::discarded)},  // a refusal says when to ask again
+  };
+  for (const auto& [key, value] : cases) {
+    EXPECT_EQ(WithField(a, key, value), RejectReason::kBadField) << key << " = " << value.dump();
+  }
+}
+
 TEST(WireRejectTest, RefusesHostileCbor) {
   // 60,000 nested arrays: a recursive parser would overflow its stack.
   std::string deep = "\xa1\x61p";

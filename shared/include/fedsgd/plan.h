@@ -61,6 +61,15 @@
 //
 // broadcast_codec says how the coordinator sends weights to daemons
 // (fp32 | fp16, see broadcast_codec.h): in the JSON only when not fp32.
+//
+// Device selection (issue 11; Bonawitz et al. 2019, "Towards Federated
+// Learning at Scale"): with clients_per_round N > 0 (or clients_fraction F
+// in (0, 1]: N = ceil(F x devices online)) a synchronous round is opened
+// for ceil(over_selection x N) devices drawn uniformly at random among the
+// online ones (seeded by seed, run and round: reproducible and logged) and
+// closes at N updates; the others are told they are not selected and
+// updates from them are refused (not_selected). docs/protocol.md "Device
+// selection". The three keys appear in the JSON only when selection is on.
 #pragma once
 
 #include <cstdint>
@@ -123,6 +132,13 @@ struct Plan {
   std::string staleness_weight = "polynomial:0.5";  // see fedsgd/staleness.h
 
   bool async() const { return mode == "async"; }
+  // Device selection (synchronous rounds): 0 and 0 = every online device.
+  long clients_per_round = 0;   // N devices a round closes with
+  double clients_fraction = 0;  // or N = ceil(this x online), in (0, 1]
+  double over_selection = 1.3;  // devices invited per round: ceil(this x N), in [1, 10]
+  bool selection() const { return clients_per_round > 0 || clients_fraction > 0; }
+  // N for `online` devices (selection() plans; at least 1).
+  std::size_t SelectionTarget(std::size_t online) const;
 
   Architecture architecture() const { return Architecture::Parse(model); }
 

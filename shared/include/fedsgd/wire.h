@@ -156,7 +156,21 @@ struct Ack {
   std::uint64_t round = 0;  // the round open now at the coordinator
   std::uint64_t model_version = 0;
   std::string detail;
+  // The fields below are optional on the wire (docs/protocol.md "Device
+  // selection"). Device selection: whether this device takes part in
+  // `round`; absent without selection or open round.
+  std::optional<bool> selected = std::nullopt;
+  // Pace steering: the interval this device is to heartbeat at from now on,
+  // in ms (10..3,600,000); 0 (absent) = keep the current one.
+  int heartbeat_ms = 0;
+  // Flow control, the answer to a heartbeat in state "sending" (an update
+  // is ready): true = send it now, a slot is held for it; false = ask again
+  // after retry_ms (10..3,600,000). Absent: the coordinator does not
+  // meter uploads.
+  std::optional<bool> upload = std::nullopt;
+  int retry_ms = 0;
 };
+inline constexpr int kMaxIntervalMs = 3600 * 1000;
 
 struct Reject {
   RejectReason reason = RejectReason::kMalformed;
@@ -228,6 +242,10 @@ std::optional<DecodeError> DecodeTensor(const EncodedTensor& tensor, std::vector
 // zmq::error_t only for other socket errors, which are bugs (e.g. a closed
 // socket).
 bool Send(zmq::socket_t& socket, Message message, const zmq::message_t* routing_id = nullptr);
+// Send for frames already encoded (Encode's, possibly with a tensor frame
+// swapped for a zmq::message_t::copy of a shared one): the same contract.
+bool SendFrames(zmq::socket_t& socket, std::vector<zmq::message_t> frames,
+                const zmq::message_t* routing_id = nullptr);
 
 // Receives all frames of one multipart message (a ROUTER's routing id first).
 // nullopt when none is ready (with recv_flags::dontwait) or a signal
