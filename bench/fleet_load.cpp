@@ -1,0 +1,668 @@
+// fedsgd_fleet_load: a load generator. It starts a real fedsgd-coordinator
+// on loopback and N simulated devices in this process that speak the real
+// protocol (docs/protocol.md) over one DEALER socket each: join, heartbeat at
+// the pace the coordinator steers, train when invited (a configurable
+// training-time distribution, no real SGD: the update is all zeros), ask for
+// an upload slot, send. A share of the devices can fail: they train and
+// never send. The simulated devices do not subscribe to broadcasts; an
+// invited device fetches the model (as a device that missed the broadcast
+// does), so the coordinator sends each round's model to the invited devices
+// only.
+//
+// Per fleet size it prints the mean round wall time, the coordinator's own
+// figures for its last round (receive, aggregate, commit, broadcast), its
+// CPU time and peak RSS (/proc), the heartbeats it received per second, and
+// the devices' accepted / rejected / dropped-unsent counts. With --json, one
+// JSON object per fleet size, including every round's record from
+// /v1/rounds (the integration test reads those).
+//
+//   build/tests/fedsgd_fleet_load --coordinator build/coordinator/fedsgd-coordinator
+//       --devices 100,1000,10000 --clients-per-round 0.1
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+
+#include "fedsgd/model.h"
+#include "fedsgd/wire.h"
+#include "file_limit.h"
+
+namespace fedsgd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string coordinator;
+  std::vector<std::size_t> devices{100, 1000};
+  std::uint64_t rounds = 3;
+  std::string clients_per_round = "0.1";
+  std::string model = "mlp:784-128-10";
+  double train_ms_min = 0;
+  double train_ms_max = 200;
+  double failure_rate = 0;
+  int heartbeat_ms = 1000;
+  double join_rate = 2000;
+  int threads = 1;
+  std::size_t upload_slots = 64;
+  double round_timeout = 30;
+  bool json = false;
+  std::vector<std::string> extra;
+};
+
+// Counters every device thread adds to.
+struct Totals {
+  std::atomic<std::uint64_t> heartbeats{0}, updates_sent{0}, accepted{0}, rejected{0},
+      dropped_unsent{0}, failed{0}, fetches{0}, welcomes{0}, bad{0}, upload_waits{0};
+  std::mutex mutex;
+  std::map<std::string, std::uint64_t> rejected_by_reason;
+};
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// One simulated device: its socket and where it is in a round.
+struct SimDevice {
+  enum class State { kJoining, kIdle, kFetching, kTraining, kAsking };
+  std::string id;
+  std::unique_ptr<zmq::socket_t> socket;
+  State state = State::kJoining;
+  double join_at = 0;
+  double next_heartbeat = 0;
+  int heartbeat_ms = 1000;
+  std::uint64_t version = 0;
+  bool has_model = false;          // a selection welcome comes without weights
+  std::uint64_t round = 0;         // the round being worked on
+  std::uint64_t last_trained = 0;  // newest round finished (sent or dropped)
+  double train_done_at = 0;
+  double next_ask = 0;
+  bool fails = false;  // this round: trains and never sends
+};
+
+class Fleet {
+ public:
+  // Devices first .. last - 1 of the fleet.
+  Fleet(const Options& o, std::size_t first, std::size_t last, std::size_t parameters,
+        const std::string& endpoint, Totals& totals)
+      : o_(o), parameters_(parameters), endpoint_(endpoint), totals_(totals) {
+    context_.set(zmq::ctxopt::max_sockets, static_cast<int>(last - first + 64));
+    for (std::size_t i = first; i < last; ++i) {
+      SimDevice d;
+      d.id = "sim" + std::to_string(i);
+      d.join_at = static_cast<double>(i) / o.join_rate;
+      d.heartbeat_ms = o.heartbeat_ms;
+      devices_.push_back(std::move(d));
+    }
+    // Every update's tensor: one frame of zeros, shared by reference.
+    std::vector<float> zeros(parameters_, 0.0f);
+    wire::Update u;
+    u.payload = std::move(zeros);
+    zero_frame_ = std::move(wire::Encode(std::move(u)).back());
+  }
+
+  void Run(const std::atomic<bool>& stop) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < o_.threads; ++t) {
+      threads.emplace_back([this, t, &stop] { Loop(static_cast<std::size_t>(t), stop); });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+
+ private:
+  double Now() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+
+  void Send(SimDevice& d, wire::Message m) {
+    if (!wire::Send(*d.socket, std::move(m))) ++totals_.bad;
+  }
+
+  void Heartbeat(SimDevice& d, double now, const char* state) {
+    Send(d, wire::Heartbeat{d.id, state, d.round, 0, 0, 0});
+    ++totals_.heartbeats;
+    d.next_heartbeat = now + d.heartbeat_ms / 1000.0;
+  }
+
+  void StartTraining(SimDevice& d, double now) {
+    thread_local std::mt19937_64 rng(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+    std::uniform_real_distribution<double> ms(o_.train_ms_min, o_.train_ms_max);
+    std::bernoulli_distribution fail(o_.failure_rate);
+    d.state = SimDevice::State::kTraining;
+    d.train_done_at = now + ms(rng) / 1000.0;
+    d.fails = fail(rng);
+  }
+
+  void SendUpdate(SimDevice& d) {
+    wire::Update u{d.id, d.round, d.version, 100, 0.1, "delta", 0.01, {}, std::nullopt};
+    std::vector<zmq::message_t> frames = wire::Encode(std::move(u));
+    frames.back().copy(zero_frame_);
+    if (wire::SendFrames(*d.socket, std::move(frames))) {
+      ++totals_.updates_sent;
+    } else {
+      ++totals_.bad;
+    }
+    d.last_trained = d.round;
+    d.state = SimDevice::State::kIdle;
+  }
+
+  void OnMessage(SimDevice& d, std::vector<zmq::message_t>& frames, double now) {
+    // A welcome without weights is legal with selection: bound, not fixed.
+    wire::Limits limits;
+    limits.max_params = parameters_;
+    wire::DecodeResult r = wire::Decode(frames, limits);
+    if (!r.ok()) {
+      ++totals_.bad;
+      return;
+    }
+    wire::Message& m = r.message();
+    if (auto* w = std::get_if<wire::Welcome>(&m)) {
+      ++totals_.welcomes;
+      d.state = SimDevice::State::kIdle;
+      d.version = w->model_version;
+      d.has_model = w->params.size() == parameters_;
+      d.heartbeat_ms = w->heartbeat_ms;
+      d.next_heartbeat = now + 0.2;
+    } else if (auto* a = std::get_if<wire::Ack>(&m)) {
+      if (a->heartbeat_ms) d.heartbeat_ms = a->heartbeat_ms;
+      if (a->detail == "accepted") {
+        ++totals_.accepted;
+        return;
+      }
+      if (d.state == SimDevice::State::kAsking) {
+        if (a->round != d.round || (a->selected && !*a->selected)) {
+          ++totals_.dropped_unsent;  // the round closed without it
+          d.last_trained = d.round;
+          d.state = SimDevice::State::kIdle;
+        } else if (a->upload && *a->upload) {
+          SendUpdate(d);
+        } else if (a->upload) {
+          ++totals_.upload_waits;
+          d.next_ask = now + a->retry_ms / 1000.0;
+        }
+        return;
+      }
+      const bool invited = a->selected ? *a->selected : a->round > 0;
+      if (d.state == SimDevice::State::kIdle && invited && a->round > d.last_trained) {
+        d.round = a->round;
+        if (a->model_version > d.version || !d.has_model) {
+          Send(d, wire::FetchModel{d.id});
+          ++totals_.fetches;
+          d.state = SimDevice::State::kFetching;
+        } else {
+          StartTraining(d, now);
+        }
+      }
+    } else if (auto* model = std::get_if<wire::Model>(&m)) {
+      if (model->params.size() != parameters_) {
+        ++totals_.bad;
+        return;
+      }
+      d.version = model->model_version;
+      d.has_model = true;
+      if (d.state == SimDevice::State::kFetching) {
+        if (model->round == d.round) {
+          StartTraining(d, now);
+        } else {
+          d.state = SimDevice::State::kIdle;
+        }
+      }
+    } else if (auto* reject = std::get_if<wire::Reject>(&m)) {
+      ++totals_.rejected;
+      {
+        std::lock_guard<std::mutex> lock(totals_.mutex);
+        ++totals_.rejected_by_reason[std::string(wire::ToString(reject->reason))];
+      }
+      if (reject->reason == wire::RejectReason::kUnknownDevice) {
+        d.state = SimDevice::State::kJoining;
+        d.join_at = now;
+      } else if (d.state == SimDevice::State::kFetching) {
+        d.state = SimDevice::State::kIdle;
+      }
+    }
+  }
+
+  void Tick(SimDevice& d, double now) {
+    using State = SimDevice::State;
+    if (d.state == State::kJoining) {
+      if (now < d.join_at) return;
+      if (!d.socket) {
+        d.socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
+        d.socket->set(zmq::sockopt::linger, 0);
+        d.socket->connect(endpoint_);
+      }
+      Send(d, wire::Join{d.id, 1, 100, "fedsgd_fleet_load"});
+      d.join_at = now + 30;  // again if no welcome comes (a busy coordinator is slow)
+      return;
+    }
+    if (d.state == State::kTraining && now >= d.train_done_at) {
+      if (d.fails) {
+        ++totals_.failed;
+        d.last_trained = d.round;
+        d.state = State::kIdle;
+      } else if (o_.clients_per_round != "0") {
+        d.state = State::kAsking;
+        d.next_ask = now;
+      } else {
+        SendUpdate(d);
+      }
+    }
+    if (d.state == State::kAsking && now >= d.next_ask) {
+      Heartbeat(d, now, "sending");
+      d.next_ask = now + 3.0;  // the reply says sooner
+      return;
+    }
+    if (now >= d.next_heartbeat) {
+      Heartbeat(d, now, d.state == State::kTraining ? "training" : "idle");
+    }
+  }
+
+  void Loop(std::size_t part, const std::atomic<bool>& stop) {
+    std::vector<SimDevice*> mine;
+    for (std::size_t i = part; i < devices_.size(); i += static_cast<std::size_t>(o_.threads)) {
+      mine.push_back(&devices_[i]);
+    }
+    std::vector<zmq::pollitem_t> items;
+    std::vector<SimDevice*> polled;
+    double last_tick = -1;
+    while (!stop.load()) {
+      items.clear();
+      polled.clear();
+      for (SimDevice* d : mine) {
+        if (!d->socket) continue;
+        items.push_back({d->socket->handle(), 0, ZMQ_POLLIN, 0});
+        polled.push_back(d);
+      }
+      if (items.empty()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      } else {
+        wire::Poll(items, std::chrono::milliseconds(5));
+      }
+      double now = Now();
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        if (!(items[i].revents & ZMQ_POLLIN)) continue;
+        while (auto frames = wire::ReceiveFrames(*polled[i]->socket, zmq::recv_flags::dontwait)) {
+          OnMessage(*polled[i], *frames, now);
+        }
+      }
+      now = Now();
+      if (now - last_tick < 0.002) continue;
+      last_tick = now;
+      for (SimDevice* d : mine) Tick(*d, now);
+    }
+  }
+
+  const Options& o_;
+  std::size_t parameters_;
+  std::string endpoint_;
+  Totals& totals_;
+  zmq::context_t context_{1};
+  std::vector<SimDevice> devices_;
+  zmq::message_t zero_frame_;
+  Clock::time_point start_ = Clock::now();
+};
+
+struct ProcStats {
+  double cpu_seconds = 0;
+  double peak_rss_mb = 0;
+};
+
+ProcStats ReadProc(pid_t pid) {
+  ProcStats s;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) s.peak_rss_mb = std::stod(line.substr(6)) / 1024.0;
+  }
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), {});
+  const auto close = text.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream rest(text.substr(close + 2));
+    std::string field;
+    std::vector<std::string> f;
+    while (rest >> field) f.push_back(field);
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name.
+    if (f.size() > 12) {
+      s.cpu_seconds =
+          (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    }
+  }
+  return s;
+}
+
+constexpr std::size_t kDevicesPerProcess = 4000;
+
+struct Worker {
+  pid_t pid = -1;
+  int stop_fd = -1;    // closed: the worker stops
+  int result_fd = -1;  // its totals, one JSON line
+};
+
+Worker StartWorker(const Options& o, std::size_t first, std::size_t last, std::size_t parameters,
+                   const std::string& endpoint) {
+  int stop[2], result[2];
+  if (pipe(stop) != 0 || pipe(result) != 0) {
+    std::perror("fedsgd_fleet_load: pipe");
+    std::exit(1);
+  }
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(stop[1]);
+    close(result[0]);
+    Totals totals;
+    std::atomic<bool> stopping{false};
+    std::thread watch([&] {
+      char c;
+      while (read(stop[0], &c, 1) > 0) {
+      }
+      stopping = true;
+    });
+    {
+      Fleet fleet(o, first, last, parameters, endpoint, totals);
+      fleet.Run(stopping);
+    }
+    watch.join();
+    nlohmann::json j = {{"heartbeats", totals.heartbeats.load()},
+                        {"updates_sent", totals.updates_sent.load()},
+                        {"accepted", totals.accepted.load()},
+                        {"rejected", totals.rejected.load()},
+                        {"rejected_by_reason", totals.rejected_by_reason},
+                        {"dropped_unsent", totals.dropped_unsent.load()},
+                        {"upload_waits", totals.upload_waits.load()},
+                        {"failed", totals.failed.load()},
+                        {"fetches", totals.fetches.load()},
+                        {"welcomes", totals.welcomes.load()},
+                        {"bad_messages", totals.bad.load()}};
+    const std::string line = j.dump() + "\n";
+    (void)!write(result[1], line.data(), line.size());
+    _exit(0);
+  }
+  close(stop[0]);
+  close(result[1]);
+  return {pid, stop[1], result[0]};
+}
+
+// Stops the workers and sums their totals.
+nlohmann::json StopWorkers(std::vector<Worker>& workers) {
+  nlohmann::json sum = nlohmann::json::object();
+  for (Worker& w : workers) close(w.stop_fd);
+  for (Worker& w : workers) {
+    std::string text;
+    char buffer[4096];
+    for (ssize_t got; (got = read(w.result_fd, buffer, sizeof buffer)) > 0;) {
+      text.append(buffer, static_cast<std::size_t>(got));
+    }
+    close(w.result_fd);
+    int wstatus = 0;
+    waitpid(w.pid, &wstatus, 0);
+    const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object()) {
+      sum["error"] = "a device process failed";
+      continue;
+    }
+    for (const auto& [key, value] : j.items()) {
+      if (value.is_object()) {
+        if (!sum.contains(key)) sum[key] = nlohmann::json::object();
+        for (const auto& [reason, count] : value.items()) {
+          sum[key][reason] = sum[key].value(reason, std::uint64_t{0}) + count.get<std::uint64_t>();
+        }
+      } else {
+        sum[key] = sum.value(key, std::uint64_t{0}) + value.get<std::uint64_t>();
+      }
+    }
+  }
+  if (!sum.contains("rejected_by_reason")) sum["rejected_by_reason"] = nlohmann::json::object();
+  return sum;
+}
+
+nlohmann::json RunOnce(const Options& o, std::size_t n) {
+  namespace fs = std::filesystem;
+  const fs::path dir =
+      fs::temp_directory_path() / ("fedsgd_fleet_load_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const int listen = FreePort(), publish = FreePort(), http = FreePort();
+  const std::size_t parameters = Architecture::Parse(o.model).ParameterCount();
+  std::vector<std::string> argv = {o.coordinator,
+                                   "--listen",
+                                   "tcp://127.0.0.1:" + std::to_string(listen),
+                                   "--publish",
+                                   "tcp://127.0.0.1:" + std::to_string(publish),
+                                   "--http",
+                                   "127.0.0.1:" + std::to_string(http),
+                                   "--db",
+                                   (dir / "fleet.db").string(),
+                                   "--new-run",
+                                   "--model",
+                                   o.model,
+                                   "--rounds",
+                                   std::to_string(o.rounds),
+                                   "--min-devices",
+                                   std::to_string(n),
+                                   "--max-devices",
+                                   std::to_string(n + 16),
+                                   "--max-joins-per-second",
+                                   std::to_string(o.join_rate * 2),
+                                   "--heartbeat-ms",
+                                   std::to_string(o.heartbeat_ms),
+                                   "--round-timeout",
+                                   std::to_string(o.round_timeout),
+                                   "--clients-per-round",
+                                   o.clients_per_round,
+                                   "--upload-slots",
+                                   std::to_string(o.upload_slots)};
+  argv.insert(argv.end(), o.extra.begin(), o.extra.end());
+  const std::string log = (dir / "coordinator.log").string();
+  std::fflush(stdout);  // else the child inherits (and prints) what is buffered
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::freopen(log.c_str(), "w", stdout);
+    std::freopen(log.c_str(), "a", stderr);
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  httplib::Client client("127.0.0.1", http);
+  client.set_connection_timeout(1);
+  client.set_read_timeout(10);
+  auto status = [&]() -> nlohmann::json {
+    auto res = client.Get("/v1/status");
+    if (!res || res->status != 200) return nullptr;
+    return nlohmann::json::parse(res->body, nullptr, false);
+  };
+  const auto t0 = Clock::now();
+  while (status().is_null()) {
+    int wstatus = 0;
+    if (waitpid(pid, &wstatus, WNOHANG) == pid || Clock::now() - t0 > std::chrono::seconds(20)) {
+      std::ifstream in(log);
+      std::cerr << "fedsgd_fleet_load: the coordinator did not start:\n" << in.rdbuf();
+      std::exit(1);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  // The simulated devices, in worker processes of at most kDevicesPerProcess
+  // each: a DEALER socket takes two descriptors (its TCP connection and its
+  // mailbox), and a process's descriptor limit is its own.
+  const std::size_t processes = (n + kDevicesPerProcess - 1) / kDevicesPerProcess;
+  std::vector<Worker> workers;
+  for (std::size_t p = 0; p < processes; ++p) {
+    workers.push_back(StartWorker(o, n * p / processes, n * (p + 1) / processes, parameters,
+                                  "tcp://127.0.0.1:" + std::to_string(listen)));
+  }
+
+  // Watch the run: each committed round's coordinator figures.
+  std::vector<nlohmann::json> per_round;
+  std::uint64_t seen = 0;
+  double first_open = -1;
+  const auto start = Clock::now();
+  const double limit = 60 + static_cast<double>(n) / o.join_rate +
+                       static_cast<double>(o.rounds) * (o.round_timeout + 5);
+  std::string failure;
+  for (;;) {
+    const nlohmann::json s = status();
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    if (!s.is_null()) {
+      if (first_open < 0 && s.value("open_round", 0) > 0) first_open = elapsed;
+      const std::uint64_t round = s.value("round", std::uint64_t{0});
+      if (round > seen && s["last_round"].is_object()) {
+        seen = round;
+        per_round.push_back(s["last_round"]);
+        if (!o.json) {
+          std::fprintf(stderr, "  N=%zu: round %llu committed at %.1f s\n", n,
+                       static_cast<unsigned long long>(round), elapsed);
+        }
+      }
+      if (round >= o.rounds) break;
+    }
+    if (elapsed > limit) {
+      failure = "the run did not finish in " + std::to_string(static_cast<int>(limit)) + " s";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const double run_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const ProcStats proc = ReadProc(pid);
+  nlohmann::json rounds = nlohmann::json::array();
+  if (auto res = client.Get("/v1/rounds?limit=1000"); res && res->status == 200) {
+    rounds = nlohmann::json::parse(res->body, nullptr, false);
+  }
+  const nlohmann::json totals = StopWorkers(workers);
+  kill(pid, SIGTERM);
+  int wstatus = 0;
+  waitpid(pid, &wstatus, 0);
+  fs::remove_all(dir);
+
+  auto mean = [&](const char* key) {
+    double sum = 0;
+    for (const nlohmann::json& r : per_round) sum += r.value(key, 0.0);
+    return per_round.empty() ? 0.0 : sum / static_cast<double>(per_round.size());
+  };
+  nlohmann::json out = {
+      {"devices", n},
+      {"parameters", parameters},
+      {"clients_per_round", o.clients_per_round},
+      {"rounds", per_round.size()},
+      {"round_seconds", mean("seconds")},
+      {"receive_seconds", mean("receive_seconds")},
+      {"aggregate_seconds", mean("aggregate_seconds")},
+      {"commit_seconds", mean("commit_seconds")},
+      {"broadcast_seconds", mean("broadcast_seconds")},
+      {"coordinator_cpu_seconds", proc.cpu_seconds},
+      {"coordinator_peak_rss_mb", proc.peak_rss_mb},
+      {"run_seconds", run_seconds},
+      {"joined_seconds", first_open},
+      {"heartbeats_per_second", totals.value("heartbeats", 0.0) / std::max(run_seconds, 1e-9)},
+      {"records", rounds},
+  };
+  for (const auto& [key, value] : totals.items()) out[key] = value;
+  if (!failure.empty()) out["error"] = failure;
+  return out;
+}
+
+}  // namespace
+}  // namespace fedsgd
+
+int main(int argc, char** argv) {
+  using namespace fedsgd;
+  Options o;
+  CLI::App app{
+      "fedsgd_fleet_load: N simulated devices speaking the real protocol to a real "
+      "fedsgd-coordinator on loopback (zero updates); prints round times, the coordinator's "
+      "CPU and peak RSS, heartbeat load and accepted/rejected counts per fleet size"};
+  app.add_option("--coordinator", o.coordinator, "Path of the fedsgd-coordinator binary")
+      ->required();
+  app.add_option("--devices", o.devices, "Fleet sizes to run, e.g. 100,1000,10000")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--rounds", o.rounds, "Rounds per fleet size")->capture_default_str();
+  app.add_option("--clients-per-round", o.clients_per_round,
+                 "The coordinator's --clients-per-round (count or fraction; 0 = every device)")
+      ->capture_default_str();
+  app.add_option("--model", o.model, "Model (sets the update size)")->capture_default_str();
+  app.add_option("--train-ms-min", o.train_ms_min, "Simulated training time, uniform from")
+      ->capture_default_str();
+  app.add_option("--train-ms-max", o.train_ms_max, "... to (ms)")->capture_default_str();
+  app.add_option("--failure-rate", o.failure_rate,
+                 "Share of invited devices that train and never send")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--heartbeat-ms", o.heartbeat_ms, "The coordinator's --heartbeat-ms")
+      ->capture_default_str();
+  app.add_option("--join-rate", o.join_rate, "Joins per second of the simulated fleet")
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "Threads driving the simulated devices")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--upload-slots", o.upload_slots, "The coordinator's --upload-slots")
+      ->capture_default_str();
+  app.add_option("--round-timeout", o.round_timeout, "The coordinator's --round-timeout")
+      ->capture_default_str();
+  app.add_flag("--json", o.json, "One JSON object per fleet size (with the round records)");
+  app.add_option("--coordinator-arg", o.extra, "An extra coordinator argument (repeatable)");
+  CLI11_PARSE(app, argc, argv);
+  const FileLimit limit = RaiseFileLimit();
+  // The coordinator holds one descriptor per device; a device process two
+  // per device of its share (kDevicesPerProcess at most).
+  const std::size_t largest = *std::max_element(o.devices.begin(), o.devices.end());
+  if (limit.soft < largest + 256) {
+    std::cerr << "fedsgd_fleet_load: " << largest << " devices need about " << largest + 256
+              << " file descriptors in the coordinator; the limit is " << limit.soft << "\n";
+    return 1;
+  }
+  if (!o.json) {
+    std::printf("%8s %7s %9s %9s %9s %9s %9s %8s %9s %8s %9s %9s %8s\n", "devices", "rounds",
+                "round s", "recv ms", "aggr ms", "commit ms", "bcast ms", "cpu s", "peak MB",
+                "hb/s", "accepted", "rejected", "dropped");
+  }
+  int status = 0;
+  for (const std::size_t n : o.devices) {
+    const nlohmann::json r = RunOnce(o, n);
+    if (r.contains("error")) status = 1;
+    if (o.json) {
+      std::cout << r.dump() << std::endl;
+      continue;
+    }
+    std::printf(
+        "%8zu %7zu %9.3f %9.2f %9.2f %9.2f %9.2f %8.2f %9.1f %8.0f %9llu %9llu %8llu%s\n", n,
+        r["rounds"].get<std::size_t>(), r["round_seconds"].get<double>(),
+        1000 * r["receive_seconds"].get<double>(), 1000 * r["aggregate_seconds"].get<double>(),
+        1000 * r["commit_seconds"].get<double>(), 1000 * r["broadcast_seconds"].get<double>(),
+        r["coordinator_cpu_seconds"].get<double>(), r["coordinator_peak_rss_mb"].get<double>(),
+        r["heartbeats_per_second"].get<double>(),
+        static_cast<unsigned long long>(r["accepted"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(r["rejected"].get<std::uint64_t>()),
+        static_cast<unsigned long long>(r["dropped_unsent"].get<std::uint64_t>()),
+        r.contains("error") ? ("  " + r["error"].get<std::string>()).c_str() : "");
+    std::fflush(stdout);
+  }
+  return status;
+}
