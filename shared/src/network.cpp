@@ -70,23 +70,34 @@ MapStrides StridesOf(const ImageShape& s, bool channel_major) {
 void Im2Col(const float* in, const ImageShape& is, MapStrides st, const FeatureStage& f,
             const ImageShape& os, int first, int count, float* cols) {
   const int k = f.kernel, c_in = is.channels;
+  // A kernel row (K columns of C_in channels) lies contiguous in an HWC map
+  // or a one-channel one: copied in one go where it is all inside the map.
+  const bool rows_contiguous = st.x_step == c_in && (st.c_step == 1 || c_in == 1);
+  const std::size_t row = static_cast<std::size_t>(k) * c_in;
   for (int j = first; j < first + count; ++j) {
     const float* sample = in + static_cast<std::size_t>(j) * is.size();
     for (int oy = 0; oy < os.height; ++oy) {
       for (int ox = 0; ox < os.width; ++ox) {
-        for (int ky = 0; ky < k; ++ky) {
+        const int ix0 = ox * f.stride - f.padding;
+        const bool inside = ix0 >= 0 && ix0 + k <= is.width;
+        for (int ky = 0; ky < k; ++ky, cols += row) {
           const int iy = oy * f.stride - f.padding + ky;
-          for (int kx = 0; kx < k; ++kx, cols += c_in) {
-            const int ix = ox * f.stride - f.padding + kx;
-            if (iy < 0 || iy >= is.height || ix < 0 || ix >= is.width) {
-              std::fill_n(cols, c_in, 0.0f);
-              continue;
-            }
-            const float* src = sample + iy * st.y_step + ix * st.x_step;
-            if (st.c_step == 1) {
-              std::copy_n(src, c_in, cols);
+          if (iy < 0 || iy >= is.height) {
+            std::fill_n(cols, row, 0.0f);
+            continue;
+          }
+          const float* src = sample + iy * st.y_step;
+          if (rows_contiguous && inside) {
+            std::copy_n(src + ix0 * st.x_step, row, cols);
+            continue;
+          }
+          for (int kx = 0; kx < k; ++kx) {
+            float* dst = cols + static_cast<std::size_t>(kx) * c_in;
+            const int ix = ix0 + kx;
+            if (ix < 0 || ix >= is.width) {
+              std::fill_n(dst, c_in, 0.0f);
             } else {
-              for (int c = 0; c < c_in; ++c) cols[c] = src[c * st.c_step];
+              for (int c = 0; c < c_in; ++c) dst[c] = src[ix * st.x_step + c * st.c_step];
             }
           }
         }
