@@ -1,5 +1,7 @@
 // Kernel micro-benchmarks (Google Benchmark), each beside its reference:
 //   ForwardBackward of MLP 784-128-10 at batch 32   vs  Eigen GEMM of the same shapes
+//   ForwardBackward of cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10 at batch 32
+//                                                   vs  Eigen GEMM of its conv2 product
 //   one hogwild step (snapshot, ForwardBackward, shared SGD step) on 1 and 2 threads
 //   SgdStepShared (std::atomic_ref, relaxed)        vs  SgdStep (plain, vectorised)
 //   LoadShared (relaxed atomic snapshot)            vs  memcpy
@@ -206,6 +208,57 @@ void BM_Gemm(benchmark::State& state) {
                          benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Gemm)->Arg(0)->Arg(1);
+
+// The benchmark cnn (bench/cnn_vs_pytorch.sh) and its FLOPs per sample of
+// one SGD step: per convolution 2 * out * K*K*C_in * positions for the
+// forward product, the same for the weight gradient and (all but the first)
+// for the input gradient; per dense layer 2 * in * out, three times. im2col,
+// pooling, bias, ReLU and softmax (O(feature map)) are left out.
+constexpr const char* kCnn = "cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10";
+constexpr double kCnnFlopsPerSample = 2.0 * (2.0 * 16 * 25 * 576) + 3.0 * (2.0 * 32 * 400 * 64) +
+                                      3.0 * (2.0 * 512 * 128) + 3.0 * (2.0 * 128 * 10);
+
+// ForwardBackward of the benchmark cnn at batch 32 (Fashion-MNIST shaped
+// random images), with its heap allocations per step.
+void BM_CnnForwardBackward(benchmark::State& state) {
+  const Architecture arch = Architecture::Parse(kCnn);
+  const Model m = Model::Create(arch, 1);
+  const Batch b;
+  Workspace ws(arch, kBatch);
+  std::vector<float> grad(arch.ParameterCount());
+  ForwardBackward(arch, m.params.data(), b.x.data(), b.y.data(), kBatch, grad.data(), ws);
+  const long before = t_allocations;
+  ForwardBackward(arch, m.params.data(), b.x.data(), b.y.data(), kBatch, grad.data(), ws);
+  state.counters["allocs"] = static_cast<double>(t_allocations - before);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        ForwardBackward(arch, m.params.data(), b.x.data(), b.y.data(), kBatch, grad.data(), ws));
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      kCnnFlopsPerSample * kBatch / 1e9 * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_CnnForwardBackward);
+
+// The machine's matrix-multiply speed for the cnn's largest product, conv2's
+// forward pass at batch 32: W (32 x 400) * P (400 x 32*64 positions).
+void BM_GemmConv(benchmark::State& state) {
+  Eigen::MatrixXf w = Eigen::MatrixXf::Random(32, 400);
+  Eigen::MatrixXf p = Eigen::MatrixXf::Random(400, 64 * kBatch);
+  Eigen::MatrixXf z(32, 64 * kBatch);
+  for (auto _ : state) {
+    z.noalias() = w * p;
+    benchmark::DoNotOptimize(z.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel("32x400 * 400x2048");
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * 32 * 400 * 64 * kBatch / 1e9 * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_GemmConv);
 
 constexpr std::size_t kParams = 101770;
 

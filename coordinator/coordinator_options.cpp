@@ -79,7 +79,9 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(50, 60000));
 
-  app.add_option("--model", o.model, "Architecture, e.g. mlp:784-128-10, softmax:784-10")
+  app.add_option("--model", o.model,
+                 "Architecture, e.g. mlp:784-128-10, softmax:784-10, "
+                 "cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10")
       ->capture_default_str();
   app.add_option("--algorithm", o.algorithm,
                  "fedavg (local epochs, model deltas) or fedsgd "

@@ -34,7 +34,7 @@ CLI::App* AddTrainCommand(CLI::App& app, TrainCommandOptions& o) {
       ->capture_default_str();
   cmd->add_option("--model", o.model,
                   "Architecture, e.g. mlp:784-128-10, mlp:784-128-64-10:tanh, softmax:784-10, "
-                  "logistic:30, linear:13")
+                  "logistic:30, linear:13, cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10")
       ->capture_default_str();
   cmd->add_option("--epochs", o.epochs, "Epochs over the shard (may be fractional)")
       ->capture_default_str();

@@ -1,9 +1,11 @@
 // Architecture text form, parameter layout and initialisation (see model.h).
 #include "fedsgd/model.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <random>
+#include <utility>
 
 #include "fedsgd/error.h"
 
@@ -24,7 +26,8 @@ std::vector<std::string_view> Split(std::string_view text, char sep) {
 [[noreturn]] void Bad(std::string_view text, const std::string& why) {
   throw Error("invalid model '" + std::string(text) + "': " + why +
               " (examples: mlp:784-128-10, mlp:784-128-64-10:tanh, "
-              "mlp:784-128-10:relu:dropout=0.2, softmax:784-10, logistic:30, linear:13)");
+              "mlp:784-128-10:relu:dropout=0.2, softmax:784-10, logistic:30, linear:13, "
+              "cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10)");
 }
 
 int ParseWidth(std::string_view full, std::string_view w) {
@@ -34,6 +37,124 @@ int ParseWidth(std::string_view full, std::string_view w) {
     Bad(full, "'" + std::string(w) + "' is not a layer width (a whole number >= 1)");
   }
   return value;
+}
+
+// Whether digits are a whole number in [low, 65536]; if so, it is in value.
+bool ParseSmall(std::string_view digits, int low, int& value) {
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  return !digits.empty() && ec == std::errc() && end == digits.data() + digits.size() &&
+         value >= low && value <= (1 << 16);
+}
+
+// A stage token split into letter-number pairs: "c32k3s2p1" ->
+// {c 32, k 3, s 2, p 1}. Empty if the token is not of that form.
+std::vector<std::pair<char, std::string_view>> Tagged(std::string_view token) {
+  std::vector<std::pair<char, std::string_view>> pairs;
+  std::size_t i = 0;
+  while (i < token.size()) {
+    const char tag = token[i++];
+    if (tag < 'a' || tag > 'z') return {};
+    const std::size_t start = i;
+    while (i < token.size() && token[i] >= '0' && token[i] <= '9') ++i;
+    if (i == start) return {};
+    pairs.emplace_back(tag, token.substr(start, i - start));
+  }
+  return pairs;
+}
+
+// The shape after a stage (which Parse checked fits its input).
+ImageShape After(const FeatureStage& s, const ImageShape& in) {
+  if (s.type == FeatureStage::Type::kMaxPool) {
+    return {in.channels, in.height / s.kernel, in.width / s.kernel};
+  }
+  return {s.channels, (in.height + 2 * s.padding - s.kernel) / s.stride + 1,
+          (in.width + 2 * s.padding - s.kernel) / s.stride + 1};
+}
+
+std::string ShapeText(const ImageShape& s) {
+  return std::to_string(s.channels) + "x" + std::to_string(s.height) + "x" +
+         std::to_string(s.width);
+}
+
+// cnn:CxHxW-stages-fN...-CLASSES (see model.h).
+void ParseCnn(std::string_view text, std::string_view body, Architecture& a) {
+  const std::vector<std::string_view> tokens = Split(body, '-');
+  const std::vector<std::string_view> dims = Split(tokens[0], 'x');
+  int c = 0, h = 0, w = 0;
+  if (dims.size() != 3 || !ParseSmall(dims[0], 1, c) || !ParseSmall(dims[1], 1, h) ||
+      !ParseSmall(dims[2], 1, w)) {
+    Bad(text, "a cnn starts with its input shape CxHxW, e.g. 1x28x28 (each in 1..65536), not '" +
+                  std::string(tokens[0]) + "'");
+  }
+  if (tokens.size() < 3) Bad(text, "a cnn takes CxHxW-STAGES...-CLASSES");
+  a.kind = ModelKind::kCnn;
+  a.input_shape = {c, h, w};
+  a.widths = {c * h * w};
+  if (static_cast<long long>(c) * h * w > (1 << 24)) Bad(text, "input larger than 2^24 values");
+  ImageShape shape = a.input_shape;
+  bool dense = false;
+  for (std::size_t t = 1; t < tokens.size(); ++t) {
+    const std::string_view token = tokens[t];
+    const std::string quoted = "'" + std::string(token) + "'";
+    if (t + 1 == tokens.size()) {
+      int classes = 0;
+      if (!ParseSmall(token, 2, classes))
+        Bad(text, "a cnn ends with its number of classes (>= 2), not " + quoted);
+      a.widths.push_back(classes);
+      break;
+    }
+    const auto pairs = Tagged(token);
+    if (pairs.empty()) Bad(text, quoted + " is not a stage (cNkK[sS][pP], pK or fN)");
+    const char tag = pairs[0].first;
+    FeatureStage s;
+    if (tag == 'f') {
+      int units = 0;
+      if (pairs.size() != 1 || !ParseSmall(pairs[0].second, 1, units))
+        Bad(text, quoted + ": a dense layer is fN with N >= 1");
+      a.widths.push_back(units);
+      dense = true;
+      continue;
+    }
+    if (dense) Bad(text, quoted + ": convolutions and pooling come before the dense layers");
+    if (tag == 'p') {
+      s.type = FeatureStage::Type::kMaxPool;
+      if (pairs.size() != 1 || !ParseSmall(pairs[0].second, 1, s.kernel))
+        Bad(text, quoted + ": max pooling is pK with K >= 1");
+      if (s.kernel > shape.height || s.kernel > shape.width)
+        Bad(text, quoted + ": pooling window larger than its " + ShapeText(shape) + " input");
+    } else if (tag == 'c') {
+      // c, k, then optional s and p, each once and in this order.
+      const bool ok = pairs.size() >= 2 && pairs[1].first == 'k' &&
+                      ParseSmall(pairs[0].second, 0, s.channels) &&
+                      ParseSmall(pairs[1].second, 0, s.kernel);
+      if (!ok) Bad(text, quoted + ": a convolution is cNkK[sS][pP], e.g. c32k3s2p1");
+      std::size_t i = 2;
+      if (i < pairs.size() && pairs[i].first == 's' && ParseSmall(pairs[i].second, 0, s.stride))
+        ++i;
+      if (i < pairs.size() && pairs[i].first == 'p' && ParseSmall(pairs[i].second, 0, s.padding))
+        ++i;
+      if (i != pairs.size())
+        Bad(text, quoted + ": a convolution is cNkK[sS][pP] (suffixes s then p, once each)");
+      if (s.channels < 1) Bad(text, quoted + ": a convolution needs at least 1 output channel");
+      if (s.kernel < 1) Bad(text, quoted + ": kernel size must be at least 1");
+      if (s.stride < 1) Bad(text, quoted + ": stride must be at least 1");
+      if (s.padding >= s.kernel) Bad(text, quoted + ": padding must be less than the kernel size");
+      if (s.kernel > shape.height + 2 * s.padding || s.kernel > shape.width + 2 * s.padding) {
+        Bad(text, quoted + ": kernel larger than its " + ShapeText(shape) + " input" +
+                      (s.padding ? " (padded)" : ""));
+      }
+    } else {
+      Bad(text, quoted + " is not a stage (cNkK[sS][pP], pK or fN)");
+    }
+    shape = After(s, shape);
+    if (static_cast<long long>(shape.channels) * shape.height * shape.width > (1 << 24))
+      Bad(text, quoted + ": feature map larger than 2^24 values");
+    a.stages.push_back(s);
+  }
+  if (std::none_of(a.stages.begin(), a.stages.end(),
+                   [](const FeatureStage& s) { return s.type == FeatureStage::Type::kConv; })) {
+    Bad(text, "a cnn needs at least one convolution (cNkK)");
+  }
 }
 
 const char* Name(Activation a) {
@@ -54,6 +175,13 @@ Architecture Architecture::Parse(std::string_view text) {
   const std::vector<std::string_view> parts = Split(text, ':');
   if (parts.size() < 2 || parts[1].empty()) Bad(text, "expected KIND:WIDTHS");
   Architecture a;
+  if (parts[0] == "cnn") {
+    if (parts.size() > 2)
+      Bad(text, "options like '" + std::string(parts[2]) + "' are for mlp only");
+    ParseCnn(text, parts[1], a);
+    if (a.ParameterCount() > (std::size_t{1} << 31)) Bad(text, "too many parameters");
+    return a;
+  }
   std::vector<int> widths;
   for (std::string_view w : Split(parts[1], '-')) widths.push_back(ParseWidth(text, w));
   const std::string_view kind = parts[0];
@@ -71,8 +199,8 @@ Architecture Architecture::Parse(std::string_view text) {
     if (widths.back() < 2) Bad(text, "mlp needs at least 2 classes");
     a.kind = ModelKind::kMlp;
   } else {
-    Bad(text,
-        "unknown kind '" + std::string(kind) + "' (expected mlp, softmax, logistic or linear)");
+    Bad(text, "unknown kind '" + std::string(kind) +
+                  "' (expected mlp, cnn, softmax, logistic or linear)");
   }
   a.widths = std::move(widths);
   // Each option at most once: "mlp:4-3-2:tanh:relu" is a typo, not a choice.
@@ -121,6 +249,19 @@ std::string Architecture::ToString() const {
     case ModelKind::kMlp:
       s = "mlp:";
       break;
+    case ModelKind::kCnn:
+      s = "cnn:" + ShapeText(input_shape);
+      for (const FeatureStage& stage : stages) {
+        if (stage.type == FeatureStage::Type::kMaxPool) {
+          s += "-p" + std::to_string(stage.kernel);
+          continue;
+        }
+        s += "-c" + std::to_string(stage.channels) + "k" + std::to_string(stage.kernel);
+        if (stage.stride != 1) s += "s" + std::to_string(stage.stride);
+        if (stage.padding != 0) s += "p" + std::to_string(stage.padding);
+      }
+      for (std::size_t i = 1; i + 1 < widths.size(); ++i) s += "-f" + std::to_string(widths[i]);
+      return s + "-" + std::to_string(widths.back());
   }
   for (std::size_t i = 0; i < widths.size(); ++i) {
     if (i) s += '-';
@@ -162,9 +303,35 @@ int Architecture::num_classes() const {
   }
 }
 
+std::vector<ImageShape> Architecture::StageShapes() const {
+  std::vector<ImageShape> shapes = {input_shape};
+  for (const FeatureStage& s : stages) shapes.push_back(After(s, shapes.back()));
+  return shapes;
+}
+
 std::vector<LayerLayout> Architecture::Layout() const {
   std::vector<LayerLayout> layers;
   std::size_t offset = 0;
+  auto add = [&](int in, int out) {
+    LayerLayout layer;
+    layer.in = in;
+    layer.out = out;
+    layer.weight_offset = offset;
+    offset += static_cast<std::size_t>(in) * out;
+    layer.bias_offset = offset;
+    offset += out;
+    layers.push_back(layer);
+  };
+  if (kind == ModelKind::kCnn) {
+    const std::vector<ImageShape> shapes = StageShapes();
+    for (std::size_t s = 0; s < stages.size(); ++s) {
+      if (stages[s].type != FeatureStage::Type::kConv) continue;
+      add(stages[s].kernel * stages[s].kernel * shapes[s].channels, stages[s].channels);
+    }
+    add(shapes.back().size(), widths[1]);
+    for (std::size_t l = 1; l + 1 < widths.size(); ++l) add(widths[l], widths[l + 1]);
+    return layers;
+  }
   for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
     LayerLayout layer;
     layer.in = widths[l];
@@ -179,6 +346,10 @@ std::vector<LayerLayout> Architecture::Layout() const {
 }
 
 std::size_t Architecture::ParameterCount() const {
+  if (kind == ModelKind::kCnn) {
+    const LayerLayout last = Layout().back();
+    return last.bias_offset + static_cast<std::size_t>(last.out);
+  }
   std::size_t count = 0;
   for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
     count += (static_cast<std::size_t>(widths[l]) + 1) * widths[l + 1];
@@ -195,8 +366,8 @@ Model Model::Create(const Architecture& arch, std::uint64_t seed) {
     float* w = m.params.data() + layer.weight_offset;
     const std::size_t count = static_cast<std::size_t>(layer.in) * layer.out;
     // He for layers feeding a ReLU; Glorot otherwise (incl. output layers).
-    const bool relu = arch.kind == ModelKind::kMlp && l + 1 < layers.size() &&
-                      arch.activation == Activation::kRelu;
+    const bool relu = (arch.kind == ModelKind::kMlp || arch.kind == ModelKind::kCnn) &&
+                      l + 1 < layers.size() && arch.activation == Activation::kRelu;
     if (relu) {
       std::normal_distribution<float> dist(0.0f, std::sqrt(2.0f / static_cast<float>(layer.in)));
       for (std::size_t i = 0; i < count; ++i) w[i] = dist(rng);

@@ -7,6 +7,14 @@
 // The first layer's dA is never formed: nothing needs the input gradient,
 // and it would cost a third of the work of the widest product.
 //
+// A cnn's convolution is the same product over im2col patches: P holds one
+// column per output position (K*K*C_in rows, channel fastest, then kernel
+// column, then kernel row), so Z = W * P + b is the stage's output with the
+// channel fastest (HWC per sample; the input itself is CHW), and
+//   dW = dZ * P^T,  db = rowsum(dZ),  dP = W^T * dZ,  dA = col2im(dP).
+// P is built for up to kConvChunk samples at a time and rebuilt in the
+// backward pass rather than kept: it is K*K times the size of the input.
+//
 // The products call Eigen's GEMM kernel directly instead of going through
 // `z.noalias() = w * a`: the expression form allocates its packing buffers
 // (blockA/blockB, 130-400 KB for 784-128-10 at batch 32, over Eigen's stack
@@ -38,7 +46,118 @@ using ConstVector = Eigen::Map<const Eigen::VectorXf>;
 using Vector = Eigen::Map<Eigen::VectorXf>;
 
 bool IsHidden(const Architecture& arch, std::size_t layer, std::size_t layers) {
-  return arch.kind == ModelKind::kMlp && layer + 1 < layers;
+  return (arch.kind == ModelKind::kMlp || arch.kind == ModelKind::kCnn) && layer + 1 < layers;
+}
+
+// Samples whose im2col patches are built at once.
+constexpr int kConvChunk = 32;
+
+// Where element (channel c, row y, column x) of a sample's feature map is:
+// c * c_step + y * y_step + x * x_step. The input is CHW, every stage's
+// output HWC.
+struct MapStrides {
+  Index c_step, y_step, x_step;
+};
+
+MapStrides StridesOf(const ImageShape& s, bool channel_major) {
+  if (channel_major) return {Index{s.height} * s.width, s.width, 1};
+  return {1, Index{s.width} * s.channels, s.channels};
+}
+
+// The patches of samples [first, first + count) of in (shape is, strides st)
+// for convolution f with output shape os, into cols (K*K*C_in rows, one
+// column per output position, sample after sample).
+void Im2Col(const float* in, const ImageShape& is, MapStrides st, const FeatureStage& f,
+            const ImageShape& os, int first, int count, float* cols) {
+  const int k = f.kernel, c_in = is.channels;
+  // A kernel row (K columns of C_in channels) lies contiguous in an HWC map
+  // or a one-channel one: copied in one go where it is all inside the map.
+  const bool rows_contiguous = st.x_step == c_in && (st.c_step == 1 || c_in == 1);
+  const std::size_t row = static_cast<std::size_t>(k) * c_in;
+  for (int j = first; j < first + count; ++j) {
+    const float* sample = in + static_cast<std::size_t>(j) * is.size();
+    for (int oy = 0; oy < os.height; ++oy) {
+      for (int ox = 0; ox < os.width; ++ox) {
+        const int ix0 = ox * f.stride - f.padding;
+        const bool inside = ix0 >= 0 && ix0 + k <= is.width;
+        for (int ky = 0; ky < k; ++ky, cols += row) {
+          const int iy = oy * f.stride - f.padding + ky;
+          if (iy < 0 || iy >= is.height) {
+            std::fill_n(cols, row, 0.0f);
+            continue;
+          }
+          const float* src = sample + iy * st.y_step;
+          if (rows_contiguous && inside) {
+            std::copy_n(src + ix0 * st.x_step, row, cols);
+            continue;
+          }
+          for (int kx = 0; kx < k; ++kx) {
+            float* dst = cols + static_cast<std::size_t>(kx) * c_in;
+            const int ix = ix0 + kx;
+            if (ix < 0 || ix >= is.width) {
+              std::fill_n(dst, c_in, 0.0f);
+            } else {
+              for (int c = 0; c < c_in; ++c) dst[c] = src[ix * st.x_step + c * st.c_step];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of Im2Col for an HWC map: adds each patch entry of dcols into
+// the position of d it was read from (padding entries are dropped).
+void Col2ImAdd(const float* dcols, const ImageShape& is, const FeatureStage& f,
+               const ImageShape& os, int first, int count, float* d) {
+  const int k = f.kernel, c_in = is.channels;
+  for (int j = first; j < first + count; ++j) {
+    float* sample = d + static_cast<std::size_t>(j) * is.size();
+    for (int oy = 0; oy < os.height; ++oy) {
+      for (int ox = 0; ox < os.width; ++ox) {
+        for (int ky = 0; ky < k; ++ky) {
+          const int iy = oy * f.stride - f.padding + ky;
+          for (int kx = 0; kx < k; ++kx, dcols += c_in) {
+            const int ix = ox * f.stride - f.padding + kx;
+            if (iy < 0 || iy >= is.height || ix < 0 || ix >= is.width) continue;
+            float* dst = sample + (static_cast<std::size_t>(iy) * is.width + ix) * c_in;
+            for (int c = 0; c < c_in; ++c) dst[c] += dcols[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Max pooling of n samples of in (shape is, strides st) into out (HWC,
+// shape os); arg gets each output's position in its sample's input.
+void MaxPool(const float* in, const ImageShape& is, MapStrides st, int kernel, const ImageShape& os,
+             int n, float* out, std::int32_t* arg) {
+  const int channels = is.channels;
+  for (int j = 0; j < n; ++j) {
+    const float* sample = in + static_cast<std::size_t>(j) * is.size();
+    for (int oy = 0; oy < os.height; ++oy) {
+      for (int ox = 0; ox < os.width; ++ox, out += channels, arg += channels) {
+        const Index corner = oy * kernel * st.y_step + ox * kernel * st.x_step;
+        for (int c = 0; c < channels; ++c) {
+          out[c] = sample[corner + c * st.c_step];
+          arg[c] = static_cast<std::int32_t>(corner + c * st.c_step);
+        }
+        for (int ky = 0; ky < kernel; ++ky) {
+          for (int kx = 0; kx < kernel; ++kx) {
+            const Index base = corner + ky * st.y_step + kx * st.x_step;
+            for (int c = 0; c < channels; ++c) {
+              const float v = sample[base + c * st.c_step];
+              if (v > out[c]) {
+                out[c] = v;
+                arg[c] = static_cast<std::int32_t>(base + c * st.c_step);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 // The three products of layer l, each with its own cache-block sizes.
@@ -93,6 +212,17 @@ void MultiplyDerivative(Activation f, Matrix d, const Matrix& a) {
       d.array() *= a.array() * (1.0f - a.array());
       break;
   }
+}
+
+// out = the row sums of d, column after column. Not d.rowwise().sum():
+// Eigen vectorises that over out from its first aligned element, and the
+// scalar and vector paths add in different orders, so the bias gradients'
+// last bits would depend on where the caller's gradient buffer lies in
+// memory (and a seeded sync run would not repeat exactly).
+void RowSums(const Matrix& d, float* out) {
+  Vector sums(out, d.rows());
+  sums = d.col(0);
+  for (Index j = 1; j < d.cols(); ++j) sums += d.col(j);
 }
 
 // log(1 + exp(z)), stable for any z.
@@ -154,7 +284,32 @@ Workspace::Workspace(const Architecture& arch, int max_batch)
   deltas_.resize(layers);
   inputs_.resize(layers);
   masks_.resize(layers);
-  for (std::size_t l = 0; l < layers; ++l) {
+  if (arch.kind == ModelKind::kCnn) {
+    stage_shapes_ = arch.StageShapes();
+    conv_chunk_ = std::min(max_batch_, kConvChunk);
+    const std::size_t stages = arch.stages.size();
+    stage_outputs_.resize(stages);
+    stage_deltas_.resize(stages);
+    argmax_.resize(stages);
+    std::size_t patch_size = 0;
+    for (std::size_t s = 0; s < stages; ++s) {
+      const ImageShape& out = stage_shapes_[s + 1];
+      const std::size_t size = static_cast<std::size_t>(out.size()) * b;
+      stage_outputs_[s].assign(size, 0.0f);
+      stage_deltas_[s].assign(size, 0.0f);
+      if (arch.stages[s].type == FeatureStage::Type::kMaxPool) {
+        argmax_[s].assign(size, 0);
+        continue;
+      }
+      const Index positions = Index{out.height} * out.width * conv_chunk_;
+      patch_size = std::max(patch_size, static_cast<std::size_t>(positions) *
+                                            static_cast<std::size_t>(layout_[conv_layers_].in));
+      ++conv_layers_;
+    }
+    patches_.assign(patch_size, 0.0f);
+    patch_deltas_.assign(patch_size, 0.0f);
+  }
+  for (std::size_t l = conv_layers_; l < layers; ++l) {
     activations_[l].assign(static_cast<std::size_t>(layout_[l].out) * b, 0.0f);
     deltas_[l].assign(static_cast<std::size_t>(layout_[l].out) * b, 0.0f);
     if (IsHidden(arch, l, layers) && arch.dropout > 0) {
@@ -165,11 +320,19 @@ Workspace::Workspace(const Architecture& arch, int max_batch)
   // Block sizes as Eigen would choose them for each product at full batch
   // (a smaller batch only uses part of a block). Products: forward
   // out x in * in x b, weight gradient out x b * b x in, input gradient
-  // in x out * out x b.
+  // in x out * out x b (b: the batch for a dense layer, a chunk's output
+  // positions for a convolution).
   gemm_blocking_.resize(layers * kProducts * 3);
   Index size_a = 0, size_b = 0;
+  std::size_t stage = 0;  // a cnn: the stage of convolution l
   for (std::size_t l = 0; l < layers; ++l) {
-    const Index in = layout_[l].in, out = layout_[l].out, batch = max_batch_;
+    Index batch = max_batch_;
+    if (l < conv_layers_) {
+      while (arch.stages[stage].type != FeatureStage::Type::kConv) ++stage;
+      const ImageShape& out_shape = stage_shapes_[++stage];
+      batch = Index{out_shape.height} * out_shape.width * conv_chunk_;
+    }
+    const Index in = layout_[l].in, out = layout_[l].out;
     const Index dims[kProducts][3] = {{in, out, batch}, {batch, out, in}, {out, in, batch}};
     for (std::size_t p = 0; p < kProducts; ++p) {
       Index kc = dims[p][0], mc = dims[p][1], nc = dims[p][2];
@@ -216,14 +379,104 @@ struct NetworkKernels {
     if (i < size) mask[i] = (rng() & 0xffffffffu) < threshold ? scale : 0.0f;
   }
 
+  // A cnn's stages over n samples of x, into stage_outputs_.
+  static void ForwardStages(const Architecture& arch, const float* params, const float* x, int n,
+                            Workspace& ws) {
+    const float* a = x;
+    std::size_t layer = 0;
+    for (std::size_t s = 0; s < arch.stages.size(); ++s) {
+      const FeatureStage& f = arch.stages[s];
+      const ImageShape& is = ws.stage_shapes_[s];
+      const ImageShape& os = ws.stage_shapes_[s + 1];
+      const MapStrides st = StridesOf(is, s == 0);
+      float* out = ws.stage_outputs_[s].data();
+      if (f.type == FeatureStage::Type::kMaxPool) {
+        MaxPool(a, is, st, f.kernel, os, n, out, ws.argmax_[s].data());
+        a = out;
+        continue;
+      }
+      const LayerLayout& L = ws.layout_[layer];
+      const Index positions = Index{os.height} * os.width;
+      Matrix z(out, L.out, positions * n);
+      z.colwise() = ConstVector(params + L.bias_offset, L.out);
+      for (int j = 0; j < n; j += ws.conv_chunk_) {
+        const int count = std::min(ws.conv_chunk_, n - j);
+        Im2Col(a, is, st, f, os, j, count, ws.patches_.data());
+        GemmAdd<Eigen::ColMajor, Eigen::ColMajor>(
+            ws, layer, kForward, L.out, positions * count, L.in, params + L.weight_offset, L.out,
+            ws.patches_.data(), L.in, z.data() + L.out * positions * j);
+      }
+      z = z.cwiseMax(0.0f);
+      a = out;
+      ++layer;
+    }
+  }
+
+  // The backward pass through a cnn's stages, from stage_deltas_.back()
+  // (the loss gradient w.r.t. the last stage's output): convolution
+  // gradients into grad. The input's gradient is not formed.
+  static void BackwardStages(const Architecture& arch, const float* params, const float* x, int n,
+                             float* grad, Workspace& ws) {
+    std::size_t layer = ws.conv_layers_;
+    for (std::size_t s = arch.stages.size(); s-- > 0;) {
+      const FeatureStage& f = arch.stages[s];
+      const ImageShape& is = ws.stage_shapes_[s];
+      const ImageShape& os = ws.stage_shapes_[s + 1];
+      float* delta = ws.stage_deltas_[s].data();
+      float* prev = s > 0 ? ws.stage_deltas_[s - 1].data() : nullptr;
+      if (prev) std::fill_n(prev, static_cast<std::size_t>(is.size()) * n, 0.0f);
+      if (f.type == FeatureStage::Type::kMaxPool) {
+        if (!prev) continue;
+        const std::int32_t* arg = ws.argmax_[s].data();
+        for (int j = 0; j < n; ++j) {
+          float* p = prev + static_cast<std::size_t>(j) * is.size();
+          const std::size_t base = static_cast<std::size_t>(j) * os.size();
+          for (int i = 0; i < os.size(); ++i) p[arg[base + i]] += delta[base + i];
+        }
+        continue;
+      }
+      --layer;
+      const LayerLayout& L = ws.layout_[layer];
+      const Index positions = Index{os.height} * os.width;
+      Matrix d(delta, L.out, positions * n);
+      d = (Matrix(ws.stage_outputs_[s].data(), L.out, positions * n).array() > 0.0f)
+              .select(d, 0.0f);
+      RowSums(d, grad + L.bias_offset);
+      Matrix dw(grad + L.weight_offset, L.out, L.in);
+      dw.setZero();
+      const float* a = s > 0 ? ws.stage_outputs_[s - 1].data() : x;
+      const MapStrides st = StridesOf(is, s == 0);
+      for (int j = 0; j < n; j += ws.conv_chunk_) {
+        const int count = std::min(ws.conv_chunk_, n - j);
+        const float* dj = d.data() + L.out * positions * j;
+        Im2Col(a, is, st, f, os, j, count, ws.patches_.data());
+        GemmAdd<Eigen::ColMajor, Eigen::RowMajor>(ws, layer, kWeightGradient, L.out, L.in,
+                                                  positions * count, dj, L.out, ws.patches_.data(),
+                                                  L.in, dw.data());
+        if (!prev) continue;
+        float* dcols = ws.patch_deltas_.data();
+        std::fill_n(dcols, static_cast<std::size_t>(L.in * positions * count), 0.0f);
+        GemmAdd<Eigen::RowMajor, Eigen::ColMajor>(
+            ws, layer, kInputGradient, L.in, positions * count, L.out, params + L.weight_offset,
+            L.out, dj, L.out, dcols);
+        Col2ImAdd(dcols, is, f, os, j, count, prev);
+      }
+    }
+  }
+
   // Forward pass over n columns of x; leaves each layer's output in
   // activations_ (the last one: logits / predictions). With a dropout RNG,
-  // hidden outputs are also masked (inverted dropout) into inputs_.
+  // hidden outputs are also masked (inverted dropout) into inputs_. A cnn's
+  // stages run first, their outputs in stage_outputs_.
   static void Forward(const Architecture& arch, const float* params, const float* x, int n,
                       Workspace& ws, std::mt19937_64* dropout_rng) {
     const std::size_t layers = ws.layout_.size();
     const float* a = x;
-    for (std::size_t l = 0; l < layers; ++l) {
+    if (arch.kind == ModelKind::kCnn) {
+      ForwardStages(arch, params, x, n, ws);
+      a = ws.stage_outputs_.back().data();
+    }
+    for (std::size_t l = ws.conv_layers_; l < layers; ++l) {
       const LayerLayout& L = ws.layout_[l];
       ConstMatrix w(params + L.weight_offset, L.out, L.in);
       ConstVector b(params + L.bias_offset, L.out);
@@ -251,7 +504,7 @@ struct NetworkKernels {
                                std::mt19937_64* rng, const float* logit_offsets,
                                const float* class_weights) {
     assert(n >= 1 && n <= ws.max_batch_);
-    assert(ws.layout_.size() + 1 == arch.widths.size());
+    assert(ws.layout_.size() == ws.conv_layers_ + arch.widths.size() - 1);
     const bool dropout = rng != nullptr && arch.dropout > 0;
     std::vector<LayerLayout>& layout = ws.layout_;
     const std::size_t layers = layout.size();
@@ -269,25 +522,32 @@ struct NetworkKernels {
                    arch.loss() == LossKind::kCrossEntropy ? class_weights : nullptr) /
         n;
 
-    for (std::size_t l = layers; l-- > 0;) {
+    const std::size_t first = ws.conv_layers_;  // the first dense layer
+    const bool cnn = arch.kind == ModelKind::kCnn;
+    for (std::size_t l = layers; l-- > first;) {
       const LayerLayout& L = layout[l];
       Matrix d(ws.deltas_[l].data(), L.out, n);
-      const float* input = l == 0    ? x
-                           : dropout ? ws.inputs_[l - 1].data()
-                                     : ws.activations_[l - 1].data();
+      const float* input = l == first ? (cnn ? ws.stage_outputs_.back().data() : x)
+                           : dropout  ? ws.inputs_[l - 1].data()
+                                      : ws.activations_[l - 1].data();
       ConstMatrix in(input, L.in, n);
       Matrix dw(grad + L.weight_offset, L.out, L.in);
       dw.setZero();
       GemmAdd<Eigen::ColMajor, Eigen::RowMajor>(ws, l, kWeightGradient, L.out, L.in, n, d.data(),
                                                 L.out, in.data(), L.in, dw.data());
-      Vector db(grad + L.bias_offset, L.out);
-      db.noalias() = d.rowwise().sum();
-      if (l == 0) break;
-      Matrix dprev(ws.deltas_[l - 1].data(), L.in, n);
+      RowSums(d, grad + L.bias_offset);
+      if (l == first && !cnn) break;
+      // Into the stages' last output gradient (its own backward pass applies
+      // the ReLU), or the previous dense layer's.
+      Matrix dprev(l == first ? ws.stage_deltas_.back().data() : ws.deltas_[l - 1].data(), L.in, n);
       dprev.setZero();
       GemmAdd<Eigen::RowMajor, Eigen::ColMajor>(ws, l, kInputGradient, L.in, n, L.out,
                                                 params + L.weight_offset, L.out, d.data(), L.out,
                                                 dprev.data());
+      if (l == first) {
+        BackwardStages(arch, params, x, n, grad, ws);
+        break;
+      }
       if (dropout) dprev.array() *= Matrix(ws.masks_[l - 1].data(), L.in, n).array();
       MultiplyDerivative(arch.activation, dprev, Matrix(ws.activations_[l - 1].data(), L.in, n));
     }
@@ -297,7 +557,7 @@ struct NetworkKernels {
   static BatchScore Score(const Architecture& arch, const float* params, const float* x,
                           const float* y, int n, Workspace& ws) {
     assert(n >= 1 && n <= ws.max_batch_);
-    assert(ws.layout_.size() + 1 == arch.widths.size());
+    assert(ws.layout_.size() == ws.conv_layers_ + arch.widths.size() - 1);
     std::vector<LayerLayout>& layout = ws.layout_;
     Forward(arch, params, x, n, ws, nullptr);
     const LayerLayout& last = layout.back();
@@ -351,21 +611,22 @@ void Predict(const Architecture& arch, const float* params, const float* x, int 
 
 Evaluation Evaluate(const Architecture& arch, const float* params, const DatasetView& data,
                     int threads) {
-  constexpr int kBatch = 256;
+  // A cnn's feature maps take tens of KB per sample in a Workspace.
+  const int batch = arch.kind == ModelKind::kCnn ? 64 : 256;
   const std::size_t n = data.size();
   Evaluation result;
   result.samples = n;
   if (n == 0) return result;
-  const std::size_t batches = (n + kBatch - 1) / kBatch;
+  const std::size_t batches = (n + batch - 1) / batch;
   threads = static_cast<int>(std::clamp<std::size_t>(threads, 1, batches));
   std::vector<BatchScore> partial(threads);
   auto work = [&](int t) {
-    Workspace ws(arch, kBatch);
+    Workspace ws(arch, batch);
     // Each batch is gathered (and byte features converted) into floats.
-    std::vector<float> x(static_cast<std::size_t>(kBatch) * data.num_features()), y(kBatch);
+    std::vector<float> x(static_cast<std::size_t>(batch) * data.num_features()), y(batch);
     for (std::size_t b = t; b < batches; b += threads) {
-      const std::size_t begin = b * kBatch;
-      const int rows = static_cast<int>(std::min<std::size_t>(kBatch, n - begin));
+      const std::size_t begin = b * batch;
+      const int rows = static_cast<int>(std::min<std::size_t>(batch, n - begin));
       data.Copy(begin, static_cast<std::size_t>(rows), x.data(), y.data());
       const BatchScore s = Score(arch, params, x.data(), y.data(), rows, ws);
       partial[t].loss_sum += s.loss_sum;

@@ -21,6 +21,104 @@
 namespace fedsgd {
 namespace {
 
+// A cnn's mean loss in double, one sample at a time: direct convolution and
+// pooling over [channel][row][column] maps, the parameters indexed as
+// model.h documents them (shares no code with network.cpp's im2col).
+double ReferenceCnnLoss(const Architecture& arch, const std::vector<double>& p,
+                        const std::vector<float>& x, const std::vector<float>& y, int n,
+                        const std::vector<double>* class_weights) {
+  const std::vector<LayerLayout> layers = arch.Layout();
+  double total = 0;
+  for (int j = 0; j < n; ++j) {
+    int channels = arch.input_shape.channels, height = arch.input_shape.height,
+        width = arch.input_shape.width;
+    std::vector<double> map(x.begin() + static_cast<std::ptrdiff_t>(j) * arch.input_size(),
+                            x.begin() + static_cast<std::ptrdiff_t>(j + 1) * arch.input_size());
+    auto at = [&](const std::vector<double>& m, int c, int r, int col) {
+      return m[(static_cast<std::size_t>(c) * height + r) * width + col];
+    };
+    std::size_t layer = 0;
+    for (const FeatureStage& s : arch.stages) {
+      const int k = s.kernel;
+      if (s.type == FeatureStage::Type::kMaxPool) {
+        const int oh = height / k, ow = width / k;
+        std::vector<double> out(static_cast<std::size_t>(channels) * oh * ow);
+        for (int c = 0; c < channels; ++c) {
+          for (int r = 0; r < oh; ++r) {
+            for (int col = 0; col < ow; ++col) {
+              double m = -INFINITY;
+              for (int i = 0; i < k; ++i) {
+                for (int jj = 0; jj < k; ++jj) m = std::max(m, at(map, c, r * k + i, col * k + jj));
+              }
+              out[(static_cast<std::size_t>(c) * oh + r) * ow + col] = m;
+            }
+          }
+        }
+        map = out;
+        height = oh;
+        width = ow;
+        continue;
+      }
+      const LayerLayout& L = layers[layer++];
+      const int oc = s.channels;
+      const int oh = (height + 2 * s.padding - k) / s.stride + 1;
+      const int ow = (width + 2 * s.padding - k) / s.stride + 1;
+      std::vector<double> out(static_cast<std::size_t>(oc) * oh * ow);
+      for (int o = 0; o < oc; ++o) {
+        for (int r = 0; r < oh; ++r) {
+          for (int col = 0; col < ow; ++col) {
+            double v = p[L.bias_offset + o];
+            for (int c = 0; c < channels; ++c) {
+              for (int i = 0; i < k; ++i) {
+                for (int jj = 0; jj < k; ++jj) {
+                  const int ir = r * s.stride - s.padding + i;
+                  const int ic = col * s.stride - s.padding + jj;
+                  if (ir < 0 || ir >= height || ic < 0 || ic >= width) continue;
+                  const std::size_t w =
+                      L.weight_offset + o +
+                      static_cast<std::size_t>(oc) * (c + channels * (jj + k * i));
+                  v += p[w] * at(map, c, ir, ic);
+                }
+              }
+            }
+            out[(static_cast<std::size_t>(o) * oh + r) * ow + col] = v > 0 ? v : 0;
+          }
+        }
+      }
+      map = out;
+      channels = oc;
+      height = oh;
+      width = ow;
+    }
+    // Flattened (row, column, channel), channel fastest.
+    std::vector<double> a(map.size());
+    for (int c = 0; c < channels; ++c) {
+      for (int r = 0; r < height; ++r) {
+        for (int col = 0; col < width; ++col) {
+          a[c + static_cast<std::size_t>(channels) * (col + static_cast<std::size_t>(width) * r)] =
+              at(map, c, r, col);
+        }
+      }
+    }
+    for (std::size_t l = layer; l < layers.size(); ++l) {
+      const LayerLayout& L = layers[l];
+      std::vector<double> z(L.out);
+      for (int o = 0; o < L.out; ++o) {
+        z[o] = p[L.bias_offset + o];
+        for (int i = 0; i < L.in; ++i)
+          z[o] += p[L.weight_offset + o + static_cast<std::size_t>(i) * L.out] * a[i];
+        if (l + 1 < layers.size()) z[o] = z[o] > 0 ? z[o] : 0;
+      }
+      a = z;
+    }
+    double sum = 0;
+    for (double v : a) sum += std::exp(v);
+    const auto label = static_cast<std::size_t>(y[j]);
+    total += (class_weights ? (*class_weights)[label] : 1.0) * (std::log(sum) - a[label]);
+  }
+  return total / n;
+}
+
 // The mean loss of params over n samples, in double, one sample at a time:
 // shares no code with network.cpp, so the two cannot be wrong the same way.
 // class_weights (cross-entropy only) multiply each sample's loss by its
@@ -28,6 +126,7 @@ namespace {
 double ReferenceLoss(const Architecture& arch, const std::vector<double>& p,
                      const std::vector<float>& x, const std::vector<float>& y, int n,
                      const std::vector<double>* class_weights = nullptr) {
+  if (arch.kind == ModelKind::kCnn) return ReferenceCnnLoss(arch, p, x, y, n, class_weights);
   const std::vector<LayerLayout> layers = arch.Layout();
   double total = 0;
   for (int j = 0; j < n; ++j) {
@@ -166,7 +265,16 @@ INSTANTIATE_TEST_SUITE_P(
                       GradientCase{"logistic:9", 1, 1}, GradientCase{"linear:7", 13, 32},
                       // Products large enough for several GEMM blocks.
                       GradientCase{"mlp:37-29-11:tanh", 19, 33},
-                      GradientCase{"softmax:70-13", 17, 17}),
+                      GradientCase{"softmax:70-13", 17, 17},
+                      // Convolutional nets: pooling, stride, padding, a
+                      // multi-channel input, pooling first, no hidden dense
+                      // layer, and more samples than one im2col chunk (32).
+                      GradientCase{"cnn:1x6x6-c2k3-p2-f4-3", 5, 5},
+                      GradientCase{"cnn:3x7x7-c4k3s2p1-c3k2-p2-3", 4, 6},
+                      GradientCase{"cnn:2x9x8-c3k3p1-p2-c4k3s2-f6-5", 3, 3},
+                      GradientCase{"cnn:2x6x5-p2-c3k2-4", 4, 4},
+                      GradientCase{"cnn:2x5x5-c3k3p2-c2k2s3-f3-3", 2, 2},
+                      GradientCase{"cnn:1x5x5-c2k3-p3-3", 37, 40}),
     [](const ::testing::TestParamInfo<GradientCase>& param_info) {
       std::string name = std::string(param_info.param.arch) + "_n" +
                          std::to_string(param_info.param.n) + "_of" +
@@ -210,6 +318,113 @@ TEST(NetworkTest, GradientOfTheMnistMlpOnSampledParameters) {
     const double numeric = (up - down) / (2 * h);
     EXPECT_NEAR(grad[i], numeric, 1e-5 + 1e-3 * std::abs(numeric)) << "parameter " << i;
   }
+}
+
+// The production cnn at batch 34 (two im2col chunks, real GEMM blocking)
+// on a sample of parameters from every block.
+TEST(NetworkTest, GradientOfTheMnistCnnOnSampledParameters) {
+  const Architecture arch = Architecture::Parse("cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10");
+  const Model m = RandomModel(arch, 5);
+  std::mt19937_64 rng(7);
+  std::vector<float> x, y;
+  const int n = 34;
+  RandomBatch(arch, n, rng, x, y);
+  Workspace ws(arch, 40);
+  std::vector<float> grad(arch.ParameterCount());
+  const float loss = ForwardBackward(arch, m.params.data(), x.data(), y.data(), n, grad.data(), ws);
+  std::vector<double> p(m.params.begin(), m.params.end());
+  EXPECT_NEAR(loss, ReferenceLoss(arch, p, x, y, n), 1e-4);
+  std::vector<std::size_t> picks;
+  for (const LayerLayout& l : arch.Layout()) {
+    picks.push_back(l.weight_offset);
+    picks.push_back(l.bias_offset - 1);
+    picks.push_back(l.bias_offset);
+    picks.push_back(l.bias_offset + l.out - 1);
+  }
+  for (int i = 0; i < 8; ++i) picks.push_back(rng() % arch.Layout()[1].bias_offset);
+  const double h = 1e-4;
+  for (std::size_t i : picks) {
+    const double saved = p[i];
+    p[i] = saved + h;
+    const double up = ReferenceLoss(arch, p, x, y, n);
+    p[i] = saved - h;
+    const double down = ReferenceLoss(arch, p, x, y, n);
+    p[i] = saved;
+    const double numeric = (up - down) / (2 * h);
+    EXPECT_NEAR(grad[i], numeric, 1e-5 + 1e-3 * std::abs(numeric)) << "parameter " << i;
+  }
+}
+
+// The check is sharp: a 0.02% error in the gradient of one convolution
+// weight (the one with the largest gradient) fails it, for a conv layer
+// deep in the net and for the first one.
+TEST(NetworkTest, CnnGradientCheckCatchesOneWrongConvolutionWeight) {
+  const Architecture arch = Architecture::Parse("cnn:3x7x7-c4k3s2p1-c3k2-p2-f4-3");
+  const Model m = RandomModel(arch, 3);
+  std::mt19937_64 rng(11);
+  std::vector<float> x, y;
+  const int n = 6;
+  RandomBatch(arch, n, rng, x, y);
+  Workspace ws(arch, n);
+  std::vector<float> grad(arch.ParameterCount());
+  ForwardBackward(arch, m.params.data(), x.data(), y.data(), n, grad.data(), ws);
+  std::vector<double> p(m.params.begin(), m.params.end());
+  // Worst |analytic - numeric| over the tolerance used above, on [begin, end).
+  auto worst = [&](const std::vector<float>& g, std::size_t begin, std::size_t end) {
+    const double h = 1e-5;
+    double w = 0;
+    for (std::size_t i = begin; i < end; ++i) {
+      const double saved = p[i];
+      p[i] = saved + h;
+      const double up = ReferenceLoss(arch, p, x, y, n);
+      p[i] = saved - h;
+      const double down = ReferenceLoss(arch, p, x, y, n);
+      p[i] = saved;
+      const double numeric = (up - down) / (2 * h);
+      w = std::max(w, std::abs(g[i] - numeric) / (1e-5 + 1e-4 * std::abs(numeric)));
+    }
+    return w;
+  };
+  for (const LayerLayout& l : {arch.Layout()[0], arch.Layout()[1]}) {
+    const std::size_t begin = l.weight_offset, end = l.bias_offset;
+    EXPECT_LE(worst(grad, begin, end), 1.0);
+    std::size_t big = begin;
+    for (std::size_t i = begin; i < end; ++i) {
+      if (std::abs(grad[i]) > std::abs(grad[big])) big = i;
+    }
+    ASSERT_GT(std::abs(grad[big]), 0.1f) << "too small a gradient to test at 0.02%";
+    std::vector<float> wrong = grad;
+    wrong[big] *= 1.0002f;
+    EXPECT_GT(worst(wrong, begin, end), 1.0) << "parameter " << big;
+  }
+}
+
+// Score, Predict and ForwardBackward agree for a cnn, at any batch.
+TEST(NetworkTest, CnnScoreAndPredictMatchTheTrainingPass) {
+  const Architecture arch = Architecture::Parse("cnn:2x8x8-c3k3p1-p2-c4k3-f5-3");
+  const Model m = RandomModel(arch, 8);
+  std::mt19937_64 rng(12);
+  std::vector<float> x, y;
+  const int n = 9;
+  RandomBatch(arch, n, rng, x, y);
+  Workspace ws(arch, 16);
+  std::vector<float> grad(arch.ParameterCount()), probs(static_cast<std::size_t>(3) * n);
+  const float loss = ForwardBackward(arch, m.params.data(), x.data(), y.data(), n, grad.data(), ws);
+  const BatchScore s = Score(arch, m.params.data(), x.data(), y.data(), n, ws);
+  EXPECT_NEAR(s.loss_sum / n, loss, 1e-6);
+  Predict(arch, m.params.data(), x.data(), n, probs.data(), ws);
+  double loss_from_probs = 0;
+  std::size_t correct = 0;
+  for (int j = 0; j < n; ++j) {
+    const float* pj = probs.data() + static_cast<std::ptrdiff_t>(3) * j;
+    EXPECT_NEAR(pj[0] + pj[1] + pj[2], 1.0, 1e-6);
+    loss_from_probs -= std::log(pj[static_cast<int>(y[j])]);
+    correct += std::max_element(pj, pj + 3) - pj == static_cast<int>(y[j]);
+  }
+  EXPECT_NEAR(loss_from_probs / n, loss, 1e-5);
+  EXPECT_EQ(correct, s.correct);
+  std::vector<double> p(m.params.begin(), m.params.end());
+  EXPECT_NEAR(loss, ReferenceLoss(arch, p, x, y, n), 1e-5);
 }
 
 // With dropout the loss depends on the mask; the same RNG seed gives the same

@@ -69,6 +69,19 @@ TEST_P(TrainerModes, LearnsSeparableBlobs) {
   EXPECT_FALSE(stats.stopped);
 }
 
+// A cnn trains through the same ForwardBackward in both modes: the blobs as
+// 6x6 images (each class a pattern of stripes).
+TEST_P(TrainerModes, CnnLearnsBlobsAsImages) {
+  const auto [mode, threads] = GetParam();
+  const Dataset data = Blobs(1500, 36, 1);
+  Model model = Model::Create(Architecture::Parse("cnn:1x6x6-c4k3-p2-3"), 3);
+  LocalTrainer trainer(Options(mode, threads));
+  const TrainStats stats = trainer.Train(model, data);
+  EXPECT_GT(Accuracy(model, data), 0.95);
+  EXPECT_EQ(stats.samples, 3u * 1500u);
+  EXPECT_TRUE(std::isfinite(stats.train_loss));
+}
+
 INSTANTIATE_TEST_SUITE_P(AllModes, TrainerModes,
                          ::testing::Values(std::make_tuple(TrainMode::kHogwild, 1),
                                            std::make_tuple(TrainMode::kHogwild, 4),

@@ -1,8 +1,8 @@
 // Batched forward and backward passes over a flat parameter vector.
 //
 // Inputs are column-major (input_size x n): each sample's features are
-// contiguous, as they are in a Dataset. Targets are one float per sample:
-// the class index for classifiers, the value for regression.
+// contiguous, as they are in a Dataset (a cnn's: C x H x W, see model.h). Targets are one float per
+// sample: the class index for classifiers, the value for regression.
 //
 // Losses per sample, for output o (logits z):
 //   linear     0.5 * (o - y)^2          (so the gradient is o - y)
@@ -14,6 +14,10 @@
 // samples, so the training loop never allocates. One Workspace per thread;
 // the functions themselves keep no state and are safe to call concurrently
 // with distinct Workspaces and gradient buffers.
+//
+// A cnn's convolutions run as im2col (the patches of up to 32 samples at a
+// time) and one GEMM per chunk; max pooling keeps the position of each
+// window's maximum for the backward pass. Dropout applies to mlp only.
 #pragma once
 
 #include <cstddef>
@@ -42,6 +46,19 @@ class Workspace {
   std::vector<std::vector<float>> deltas_;
   std::vector<std::vector<float>> masks_;
   std::vector<std::vector<float>> inputs_;
+  // A cnn: the feature map shapes (input, then after each stage), the
+  // number of convolutions (its first layers in layout_), per stage its
+  // output (after ReLU or pooling) and the loss gradient w.r.t. that output,
+  // max_batch samples each, and for pooling each output's input position;
+  // the im2col patches of conv_chunk_ samples and their gradient.
+  std::vector<ImageShape> stage_shapes_;
+  std::size_t conv_layers_ = 0;
+  int conv_chunk_ = 0;
+  std::vector<std::vector<float>> stage_outputs_;
+  std::vector<std::vector<float>> stage_deltas_;
+  std::vector<std::vector<std::int32_t>> argmax_;
+  std::vector<float> patches_;
+  std::vector<float> patch_deltas_;
   // Packing buffers for the matrix products: Eigen's GEMM would otherwise
   // allocate them (hundreds of KB) on every product. Sized for the largest
   // product; gemm_blocking_ holds each product's cache-block sizes
