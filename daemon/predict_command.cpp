@@ -21,8 +21,6 @@
 namespace fedsgd {
 namespace {
 
-constexpr int kBatch = 256;
-
 SavedModel LoadModel(const PredictCommandOptions& o) {
   if (!o.model_file.empty()) {
     if (o.model.empty()) throw Error("--model-file needs --model (its architecture)");
@@ -157,31 +155,32 @@ void RunPredictCommand(const PredictCommandOptions& o, std::ostream& out, std::o
   const auto start = std::chrono::steady_clock::now();
   // Batches in order, `threads` at a time, printed in order.
   const int threads = std::max(1, o.threads);
+  const int batch = InferenceBatch(arch);  // 64 for a cnn: its Workspace is large
   std::vector<Workspace> spaces;
-  for (int t = 0; t < threads; ++t) spaces.emplace_back(arch, kBatch);
-  std::vector<float> outputs(static_cast<std::size_t>(threads) * kBatch * k);
+  for (int t = 0; t < threads; ++t) spaces.emplace_back(arch, batch);
+  std::vector<float> outputs(static_cast<std::size_t>(threads) * batch * k);
   // Per thread: the batch's rows, features as floats (IDX bytes convert
   // here, a batch at a time) and its (unused) targets.
   const std::size_t features = static_cast<std::size_t>(data.num_features);
-  std::vector<std::vector<std::size_t>> rows(threads, std::vector<std::size_t>(kBatch));
-  std::vector<std::vector<float>> xs(threads, std::vector<float>(kBatch * features));
-  std::vector<std::vector<float>> ys(threads, std::vector<float>(kBatch));
-  for (std::size_t begin = 0; begin < n; begin += static_cast<std::size_t>(threads) * kBatch) {
+  std::vector<std::vector<std::size_t>> rows(threads, std::vector<std::size_t>(batch));
+  std::vector<std::vector<float>> xs(threads, std::vector<float>(batch * features));
+  std::vector<std::vector<float>> ys(threads, std::vector<float>(batch));
+  for (std::size_t begin = 0; begin < n; begin += static_cast<std::size_t>(threads) * batch) {
     auto work = [&](int t) {
-      const std::size_t from = begin + static_cast<std::size_t>(t) * kBatch;
+      const std::size_t from = begin + static_cast<std::size_t>(t) * batch;
       if (from >= n) return;
-      const std::size_t count = std::min<std::size_t>(kBatch, n - from);
+      const std::size_t count = std::min<std::size_t>(batch, n - from);
       for (std::size_t r = 0; r < count; ++r) rows[t][r] = from + r;
       data.Gather(std::span(rows[t]).first(count), xs[t].data(), ys[t].data());
       Predict(arch, model.params.data(), xs[t].data(), static_cast<int>(count),
-              outputs.data() + static_cast<std::size_t>(t) * kBatch * k, spaces[t]);
+              outputs.data() + static_cast<std::size_t>(t) * batch * k, spaces[t]);
     };
     {
       std::vector<std::jthread> pool;
       for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
       work(0);
     }
-    const std::size_t end = std::min(n, begin + static_cast<std::size_t>(threads) * kBatch);
+    const std::size_t end = std::min(n, begin + static_cast<std::size_t>(threads) * batch);
     for (std::size_t i = begin; i < end; ++i) {
       Print(out, o.format, arch, i, outputs.data() + (i - begin) * k);
     }

@@ -609,10 +609,11 @@ void Predict(const Architecture& arch, const float* params, const float* x, int 
   NetworkKernels::Predict(arch, params, x, n, out, ws);
 }
 
+int InferenceBatch(const Architecture& arch) { return arch.kind == ModelKind::kCnn ? 64 : 256; }
+
 Evaluation Evaluate(const Architecture& arch, const float* params, const DatasetView& data,
                     int threads) {
-  // A cnn's feature maps take tens of KB per sample in a Workspace.
-  const int batch = arch.kind == ModelKind::kCnn ? 64 : 256;
+  const int batch = InferenceBatch(arch);
   const std::size_t n = data.size();
   Evaluation result;
   result.samples = n;

@@ -101,6 +101,10 @@ BatchScore Score(const Architecture& arch, const float* params, const float* x, 
 void Predict(const Architecture& arch, const float* params, const float* x, int n, float* out,
              Workspace& ws);
 
+// The batch evaluation and prediction use: 256 samples, 64 for a cnn (whose
+// feature maps take tens of KB per sample in a Workspace).
+int InferenceBatch(const Architecture& arch);
+
 // Loss and accuracy of params over a data set (or a view of some of its
 // samples), in batches. accuracy is 0 for regression models.
 struct Evaluation {
