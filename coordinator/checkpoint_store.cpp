@@ -257,6 +257,11 @@ RoundRecord ReadRound(const Statement& s, const std::string& path) {
         c.evaluation =
             wire::HeldOutEvaluation{number(d.at("eval_loss")), number(d.at("eval_accuracy")),
                                     d.at("eval_samples").get<std::uint64_t>()};
+        if (d.contains("personal_accuracy")) {
+          c.personal =
+              wire::HeldOutEvaluation{number(d.at("personal_loss")),
+                                      number(d.at("personal_accuracy")), c.evaluation->samples};
+        }
       }
       if (d.contains("model_version")) {
         c.model_version = d.at("model_version").get<std::uint64_t>();
@@ -291,6 +296,10 @@ nlohmann::json RoundRecord::ToJson() const {
       devs.back()["eval_loss"] = d.evaluation->loss;
       devs.back()["eval_accuracy"] = d.evaluation->accuracy;
       devs.back()["eval_samples"] = d.evaluation->samples;
+      if (d.personal) {
+        devs.back()["personal_loss"] = d.personal->loss;
+        devs.back()["personal_accuracy"] = d.personal->accuracy;
+      }
     }
     if (d.model_version) {
       devs.back()["model_version"] = *d.model_version;
@@ -323,7 +332,32 @@ nlohmann::json RoundRecord::ToJson() const {
   j["federated_accuracy_max"] = f ? nlohmann::json(f->max_accuracy) : nlohmann::json();
   j["federated_devices"] = f ? f->devices : 0;
   j["federated_samples"] = f ? f->samples : 0;
+  const std::optional<PersonalisationSummary> p = personalisation();
+  j["personalisation"] = p ? p->ToJson() : nlohmann::json();
   return j;
+}
+
+std::optional<PersonalisationSummary> RoundRecord::personalisation() const {
+  PersonalisationSummary p;
+  for (const DeviceContribution& d : devices) {
+    if (!d.evaluation || !d.personal) continue;
+    p.devices += 1;
+    p.global_accuracy += d.evaluation->accuracy;
+    p.personal_accuracy += d.personal->accuracy;
+    p.worse += d.personal->accuracy < d.evaluation->accuracy;
+  }
+  if (p.devices == 0) return std::nullopt;
+  p.global_accuracy /= static_cast<double>(p.devices);
+  p.personal_accuracy /= static_cast<double>(p.devices);
+  return p;
+}
+
+nlohmann::json PersonalisationSummary::ToJson() const {
+  return {{"devices", devices},
+          {"global_accuracy", global_accuracy},
+          {"personal_accuracy", personal_accuracy},
+          {"worse", worse},
+          {"worse_share", worse_share()}};
 }
 
 std::optional<FederatedEvaluation> RoundRecord::federated_evaluation() const {
@@ -615,6 +649,19 @@ std::int64_t CheckpointStore::LatestRunId() const {
   std::lock_guard lock(mutex_);
   Statement s(db_.get(), path_, "SELECT max(id) FROM runs");
   return s.Step() ? s.Int(0) : 0;
+}
+
+std::optional<nlohmann::json> CheckpointStore::RunPlan(std::int64_t run_id) const {
+  std::lock_guard lock(mutex_);
+  Statement s(db_.get(), path_, "SELECT plan FROM runs WHERE id = ?");
+  s.Bind(1, run_id);
+  if (!s.Step()) return std::nullopt;
+  nlohmann::json plan = nlohmann::json::parse(s.Text(0), nullptr, /*allow_exceptions=*/false);
+  if (plan.is_discarded()) {
+    throw Error(path_ + ": the plan of run " + std::to_string(run_id) +
+                " is not JSON: the database is damaged");
+  }
+  return plan;
 }
 
 }  // namespace fedsgd

@@ -60,6 +60,24 @@ struct DeviceContribution {
   // staleness is round - 1 - model_version). Stored as model_version and
   // staleness; absent in synchronous rounds, where it is always round - 1.
   std::optional<std::uint64_t> model_version;
+  // Personalisation (Plan::personalize_steps): the device's fine-tuned copy
+  // on the same held-out samples. Stored as personal_loss, personal_accuracy.
+  std::optional<wire::HeldOutEvaluation> personal = std::nullopt;
+};
+
+// A round's view of personalisation, over the devices that reported both
+// evaluations: the mean (over devices, unweighted) held-out accuracy of the
+// global model and of their personalised copies, and how many devices the
+// personalisation made worse (personalised accuracy below the global one).
+struct PersonalisationSummary {
+  std::size_t devices = 0;
+  double global_accuracy = 0;
+  double personal_accuracy = 0;
+  std::size_t worse = 0;
+  double worse_share() const {
+    return devices ? static_cast<double>(worse) / static_cast<double>(devices) : 0;
+  }
+  nlohmann::json ToJson() const;
 };
 
 struct RoundRecord {
@@ -85,6 +103,8 @@ struct RoundRecord {
 
   // Derived from devices (federated_evaluation.h); nullopt without any.
   std::optional<FederatedEvaluation> federated_evaluation() const;
+  // nullopt when no device reported a personalised evaluation.
+  std::optional<PersonalisationSummary> personalisation() const;
   // Includes the derived federated_accuracy, federated_loss,
   // federated_accuracy_min / _median / _max, federated_devices and
   // federated_samples (null when no device evaluated).
@@ -147,6 +167,9 @@ class CheckpointStore {
   std::uint64_t LatestRound(std::int64_t run_id) const;
   // The newest run's id, 0 when there is none.
   std::int64_t LatestRunId() const;
+  // The plan a run was started with, as stored; nullopt when there is no
+  // such run. Throws Error when the stored text is not JSON (damaged).
+  std::optional<nlohmann::json> RunPlan(std::int64_t run_id) const;
   const std::string& path() const { return path_; }
 
  private:

@@ -14,6 +14,7 @@
 #include "fedsgd/json_config.h"
 #include "fedsgd/wire.h"
 #include "http_api.h"
+#include "initial_model.h"
 #include "key_store.h"
 
 namespace fedsgd {
@@ -108,6 +109,11 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->capture_default_str()
       ->check(kPositive);
   app.add_option("--seed", o.seed, "Seed of the initial model")->capture_default_str();
+  app.add_option("--initial-model", o.initial_model,
+                 "Start a new run from pretrained weights instead of --seed's: FILE.npy (as "
+                 "/v1/model?format=npy serves; numpy.save of a float32 vector) or another "
+                 "coordinator's database as DB, DB:ROUND or DB:RUN:ROUND (its newest run and "
+                 "round by default); checked against --model. Part of the plan, by SHA-256");
   app.add_option("--prox-mu", o.prox_mu,
                  "FedAvg: FedProx proximal term mu, local loss + mu/2 ||w - w_global||^2 (Li et "
                  "al. 2020, Federated Optimization in Heterogeneous Networks); 0 = off")
@@ -126,6 +132,25 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
                  "2019, Class-Balanced Loss); softmax models, fedavg")
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "inverse_frequency"}));
+  app.add_option("--freeze-layers", o.freeze_layers,
+                 "Fine-tuning: freeze the first K layers with parameters (a cnn's convolutions, "
+                 "then dense layers; one at least stays trainable): devices neither train nor "
+                 "send them, updates carry only the rest (Yosinski et al. 2014, How transferable "
+                 "are features in deep neural networks?); usually with --initial-model; 0 = off")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--personalize-steps", o.personalize_steps,
+                 "Personalisation by local adaptation: after each new global model a device "
+                 "fine-tunes a copy for S mini-batches of its own data, scores both on its "
+                 "held-out part (--eval-fraction) and reports both; rounds record the mean "
+                 "global and personalised accuracy and the share made worse (Wang et al. 2019, "
+                 "arXiv:1910.10252); 0 = off")
+      ->capture_default_str()
+      ->check(CLI::Range(0L, 1000000L));
+  app.add_option("--personalize-layers", o.personalize_layers,
+                 "What personalisation fine-tunes: all layers, or only the last")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"all", "last"}));
   app.add_option("--eval-fraction", o.eval_fraction,
                  "Share of each device's shard held out for federated evaluation of every global "
                  "model (loss, accuracy, fairness over devices); 0 = off, at most 0.5")
@@ -352,6 +377,9 @@ Plan CoordinatorOptions::ToPlan() const {
   p.max_staleness = max_staleness;
   p.staleness_weight = staleness_weight;
   p.class_weighting = class_weighting;
+  p.freeze_layers = freeze_layers;
+  p.personalize_steps = personalize_steps;
+  p.personalize_layers = personalize_layers;
   p.broadcast_codec = broadcast_codec;
   p.over_selection = over_selection;
   if (clients_per_round.find_first_of(".eE") == std::string::npos) {
@@ -373,6 +401,11 @@ Plan CoordinatorOptions::ToPlan() const {
     }
     p.clients_fraction = f;
   }
+  if (!initial_model.empty()) {
+    const InitialModel m = LoadInitialModel(initial_model, Architecture::Parse(p.model));
+    p.initial_model = m.source;
+    p.initial_model_sha256 = m.sha256;
+  }
   p.Validate();
   return p;
 }
@@ -383,7 +416,7 @@ void CoordinatorOptions::Check() const {
   // sensitivity is not analysed here.
   if (plan.dp() && aggregator != "mean")
     throw Error("--dp-noise-multiplier needs --aggregator mean, not " + aggregator);
-  const std::size_t parameters = plan.architecture().ParameterCount();
+  const std::size_t parameters = plan.TrainableParameters();
   // The buffers must hold at least the updates of --min-devices devices
   // (in async mode, of one --buffer; with device selection, of the N
   // updates a round closes with).

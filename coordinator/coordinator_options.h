@@ -25,6 +25,8 @@ struct CoordinatorOptions {
   std::string authorized_keys;
   std::string db = "fedsgd.db";
   bool new_run = false;
+  // A pretrained start (coordinator/initial_model.h); empty: --seed's.
+  std::string initial_model;
   bool check_config = false;
   std::string eval_data;
   int heartbeat_ms = 1000;
@@ -69,6 +71,9 @@ struct CoordinatorOptions {
   long max_staleness = 20;
   std::string staleness_weight = "polynomial:0.5";
   std::string class_weighting = "none";
+  long freeze_layers = 0;      // Plan::freeze_layers
+  long personalize_steps = 0;  // Plan::personalize_steps
+  std::string personalize_layers = "all";
   std::string broadcast_codec = "fp32";
   // Device selection (Plan::clients_per_round / clients_fraction): a count
   // N, or a fraction in (0, 1); "0" = every online device.

@@ -11,6 +11,7 @@
 #include "fedsgd/network.h"
 #include "fedsgd/socket_options.h"
 #include "file_limit.h"
+#include "initial_model.h"
 #include "model_guard.h"
 
 namespace fedsgd {
@@ -83,8 +84,17 @@ void CoordinatorServer::Start() {
 
   db_lock_ = DatabaseLock::Acquire(options_.db);
   store_ = CheckpointStore::Open(options_.db);
-  const Model initial = Model::Create(arch, plan_.seed);
-  RunState run = store_->StartRun(plan_.ToJson(), initial.params, options_.new_run);
+  std::vector<float> initial;
+  if (plan_.initial_model.empty()) {
+    initial = Model::Create(arch, plan_.seed).params;
+  } else {
+    InitialModel m = LoadInitialModel(plan_.initial_model, arch);
+    if (m.sha256 != plan_.initial_model_sha256) {
+      throw Error("--initial-model " + m.source + " changed while the coordinator started");
+    }
+    initial = std::move(m.params);
+  }
+  RunState run = store_->StartRun(plan_.ToJson(), initial, options_.new_run);
   resumed_ = run.resumed;
   reader_ = CheckpointStore::Open(options_.db, /*read_only=*/true);
   manager_ =
@@ -573,6 +583,12 @@ void CoordinatorServer::CloseRound() {
                   f->min_accuracy, f->median_accuracy, f->max_accuracy);
     federated = text;
   }
+  if (const auto p = r.personalisation()) {
+    char text[128];
+    std::snprintf(text, sizeof text, ", personalised %.4f (global %.4f; worse on %zu of %zu)",
+                  p->personal_accuracy, p->global_accuracy, p->worse, p->devices);
+    federated += text;
+  }
   const std::size_t updates = r.devices.size();
   // Against the 4 bytes a float32 parameter needs: what the header costs.
   const double per_update = BytesPerUpdate(r);
@@ -631,7 +647,7 @@ wire::Limits CoordinatorServer::UpdateLimits() const {
   // An update in another encoding than the plan's is refused (bad_field):
   // it would mean a daemon misread the plan. Decode expands the plan's
   // encoding to float32, so nothing after it knows about codecs.
-  wire::Limits limits{manager_->params().size()};
+  wire::Limits limits{manager_->trainable()};
   limits.update_encoding = update_encoding_;
   return limits;
 }

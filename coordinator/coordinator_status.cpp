@@ -198,6 +198,17 @@ std::string CoordinatorServer::Metrics() const {
     metric("fedsgd_federated_accuracy_max", "gauge", "Highest device's held-out accuracy.",
            f->max_accuracy);
   }
+  if (const auto p = last_round_ ? last_round_->personalisation() : std::nullopt) {
+    metric("fedsgd_personal_accuracy", "gauge",
+           "Mean over devices of their personalised model's held-out accuracy (last round).",
+           p->personal_accuracy);
+    metric("fedsgd_personal_global_accuracy", "gauge",
+           "Mean over the same devices of the global model's held-out accuracy.",
+           p->global_accuracy);
+    metric("fedsgd_personal_worse_share", "gauge",
+           "Share of those devices whose personalised model scores below the global one.",
+           p->worse_share());
+  }
   return out;
 }
 

@@ -54,9 +54,11 @@ RoundManager::RoundManager(Plan plan, RoundSettings settings, std::int64_t run_i
       optimizer_(plan_),
       state_(std::move(state)),
       devices_(settings.heartbeat_timeout, settings.max_devices, settings.forget_offline_after),
-      staleness_weight_(StalenessWeight::Parse(plan_.staleness_weight)) {
+      staleness_weight_(StalenessWeight::Parse(plan_.staleness_weight)),
+      frozen_(plan_.FrozenParameters()) {
+  if (frozen_ >= params_.size()) throw Error("freeze_layers leaves no parameter to train");
   // A stored state that does not fit is refused at startup, not mid-run.
-  optimizer_.CheckState(state_, params_.size());
+  optimizer_.CheckState(state_, trainable());
   if (plan_.dp()) {
     auto dp = std::make_unique<DpAggregator>(std::move(aggregator_), DpSettings::FromPlan(plan_));
     dp_ = dp.get();
@@ -152,8 +154,9 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
                                                       std::to_string(device->samples) +
                                                       " declared at join");
   }
-  if (u.payload.size() != params_.size()) {  // Decode checks this too; never trust one layer
-    return refuse(RejectReason::kWrongSize, "payload size differs from the model");
+  if (u.payload.size() != trainable()) {  // Decode checks this too; never trust one layer
+    return refuse(RejectReason::kWrongSize,
+                  "payload size differs from the model's trainable parameters");
   }
   if (aggregator_->full()) {
     return refuse(RejectReason::kRoundClosed,
@@ -179,7 +182,8 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
   }
   accepted_.insert(key);
   contributions_.push_back({u.device, u.samples, u.loss, u.train_seconds, u.evaluation,
-                            plan_.async() ? std::optional(u.model_version) : std::nullopt});
+                            plan_.async() ? std::optional(u.model_version) : std::nullopt,
+                            u.personal});
   device->last_staleness = staleness;
   bytes_in_round_ += bytes;
   device->updates_accepted += 1;
@@ -230,7 +234,7 @@ std::uint64_t RoundManager::OpenRound(double now, double unix_now) {
   rejected_in_round_ = 0;
   bytes_in_round_ = 0;
   aggregator_->LoadState(state_);  // the committed state, also after a Discard
-  aggregator_->Begin(params_.size());
+  aggregator_->Begin(trainable());
   if (dp_) {
     dp_->SetDenominator(participants_.size());
     dp_state_at_open_ = dp_->ExportState();
@@ -277,15 +281,16 @@ ClosedRound RoundManager::CloseRound(double unix_now) {
   closing_ = true;
   const auto t0 = std::chrono::steady_clock::now();
   ClosedRound out;
-  std::vector<float> aggregate(params_.size());
+  std::vector<float> aggregate(trainable());
   aggregator_->Finish(aggregate);
   out.params = params_;
   out.state = state_;
   aggregator_->SaveState(out.state);
   // fedsgd aggregates gradients: the server step is along -lr x gradient.
+  // Frozen parameters (freeze_layers) are neither aggregated nor stepped.
   const bool gradient = plan_.algorithm == Algorithm::kFedSgd;
-  optimizer_.Step(out.params, aggregate, gradient ? -static_cast<double>(plan_.sgd.lr) : 1.0,
-                  out.state);
+  optimizer_.Step(std::span<float>(out.params).subspan(frozen_), aggregate,
+                  gradient ? -static_cast<double>(plan_.sgd.lr) : 1.0, out.state);
   RoundRecord& r = out.record;
   nlohmann::json aggregation = aggregator_->stats().ToJson();
   aggregation["server_optimizer"] = optimizer_.name();

@@ -144,6 +144,8 @@ class RoundManager {
   // online when the buffer opened), at least min_updates.
   std::size_t quorum_target() const;
   const std::vector<float>& params() const { return params_; }
+  // How many floats an update carries: the parameters after the frozen ones.
+  std::size_t trainable() const { return params_.size() - frozen_; }
   // {epsilon, delta, noise_multiplier, clip, rounds} so far; null without
   // differential privacy.
   nlohmann::json privacy() const;
@@ -186,6 +188,7 @@ class RoundManager {
   std::set<UpdateKey> accepted_;
   std::set<UpdateKey> applied_;
   StalenessWeight staleness_weight_;
+  std::size_t frozen_;             // Plan::FrozenParameters(): the first ones, never stepped
   std::size_t buffer_target_ = 0;  // async: fixed when the buffer opens
   std::vector<float> scaled_;      // async: a stale update times its weight (reused)
   std::string update_kind_;        // delta | gradient: all updates of a round agree

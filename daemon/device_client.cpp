@@ -290,7 +290,9 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   parameter_count_ = plan_->architecture().ParameterCount();
   // The error-feedback residual survives a rejoin of the same run and is
   // reset for another one (update_compressor.h). The plan was validated.
-  compressor_.Prepare(run_id_, wire::UpdateCodec::Parse(plan_->update_codec), parameter_count_);
+  // Updates carry the trainable parameters only (Plan::freeze_layers).
+  compressor_.Prepare(run_id_, wire::UpdateCodec::Parse(plan_->update_codec),
+                      plan_->TrainableParameters());
   // A (re)started coordinator remembers nothing of its open round: whatever
   // this device sent before the welcome may be lost, so every round open
   // from now on is trained again. A duplicate is refused, never counted twice.

@@ -116,6 +116,9 @@ class DeviceClient {
   void Tick();
   // Keeps the newest model in --state-dir (saved_model.h): at most every
   // kSaveInterval seconds, and always with `force` (the run's end, a stop).
+  // Keeps the personalised copy of a result (Plan::personalize_steps) in
+  // --state-dir as personal.npy / personal.json, and frees it.
+  void SavePersonalModel(TrainingResult& r);
   void SaveNewestModel(bool force);
   static constexpr double kSaveInterval = 5;
   // The plan's asynchronous mode (FedBuff): train continuously, never

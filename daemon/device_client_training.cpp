@@ -83,6 +83,7 @@ void DeviceClient::FinishTraining() {
     return;
   }
   if (r.cancelled) return;
+  SavePersonalModel(r);
   attack_.Apply(r.payload, attack_rng_);
   last_loss_ = r.loss;
   last_samples_per_second_ = r.samples_per_second;
@@ -123,13 +124,20 @@ void DeviceClient::SendUpdate(TrainingResult r, bool granted) {
       r.loss,      r.kind,  r.seconds,       compressed ? std::vector<float>() : r.payload,
       std::nullopt};
   if (compressed) u.encoded = r.encoded;
+  std::string personal;
   if (r.evaluation) {
     u.evaluation = wire::HeldOutEvaluation{Finite(r.evaluation->loss), r.evaluation->accuracy,
                                            r.evaluation->samples};
+    if (r.personal) {
+      u.personal = wire::HeldOutEvaluation{Finite(r.personal->loss), r.personal->accuracy,
+                                           r.personal->samples};
+      personal = Format("held-out accuracy %.4f global, %.4f personalised; ",
+                        r.evaluation->accuracy, r.personal->accuracy);
+    }
   }
   if (Send(std::move(u))) {
     ++updates_sent_;
-    Log(line + "update sent (" + std::to_string(bytes) + " bytes)");
+    Log(line + personal + "update sent (" + std::to_string(bytes) + " bytes)");
     // Asynchronous: the answer (TrainNextAsync) starts the next job, from the
     // newest model this device has or, if that is the one just trained from,
     // from the next one the Ack or a broadcast brings.
@@ -158,6 +166,19 @@ void DeviceClient::SaveNewestModel(bool force) {
   } catch (const Error& e) {
     Warn("save_failed", std::string("cannot keep the newest model: ") + e.what());
   }
+}
+
+void DeviceClient::SavePersonalModel(TrainingResult& r) {
+  if (options_.state_dir.empty() || !plan_ || r.personal_params.empty()) return;
+  try {
+    SaveModel(
+        options_.state_dir,
+        {plan_->architecture().ToString(), r.model_version, run_id_, std::move(r.personal_params)},
+        "personal");
+  } catch (const Error& e) {
+    Warn("save_failed", std::string("cannot keep the personalised model: ") + e.what());
+  }
+  r.personal_params.clear();
 }
 
 }  // namespace fedsgd

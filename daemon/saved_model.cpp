@@ -68,23 +68,23 @@ std::string ReadFile(const fs::path& path) {
 
 }  // namespace
 
-void SaveModel(const std::string& dir, const SavedModel& saved) {
+void SaveModel(const std::string& dir, const SavedModel& saved, const std::string& name) {
   const fs::path base(dir);
   std::error_code ec;
   fs::create_directories(base, ec);
   if (ec) throw Error("cannot create the state directory " + dir + ": " + ec.message());
-  WriteAtomically(base / "model.npy", EncodeNpy(saved.params));
+  WriteAtomically(base / (name + ".npy"), EncodeNpy(saved.params));
   const nlohmann::json meta = {{"model", saved.model},
                                {"model_version", saved.model_version},
                                {"run_id", saved.run_id},
                                {"parameters", saved.params.size()}};
-  WriteAtomically(base / "model.json", meta.dump() + "\n");
+  WriteAtomically(base / (name + ".json"), meta.dump() + "\n");
   SyncDirectory(base);
 }
 
-std::optional<SavedModel> LoadSavedModel(const std::string& dir) {
+std::optional<SavedModel> LoadSavedModel(const std::string& dir, const std::string& name) {
   const fs::path base(dir);
-  const fs::path npy = base / "model.npy", json = base / "model.json";
+  const fs::path npy = base / (name + ".npy"), json = base / (name + ".json");
   if (!fs::exists(npy) && !fs::exists(json)) return std::nullopt;
   if (!fs::exists(json)) throw Error(json.string() + " is missing beside " + npy.string());
   if (!fs::exists(npy)) throw Error(npy.string() + " is missing beside " + json.string());

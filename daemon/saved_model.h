@@ -32,7 +32,9 @@ struct SavedModel {
   std::vector<float> params;
 };
 
-void SaveModel(const std::string& dir, const SavedModel& saved);
-std::optional<SavedModel> LoadSavedModel(const std::string& dir);
+// `name` names the pair: "model" (the newest global model) or "personal"
+// (its personalised copy, Plan::personalize_steps).
+void SaveModel(const std::string& dir, const SavedModel& saved, const std::string& name = "model");
+std::optional<SavedModel> LoadSavedModel(const std::string& dir, const std::string& name = "model");
 
 }  // namespace fedsgd

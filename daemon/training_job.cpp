@@ -49,6 +49,34 @@ TrainingResult TrainingJob::TakeResult() {
   return std::move(result_);
 }
 
+TrainOptions TrainingJob::LocalOptions() const {
+  TrainOptions o;
+  o.threads = threads_;
+  o.mode = mode_;
+  o.batch = plan_.batch;
+  o.sgd = plan_.sgd;
+  o.logit_adjustment = static_cast<float>(plan_.logit_adjustment);
+  o.slowdown = slowdown_;
+  o.class_weighting = ParseClassWeighting(plan_.class_weighting);
+  // A different shuffle every round, the same for a given round.
+  o.seed = seed_ * 1000003u + round_;
+  return o;
+}
+
+void TrainingJob::Personalize(TrainingResult& r) {
+  Model personal{plan_.architecture(), global_};
+  TrainOptions o = LocalOptions();
+  o.epochs = 0;  // as many passes as the steps take
+  o.max_steps = plan_.personalize_steps;
+  o.frozen = plan_.PersonalFrozenParameters();
+  o.seed ^= 0x5045525350ULL;  // its own shuffle, not the global training's
+  // Its samples are not the round's: the progress shown is the training's.
+  const TrainStats stats = LocalTrainer(o).Train(personal, data_, {}, &cancel_, nullptr);
+  if (stats.stopped) return;
+  r.personal = Evaluate(personal.arch, personal.params.data(), *held_out_, threads_);
+  r.personal_params = std::move(personal.params);
+}
+
 void TrainingJob::Work() {
   TrainingResult& r = result_;
   r.round = round_;
@@ -56,31 +84,27 @@ void TrainingJob::Work() {
   r.samples = data_.size();
   try {
     Model model{plan_.architecture(), global_};
+    const std::size_t frozen = plan_.FrozenParameters();
     if (held_out_ && held_out_->size() > 0 && !cancel_.load()) {
       r.evaluation = Evaluate(model.arch, global_.data(), *held_out_, threads_);
     }
+    if (plan_.personalize() && r.evaluation && !cancel_.load()) Personalize(r);
     if (plan_.algorithm == Algorithm::kFedAvg) {
-      TrainOptions o;
-      o.threads = threads_;
-      o.mode = mode_;
-      o.batch = plan_.batch;
+      TrainOptions o = LocalOptions();
       o.epochs = plan_.local_epochs;
       o.max_steps = plan_.local_steps;
-      o.sgd = plan_.sgd;
       o.prox_mu = static_cast<float>(plan_.prox_mu);
-      o.logit_adjustment = static_cast<float>(plan_.logit_adjustment);
-      o.slowdown = slowdown_;
-      o.class_weighting = ParseClassWeighting(plan_.class_weighting);
-      // A different shuffle every round, the same for a given round.
-      o.seed = seed_ * 1000003u + round_;
+      o.frozen = frozen;
       const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);
       r.cancelled = stats.stopped;
       r.processed = stats.samples;
       r.loss = stats.train_loss;
       r.samples_per_second = stats.samples_per_second();
       r.kind = "delta";
-      r.payload.resize(global_.size());
-      for (std::size_t i = 0; i < global_.size(); ++i) r.payload[i] = model.params[i] - global_[i];
+      r.payload.resize(global_.size() - frozen);  // frozen parameters are not sent
+      for (std::size_t i = frozen; i < global_.size(); ++i) {
+        r.payload[i - frozen] = model.params[i] - global_[i];
+      }
     } else {
       // FedSGD: the full-shard gradient at the global model.
       const Architecture& arch = model.arch;
@@ -112,8 +136,10 @@ void TrainingJob::Work() {
       r.processed = progress_.samples.load();
       const double n = static_cast<double>(data_.size());
       r.kind = "gradient";
-      r.payload.resize(global_.size());
-      for (std::size_t i = 0; i < sum.size(); ++i) r.payload[i] = static_cast<float>(sum[i] / n);
+      r.payload.resize(global_.size() - frozen);
+      for (std::size_t i = frozen; i < sum.size(); ++i) {
+        r.payload[i - frozen] = static_cast<float>(sum[i] / n);
+      }
       r.loss = loss / n;
     }
   } catch (const std::exception& e) {

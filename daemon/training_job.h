@@ -2,7 +2,9 @@
 //
 // Started by the network thread with the global model of a round; it never
 // touches a socket. With a held-out set (federated evaluation) it first
-// scores the global model on it, then trains. FedAvg runs LocalTrainer for the plan's local epochs
+// scores the global model on it (and, with the plan's personalize_steps,
+// fine-tunes a copy for that many mini-batches and scores it too), then
+// trains. FedAvg runs LocalTrainer for the plan's local epochs
 // / steps and yields delta = trained - global. FedSGD yields the gradient of the mean loss over the
 // whole shard at the global model (computed in mini-batches of the plan's size on one thread).
 // Cancel() makes it end after the current mini-batch. The network thread polls done() and then
@@ -39,6 +41,10 @@ struct TrainingResult {
   // The global model on the held-out samples, before training; absent
   // without a held-out set (or an empty one).
   std::optional<Evaluation> evaluation;
+  // Personalisation (Plan::personalize_steps): the global model fine-tuned
+  // on the training part, and its score on the same held-out samples.
+  std::optional<Evaluation> personal;
+  std::vector<float> personal_params;
   bool cancelled = false;
   std::string error;  // set when training failed (e.g. the plan does not fit the data)
   // The payload compressed with the plan's update codec, once (set by the
@@ -73,6 +79,10 @@ class TrainingJob {
 
  private:
   void Work();
+  // The options local training and personalisation share.
+  TrainOptions LocalOptions() const;
+  // Fine-tunes a copy of the global model and scores it (r.personal).
+  void Personalize(TrainingResult& r);
 
   Plan plan_;
   const DatasetView data_;

@@ -142,6 +142,29 @@ void Plan::Validate() const {
           "a count or a fraction)");
   require(std::isfinite(over_selection) && over_selection >= 1 && over_selection <= 10,
           "over_selection (--over-selection) must be in [1, 10]");
+  require(freeze_layers >= 0 &&
+              static_cast<std::size_t>(freeze_layers) < architecture().Layout().size(),
+          "freeze_layers (--freeze-layers) must be in 0.." +
+              std::to_string(architecture().Layout().size() - 1) + " for model " + model +
+              " (its layers with parameters, less one that stays trainable)");
+  require(personalize_steps >= 0 && personalize_steps <= 1000000,
+          "personalize_steps (--personalize-steps) must be in 0..1000000 (0 = off)");
+  require(
+      personalize_layers == "all" || personalize_layers == "last",
+      "personalize_layers (--personalize-layers) '" + personalize_layers + "' must be all or last");
+  require(!(personalize() && eval_fraction <= 0),
+          "personalize_steps (--personalize-steps) needs a held-out part to score the "
+          "personalised model on: --eval-fraction > 0");
+  require(!(personalize() && algorithm != Algorithm::kFedAvg),
+          "personalize_steps (--personalize-steps) needs --algorithm fedavg (devices train "
+          "locally)");
+  require(initial_model.empty() == initial_model_sha256.empty(),
+          "initial_model and initial_model_sha256 come together (--initial-model)");
+  require(initial_model.size() <= 4096, "initial_model (--initial-model) is too long");
+  require(initial_model_sha256.empty() ||
+              (initial_model_sha256.size() == 64 &&
+               initial_model_sha256.find_first_not_of("0123456789abcdef") == std::string::npos),
+          "initial_model_sha256 must be 64 lowercase hex digits");
   // Asynchronous devices are not invited: every one trains continuously.
   require(!(async() && selection()),
           "mode async (--async) cannot be combined with device selection (--clients-per-round); "
@@ -234,6 +257,15 @@ nlohmann::json Plan::ToJson() const {
     j["over_selection"] = over_selection;
   }
   if (broadcast_codec != "fp32") j["broadcast_codec"] = broadcast_codec;
+  if (freeze_layers > 0) j["freeze_layers"] = freeze_layers;
+  if (personalize()) {
+    j["personalize_steps"] = personalize_steps;
+    j["personalize_layers"] = personalize_layers;
+  }
+  if (!initial_model.empty()) {
+    j["initial_model"] = initial_model;
+    j["initial_model_sha256"] = initial_model_sha256;
+  }
   if (dp()) {
     j["dp_noise_multiplier"] = dp_noise_multiplier;
     j["dp_delta"] = dp_delta;
@@ -313,6 +345,11 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("clients_per_round", p.clients_per_round);
     optional("clients_fraction", p.clients_fraction);
     optional("over_selection", p.over_selection);
+    optional("freeze_layers", p.freeze_layers);
+    optional("personalize_steps", p.personalize_steps);
+    optional("personalize_layers", p.personalize_layers);
+    optional("initial_model", p.initial_model);
+    optional("initial_model_sha256", p.initial_model_sha256);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid plan: ") + e.what());
   }
@@ -325,6 +362,20 @@ std::size_t Plan::SelectionTarget(std::size_t online) const {
   const auto n =
       static_cast<std::size_t>(std::ceil(clients_fraction * static_cast<double>(online)));
   return std::max<std::size_t>(n, 1);
+}
+
+std::size_t Plan::FrozenParameters() const {
+  if (freeze_layers <= 0) return 0;
+  return architecture().Layout().at(static_cast<std::size_t>(freeze_layers)).weight_offset;
+}
+
+std::size_t Plan::PersonalFrozenParameters() const {
+  if (personalize_layers != "last") return FrozenParameters();
+  return architecture().Layout().back().weight_offset;
+}
+
+std::size_t Plan::TrainableParameters() const {
+  return architecture().ParameterCount() - FrozenParameters();
 }
 
 }  // namespace fedsgd

@@ -157,12 +157,15 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       const float loss = ForwardBackward(
           run.arch, buf.weights.data(), buf.x.data(), buf.y.data(), rows, buf.grad.data(),
           buf.workspace, dropout ? &rngs[t] : nullptr, run.logit_offsets, run.class_weights);
+      // Frozen parameters (the first `frozen`) are read, never written.
+      const std::size_t f = run.opt.frozen;
       if (run.anchor) {
-        AddProximalGradient(buf.grad.data(), buf.weights.data(), run.anchor, count,
+        AddProximalGradient(buf.grad.data() + f, buf.weights.data() + f, run.anchor + f, count - f,
                             run.opt.prox_mu);
       }
       const auto lr = static_cast<float>(run.opt.sgd.schedule.Rate(run.opt.sgd.lr, first_step + b));
-      SgdStepShared(shared, buf.grad.data(), shared_velocity, count, lr, run.opt.sgd);
+      SgdStepShared(shared + f, buf.grad.data() + f,
+                    shared_velocity ? shared_velocity + f : nullptr, count - f, lr, run.opt.sgd);
       r.loss_sum += loss;
       r.batches += 1;
       r.samples += end - begin;
@@ -234,8 +237,11 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
 
   auto worker = [&](int t) {
     ThreadBuffers& buf = buffers[t];
-    const std::size_t slice_begin = count * t / threads;
-    const std::size_t slice_end = count * (t + 1) / threads;
+    // Each thread steps one slice of the trainable parameters (after the
+    // first `frozen`).
+    const std::size_t f = run.opt.frozen;
+    const std::size_t slice_begin = f + (count - f) * t / threads;
+    const std::size_t slice_end = f + (count - f) * (t + 1) / threads;
     while (step < steps && !stop) {
       const std::size_t begin = static_cast<std::size_t>(step) * batch;
       const std::size_t end = std::min(begin + batch, n);
@@ -306,6 +312,11 @@ TrainStats LocalTrainer::Train(Model& model, const DatasetView& data,
   }
   if (!std::isfinite(opt.slowdown) || opt.slowdown < 1) {
     throw Error("the slowdown (--slowdown) must be >= 1");
+  }
+  if (opt.frozen >= model.params.size()) {
+    throw Error("frozen parameters (" + std::to_string(opt.frozen) +
+                ") leave nothing of the model's " + std::to_string(model.params.size()) +
+                " to train");
   }
   if (!std::isfinite(opt.logit_adjustment) || opt.logit_adjustment < 0) {
     throw Error("the logit adjustment tau (logit_adjustment) must be >= 0");

@@ -178,6 +178,15 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
       u.evaluation = HeldOutEvaluation{r.Double("eval_loss", 0), r.Double("eval_accuracy", 0, 1),
                                        r.Uint("eval_samples", 1, kMaxHeldOutSamples)};
     }
+    // Personalisation: both fields or none, on the evaluation's samples.
+    if (h.contains("personal_loss") || h.contains("personal_accuracy")) {
+      if (!u.evaluation) {
+        r.Fail("personal_loss and personal_accuracy need the eval_ fields");
+      } else {
+        u.personal = HeldOutEvaluation{r.Double("personal_loss", 0),
+                                       r.Double("personal_accuracy", 0, 1), u.evaluation->samples};
+      }
+    }
     u.encoded = ReadEncoding(r, h, /*weights=*/false);
     message = std::move(u);
   } else if (kind == "ack") {
@@ -270,6 +279,10 @@ std::vector<zmq::message_t> Encode(Message message) {
             h["eval_loss"] = m.evaluation->loss;
             h["eval_accuracy"] = m.evaluation->accuracy;
             h["eval_samples"] = m.evaluation->samples;
+            if (m.personal) {
+              h["personal_loss"] = m.personal->loss;
+              h["personal_accuracy"] = m.personal->accuracy;
+            }
           }
           WriteEncoding(m.encoded, h);
         } else if constexpr (std::is_same_v<T, Ack>) {

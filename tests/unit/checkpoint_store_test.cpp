@@ -263,6 +263,33 @@ TEST_F(CheckpointStoreTest, DeviceEvaluationsRoundTripAndDeriveTheFederatedView)
   EXPECT_FALSE(rounds[1].ToJson().at("devices")[0].contains("eval_accuracy"));
 }
 
+TEST_F(CheckpointStoreTest, PersonalisedEvaluationsRoundTripAndSummarise) {
+  auto store = CheckpointStore::Open(path_);
+  const RunState run = store->StartRun(plan_, Params(0), false);
+  RoundRecord r = Record(run.run_id, 1);
+  r.devices.push_back({"dev2", 50, 0.5, 1.0, std::nullopt, std::nullopt});
+  r.devices[0].evaluation = wire::HeldOutEvaluation{0.5, 0.75, 100};
+  r.devices[0].personal = wire::HeldOutEvaluation{0.25, 0.875, 100};  // better
+  r.devices[1].evaluation = wire::HeldOutEvaluation{1.5, 0.5, 300};
+  r.devices[1].personal = wire::HeldOutEvaluation{1.75, 0.25, 300};  // worse
+  r.devices[2].evaluation = wire::HeldOutEvaluation{1.5, 0.5, 50};   // no personal one
+  store->CommitRound(r, Params(1));
+  const auto back = store->GetRound(run.run_id, 1);
+  ASSERT_TRUE(back.has_value());
+  ASSERT_TRUE(back->devices[1].personal.has_value());
+  EXPECT_DOUBLE_EQ(back->devices[1].personal->accuracy, 0.25);
+  EXPECT_DOUBLE_EQ(back->devices[1].personal->loss, 1.75);
+  EXPECT_EQ(back->devices[1].personal->samples, 300u);
+  EXPECT_FALSE(back->devices[2].personal.has_value());
+  const nlohmann::json p = back->ToJson().at("personalisation");
+  EXPECT_EQ(p.at("devices"), 2) << "devices that reported both";
+  EXPECT_DOUBLE_EQ(p.at("global_accuracy").get<double>(), (0.75 + 0.5) / 2);
+  EXPECT_DOUBLE_EQ(p.at("personal_accuracy").get<double>(), (0.875 + 0.25) / 2);
+  EXPECT_EQ(p.at("worse"), 1);
+  EXPECT_DOUBLE_EQ(p.at("worse_share").get<double>(), 0.5);
+  EXPECT_TRUE(Record(run.run_id, 2).ToJson().at("personalisation").is_null());
+}
+
 // A plan stored before prox_mu / eval_fraction existed resumes under today's
 // plan with their defaults, and only with those.
 TEST_F(CheckpointStoreTest, PlanStoredWithoutNewerKeysResumesWithTheirDefaults) {

@@ -9,6 +9,7 @@
 #include <random>
 #include <thread>
 
+#include "fedsgd/error.h"
 #include "fedsgd/network.h"
 
 namespace fedsgd {
@@ -59,6 +60,76 @@ TEST(TrainingJobTest, FedAvgDeltaLowersTheLoss) {
   EXPECT_LT(Evaluate(arch, after.data(), data).loss,
             Evaluate(arch, global.params.data(), data).loss);
   EXPECT_GT(r.samples_per_second, 0);
+}
+
+// Personalisation (Plan::personalize_steps): a device whose data is one
+// class of three adapts the global model to it, and the personalised copy
+// beats the global one on its held-out part; `last` fine-tunes only the
+// last layer. The global update is the same as without it.
+TEST(TrainingJobTest, PersonalisationFineTunesACopyAndScoresBoth) {
+  Dataset all = Blobs(900);
+  Dataset own;  // class 2 only: what label skew looks like from one device
+  own.num_features = 3;
+  own.num_classes = 3;
+  for (std::size_t i = 0; i < all.y.size(); ++i) {
+    if (all.y[i] != 2.0f) continue;
+    own.x.insert(own.x.end(), all.x.begin() + static_cast<long>(i * 3),
+                 all.x.begin() + static_cast<long>(i * 3 + 3));
+    own.y.push_back(2.0f);
+  }
+  std::vector<std::size_t> train_rows(250), held_rows(own.y.size() - 250);
+  for (std::size_t i = 0; i < train_rows.size(); ++i) train_rows[i] = i;
+  for (std::size_t i = 0; i < held_rows.size(); ++i) held_rows[i] = 250 + i;
+  const DatasetView train(own, train_rows), held_out(own, held_rows);
+  for (const char* layers : {"all", "last"}) {
+    Plan plan;
+    plan.model = "mlp:3-8-3";
+    plan.local_steps = 5;
+    plan.batch = 16;
+    plan.sgd.lr = 0.1f;
+    plan.personalize_steps = 30;
+    plan.personalize_layers = layers;
+    plan.Validate();
+    const Model global = Model::Create(plan.architecture(), 3);
+    TrainingJob job(plan, train, global.params, 2, 1, 1, TrainMode::kSync, 1, &held_out);
+    TrainingResult r = RunJob(job);
+    ASSERT_TRUE(r.error.empty()) << r.error;
+    ASSERT_TRUE(r.evaluation && r.personal) << layers;
+    EXPECT_EQ(r.personal->samples, r.evaluation->samples);
+    EXPECT_GT(r.personal->accuracy, r.evaluation->accuracy) << layers;
+    EXPECT_GT(r.personal->accuracy, 0.95) << layers;
+    ASSERT_EQ(r.personal_params.size(), global.params.size());
+    const std::size_t kept = plan.PersonalFrozenParameters();
+    EXPECT_EQ(kept, std::string(layers) == "last" ? 3u * 8u + 8u : 0u);
+    for (std::size_t i = 0; i < kept; ++i) ASSERT_EQ(r.personal_params[i], global.params[i]);
+
+    Plan without = plan;
+    without.personalize_steps = 0;
+    TrainingJob plain(without, train, global.params, 2, 1, 1, TrainMode::kSync, 1, &held_out);
+    const TrainingResult q = RunJob(plain);
+    EXPECT_FALSE(q.personal.has_value());
+    EXPECT_EQ(q.payload, r.payload) << "the global update does not depend on it";
+  }
+}
+
+TEST(TrainingJobTest, PersonalisationNeedsAHeldOutPartAndFedAvg) {
+  Plan plan;
+  plan.model = "mlp:3-8-3";
+  plan.personalize_steps = 10;
+  EXPECT_NO_THROW(plan.Validate());
+  plan.eval_fraction = 0;
+  EXPECT_THROW(plan.Validate(), Error);
+  plan.eval_fraction = 0.1;
+  plan.algorithm = Algorithm::kFedSgd;
+  EXPECT_THROW(plan.Validate(), Error);
+  plan.algorithm = Algorithm::kFedAvg;
+  plan.personalize_layers = "first";
+  EXPECT_THROW(plan.Validate(), Error);
+  plan.personalize_layers = "last";
+  EXPECT_EQ(Plan::FromJson(plan.ToJson()).ToJson(), plan.ToJson());
+  EXPECT_EQ(plan.ToJson()["personalize_steps"], 10);
+  plan.personalize_steps = 0;
+  EXPECT_FALSE(plan.ToJson().contains("personalize_steps")) << "absent when off";
 }
 
 TEST(TrainingJobTest, FedSgdSendsTheFullShardGradient) {

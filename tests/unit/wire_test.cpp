@@ -409,6 +409,33 @@ TEST(WireRejectTest, RefusesABadHeldOutEvaluation) {
   EXPECT_EQ(WithField(SomeUpdate(), "eval_accuracy", 0.5), RejectReason::kBadField);
 }
 
+TEST(WireTest, UpdateCarriesAnOptionalPersonalisedEvaluation) {
+  Update u0 = SomeUpdate();
+  u0.evaluation = HeldOutEvaluation{0.625, 0.75, 600};
+  EXPECT_FALSE(RoundTrip(u0).personal.has_value());
+  EXPECT_EQ(ValidHeader(u0).count("personal_accuracy"), 0u) << "absent when not measured";
+  u0.personal = HeldOutEvaluation{0.25, 0.9375, 600};
+  const Update u = RoundTrip(u0);
+  ASSERT_TRUE(u.personal.has_value());
+  EXPECT_DOUBLE_EQ(u.personal->loss, 0.25);
+  EXPECT_DOUBLE_EQ(u.personal->accuracy, 0.9375);
+  EXPECT_EQ(u.personal->samples, 600u) << "the evaluation's held-out samples";
+
+  const json nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<std::pair<std::string, json>> cases = {
+      {"personal_accuracy", 1.5}, {"personal_accuracy", -0.1},
+      {"personal_accuracy", nan}, {"personal_loss", -1.0},
+      {"personal_loss", nan},     {"personal_loss", json(json::value_t::discarded)},
+      {"personal_accuracy", "1"},
+  };
+  for (const auto& [key, value] : cases) {
+    EXPECT_EQ(WithField(u0, key, value), RejectReason::kBadField) << key << " = " << value.dump();
+  }
+  // Without the held-out evaluation it is measured against, it is refused.
+  Update alone = SomeUpdate();
+  EXPECT_EQ(WithField(alone, "personal_accuracy", 0.5), RejectReason::kBadField);
+}
+
 TEST(WireTest, AckCarriesOptionalSelectionPaceAndUploadFields) {
   // Absent: an Ack as before (an older coordinator's).
   const json plain = ValidHeader(Ack{4, 3, ""});

@@ -140,6 +140,36 @@ struct Plan {
   // N for `online` devices (selection() plans; at least 1).
   std::size_t SelectionTarget(std::size_t online) const;
 
+  // Pretrained start (the coordinator's --initial-model): the source round
+  // 0's weights were read from (a .npy file or DB[:RUN]:ROUND) and the
+  // SHA-256 of their float32 bytes, so that other weights make another plan
+  // (refused on resume without --new-run). Both empty: seeded He/Glorot.
+  std::string initial_model;
+  std::string initial_model_sha256;
+
+  // Fine-tuning: the first freeze_layers layers with parameters (a cnn's
+  // convolutions first, then the dense layers; at least one stays
+  // trainable) are frozen. Their parameters, the first FrozenParameters()
+  // of the flat vector, are neither trained on devices nor sent: an Update
+  // carries the TrainableParameters() after them, and the coordinator
+  // aggregates and steps only those.
+  long freeze_layers = 0;
+  std::size_t FrozenParameters() const;
+  std::size_t TrainableParameters() const;
+
+  // Personalisation by local adaptation (Wang et al. 2019, "Federated
+  // Evaluation of On-Device Personalization", arXiv:1910.10252): with
+  // personalize_steps S > 0 a device fine-tunes a copy of every new global
+  // model for S mini-batches of its own training part, `all` layers or only
+  // the `last`, scores both on its held-out part (needs eval_fraction > 0)
+  // and reports both. The global model's training is unchanged.
+  long personalize_steps = 0;
+  std::string personalize_layers = "all";  // all | last
+  bool personalize() const { return personalize_steps > 0; }
+  // Parameters a personalisation step leaves alone: the frozen ones, or
+  // with `last` all but the last layer's.
+  std::size_t PersonalFrozenParameters() const;
+
   Architecture architecture() const { return Architecture::Parse(model); }
 
   // Checks every field (model text, ranges); throws fedsgd::Error naming the

@@ -62,6 +62,10 @@ struct TrainOptions {
   // Softmax models only (ClassWeighting in class_balance.h); other losses
   // ignore it.
   ClassWeighting class_weighting = ClassWeighting::kNone;
+  // Fine-tuning (Plan::freeze_layers): the first `frozen` parameters are
+  // not updated (no step, no momentum, no decay, no proximal term); the
+  // gradient still flows through them to the layers after. 0 = none.
+  std::size_t frozen = 0;
   std::uint64_t seed = 1;
 };
 

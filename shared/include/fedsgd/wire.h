@@ -144,6 +144,9 @@ struct Update {
   double train_seconds = 0;    // >= 0
   std::vector<float> payload;
   std::optional<HeldOutEvaluation> evaluation;
+  // Personalisation (Plan::personalize_steps): the device's fine-tuned copy
+  // on the same held-out samples; only with `evaluation`.
+  std::optional<HeldOutEvaluation> personal = std::nullopt;
   // How the tensor travels. Sending: with encoded.encoding fp32 (the
   // default) Encode sends `payload`; otherwise it sends encoded.bytes (from
   // EncodeTensor) and ignores payload. Receiving: Decode fills payload with
