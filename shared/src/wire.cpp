@@ -308,7 +308,33 @@ std::optional<DecodeError> DecodeTensor(const EncodedTensor& tensor, std::vector
   return ReadEncodedTensor(frame, tensor, limits, out);
 }
 
-DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
+struct TensorBufferAccess {
+  static void Clear(TensorBuffer& b) {
+    b.values_ = {};
+    b.borrowed_ = false;
+  }
+  // Update's tensor into the buffer: borrowed when fp32 allows, else in the
+  // storage.
+  static std::optional<DecodeError> Read(TensorBuffer& b, const zmq::message_t& frame,
+                                         const EncodedTensor& encoded, const Limits& limits) {
+    std::optional<DecodeError> error;
+    if (encoded.encoding == TensorEncoding::kFp32) {
+      error = tensor_frames::ViewFp32(frame, limits, b.storage_, b.values_);
+      b.borrowed_ = !error && !b.values_.empty() && b.values_.data() != b.storage_.data();
+    } else {
+      error = ReadEncodedTensor(frame, encoded, limits, b.storage_);
+      if (!error) b.values_ = b.storage_;
+    }
+    if (error) Clear(b);
+    return error;
+  }
+};
+
+namespace {
+
+// Decode's body; `buffer` (may be null) receives an Update's tensor.
+DecodeResult DecodeMessage(std::vector<zmq::message_t>& frames, const Limits& limits,
+                           TensorBuffer* buffer) {
   auto fail = [](RejectReason reason, std::string detail) {
     return DecodeResult{DecodeError{reason, std::move(detail)}};
   };
@@ -362,12 +388,29 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
                                                ", the plan's is " +
                                                std::string(ToString(*required)));
     }
-    auto error = encoding == TensorEncoding::kFp32
-                     ? tensor_frames::DecodeFp32(frames[1], limits, *tensor)
-                     : ReadEncodedTensor(frames[1], encoded, limits, *tensor);
+    std::optional<DecodeError> error;
+    if (buffer && std::holds_alternative<Update>(message)) {
+      error = TensorBufferAccess::Read(*buffer, frames[1], encoded, limits);
+    } else if (encoding == TensorEncoding::kFp32) {
+      error = tensor_frames::DecodeFp32(frames[1], limits, *tensor);
+    } else {
+      error = ReadEncodedTensor(frames[1], encoded, limits, *tensor);
+    }
     if (error) return DecodeResult{std::move(*error)};
   }
   return DecodeResult{std::move(message)};
+}
+
+}  // namespace
+
+DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
+  return DecodeMessage(frames, limits, nullptr);
+}
+
+DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits,
+                    TensorBuffer& tensor) {
+  TensorBufferAccess::Clear(tensor);
+  return DecodeMessage(frames, limits, &tensor);
 }
 
 }  // namespace fedsgd::wire
