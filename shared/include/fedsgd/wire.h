@@ -266,8 +266,11 @@ class TensorBuffer {
 // same RejectReason and detail: a refused message leaves tensor.values()
 // empty, so a bad update can never reach the model through it. Welcome and
 // Model still decode their params into the message (a daemon's path, not
-// this one). The tensor costs no allocation (see TensorBuffer); the header
-// is parsed as by Decode, which allocates a few small objects.
+// this one). Allocations: none for the tensor (see TensorBuffer), and none
+// for the header of an fp32 Update as Encode writes it (with or without the
+// evaluation fields, a device id of at most 15 characters: longer ones take
+// one); other headers (compressed updates, other messages) are parsed into a
+// json value as by Decode, a few dozen small allocations.
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits,
                     TensorBuffer& tensor);
 
