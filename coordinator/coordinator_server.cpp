@@ -315,7 +315,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
                                    wire::RejectReason::kMalformed,
                                    std::to_string(frames.size() + request.dropped_frames) +
                                        " frames, at most " + std::to_string(wire::kMaxFrames)}}
-                             : wire::Decode(frames, UpdateLimits());
+                             : wire::Decode(frames, UpdateLimits(), update_tensor_);
   frames_dropped_ += request.dropped_frames;
   if (!decoded.ok()) {
     const wire::DecodeError& e = decoded.error();
@@ -399,7 +399,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
     Reply(routing_id, WithWeights(std::move(m)));
   } else if (auto* update = std::get_if<wire::Update>(&message)) {
     if (uploads_) uploads_->Release(update->device);
-    const auto refused = manager_->OnUpdate(*update, bytes, now);
+    const auto refused = manager_->OnUpdate(*update, update_tensor_.values(), bytes, now);
     receive_seconds_ += Since(t0);
     if (DeviceInfo* d = devices.Find(update->device)) d->active = true;
     if (refused) {
@@ -677,9 +677,12 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
     ApplyKeyChanges(reload);
     // Drain what is waiting, but bounded, so a flood cannot starve the rounds.
     for (int i = 0; i < 1000; ++i) {
-      auto request = wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, zmq::recv_flags::dontwait);
-      if (!request) break;
-      HandleRequest(*request);
+      if (!wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, request_,
+                                zmq::recv_flags::dontwait)) {
+        break;
+      }
+      HandleRequest(request_);
+      request_.frames.clear();  // zmq's buffers go now, the vector's capacity stays
       // A full asynchronous buffer is applied at once: the updates behind
       // it in the queue go into the next version's buffer.
       if (plan_.async() && manager_->ShouldClose(Now())) CloseRound();
@@ -704,9 +707,10 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
     for (int i = 0; i < 5 && !stop.load(); ++i) {
       Broadcast(true);
       wire::Poll(items, std::chrono::milliseconds(100));
-      while (auto request =
-                 wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, zmq::recv_flags::dontwait)) {
-        HandleRequest(*request);
+      while (wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, request_,
+                                  zmq::recv_flags::dontwait)) {
+        HandleRequest(request_);
+        request_.frames.clear();
       }
     }
   }

@@ -154,6 +154,10 @@ class CoordinatorServer {
   std::uint64_t weights_version_ = 0;
   wire::TensorEncoding weights_encoding_ = wire::TensorEncoding::kFp32;
   std::size_t weights_count_ = 0;
+  // The receive path's reused memory (issue 11): the request's frames, and
+  // the tensor of an update, viewed in its frame while it is handled.
+  wire::BoundedFrames request_;
+  wire::TensorBuffer update_tensor_;
   std::uint64_t updates_accepted_ = 0;
   std::uint64_t updates_clipped_ = 0;   // by the norm bound, in this process
   std::uint64_t rounds_committed_ = 0;  // by this process

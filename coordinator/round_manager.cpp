@@ -98,6 +98,12 @@ RunPhase RoundManager::phase() const {
 
 std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::size_t bytes,
                                                    double now) {
+  return OnUpdate(u, u.payload, bytes, now);
+}
+
+std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u,
+                                                   std::span<const float> values, std::size_t bytes,
+                                                   double now) {
   using wire::RejectReason;
   auto refuse = [&](RejectReason reason, std::string detail) {
     devices_.CountReject(u.device, reason);
@@ -154,7 +160,7 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
                                                       std::to_string(device->samples) +
                                                       " declared at join");
   }
-  if (u.payload.size() != trainable()) {  // Decode checks this too; never trust one layer
+  if (values.size() != trainable()) {  // Decode checks this too; never trust one layer
     return refuse(RejectReason::kWrongSize,
                   "payload size differs from the model's trainable parameters");
   }
@@ -174,11 +180,11 @@ std::optional<wire::Reject> RoundManager::OnUpdate(const wire::Update& u, std::s
   // updates are never stale (w(0) = 1).
   const double factor = staleness_weight_(staleness);
   if (factor != 1) {
-    scaled_.assign(u.payload.begin(), u.payload.end());
+    scaled_.assign(values.begin(), values.end());
     for (float& v : scaled_) v = static_cast<float>(v * factor);
     aggregator_->Add(scaled_, static_cast<double>(u.samples));
   } else {
-    aggregator_->Add(u.payload, static_cast<double>(u.samples));
+    aggregator_->Add(values, static_cast<double>(u.samples));
   }
   accepted_.insert(key);
   contributions_.push_back({u.device, u.samples, u.loss, u.train_seconds, u.evaluation,

@@ -42,6 +42,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -104,6 +105,13 @@ class RoundManager {
   // goes into the aggregate and nullopt is returned. Refused: the reason
   // (counted against the device) and nothing else changes.
   std::optional<wire::Reject> OnUpdate(const wire::Update& update, std::size_t bytes, double now);
+  // The same for an update whose floats travel beside it (`values`, e.g. a
+  // wire::TensorBuffer's view of the received frame; update.payload is then
+  // ignored). `values` is read only during the call, after every check of
+  // the round state passed, and nothing is copied unless the update is
+  // scaled for staleness.
+  std::optional<wire::Reject> OnUpdate(const wire::Update& update, std::span<const float> values,
+                                       std::size_t bytes, double now);
 
   bool ShouldOpen() const;
   // Opens round version() + 1 for the devices online now; returns its number.

@@ -1,6 +1,7 @@
 // The fp32 tensor frame: raw little-endian float32, the protocol's default
 // (see tensor_frames.h).
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "tensor_frames.h"
@@ -40,8 +41,11 @@ std::optional<DecodeError> CheckFinite(std::span<const float> values) {
                      "tensor value " + std::to_string(at) + " is not finite"};
 }
 
-std::optional<DecodeError> DecodeFp32(const zmq::message_t& frame, const Limits& limits,
-                                      std::vector<float>& out) {
+namespace {
+
+// The frame's size checked as a whole number of floats within the limits;
+// the count, or why not.
+std::optional<DecodeError> CheckFp32Size(const zmq::message_t& frame, const Limits& limits) {
   const std::size_t bytes = frame.size();
   if (bytes % sizeof(float) != 0) {
     return DecodeError{RejectReason::kWrongSize,
@@ -58,12 +62,43 @@ std::optional<DecodeError> DecodeFp32(const zmq::message_t& frame, const Limits&
                                                      " floats, the model has " +
                                                      std::to_string(limits.expected_params)};
   }
-  out.resize(count);
-  if (count > 0) std::memcpy(out.data(), frame.data(), bytes);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<DecodeError> DecodeFp32(const zmq::message_t& frame, const Limits& limits,
+                                      std::vector<float>& out) {
+  if (auto error = CheckFp32Size(frame, limits)) return error;
+  const std::size_t bytes = frame.size();
+  out.resize(bytes / sizeof(float));
+  if (bytes > 0) std::memcpy(out.data(), frame.data(), bytes);
   if constexpr (std::endian::native != std::endian::little) {
     for (float& v : out) v = std::bit_cast<float>(Swap32(std::bit_cast<std::uint32_t>(v)));
   }
   return CheckFinite(out);
+}
+
+std::optional<DecodeError> ViewFp32(const zmq::message_t& frame, const Limits& limits,
+                                    std::vector<float>& storage, std::span<const float>& values) {
+  values = {};
+  if (auto error = CheckFp32Size(frame, limits)) return error;
+  const std::size_t count = frame.size() / sizeof(float);
+  const void* data = frame.data();
+  std::span<const float> view;
+  if (std::endian::native == std::endian::little && count > 0 &&
+      reinterpret_cast<std::uintptr_t>(data) % alignof(float) == 0) {
+    view = {static_cast<const float*>(data), count};
+  } else {
+    // Unaligned or big-endian: one copy into the reused storage (DecodeFp32
+    // reuses its capacity, so no allocation once it held this size).
+    if (auto error = DecodeFp32(frame, limits, storage)) return error;
+    values = storage;
+    return std::nullopt;
+  }
+  if (auto error = CheckFinite(view)) return error;
+  values = view;
+  return std::nullopt;
 }
 
 }  // namespace fedsgd::wire::tensor_frames

@@ -61,6 +61,12 @@ zmq::message_t Fp32Frame(std::vector<float>&& values);
 // the limits here (the only encoding whose header carries no count).
 std::optional<DecodeError> DecodeFp32(const zmq::message_t& frame, const Limits& limits,
                                       std::vector<float>& out);
+// fp32 without a copy: the same checks as DecodeFp32, then `values` views
+// the frame itself when its data is float-aligned on a little-endian host;
+// otherwise DecodeFp32 into `storage` and `values` views that. `values` is
+// empty after an error, and valid while the frame (or storage) is unchanged.
+std::optional<DecodeError> ViewFp32(const zmq::message_t& frame, const Limits& limits,
+                                    std::vector<float>& storage, std::span<const float>& values);
 // The finite check shared by the decoders: nullopt, or non_finite naming the
 // first NaN / Inf in `values`.
 std::optional<DecodeError> CheckFinite(std::span<const float> values);

@@ -5,8 +5,10 @@
 // Decode trusts nothing a peer sent: the header is first walked by a SAX
 // probe that bounds nesting depth, declared lengths and checks UTF-8, and
 // only then parsed into a json value and read field by field (both in
-// header_reader.h); the tensor is
-// checked for size and finiteness before the Message is handed out.
+// header_reader.h); the tensor is checked for size and finiteness before
+// the Message is handed out. A plain Update header, the receive path's
+// commonest, is read first without allocating (update_header.h), which only
+// ever accepts what the general path would accept the same way.
 #include "fedsgd/wire.h"
 
 #include <cmath>
@@ -15,6 +17,7 @@
 
 #include "header_reader.h"
 #include "tensor_frames.h"
+#include "update_header.h"
 
 namespace fedsgd::wire {
 namespace {
@@ -210,6 +213,38 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
   return message;
 }
 
+// The message a header frame (at most kMaxHeaderBytes) describes, or why it
+// is not one: a plain Update header by the allocation-free reader
+// (update_header.h), anything else, and anything it refuses, by the probe,
+// a json value and ReadHeader.
+std::variant<Message, DecodeError> ParseHeader(const zmq::message_t& frame) {
+  auto fail = [](RejectReason reason, std::string detail) {
+    return DecodeError{reason, std::move(detail)};
+  };
+  const std::size_t header_bytes = frame.size();
+  const auto* first = static_cast<const std::uint8_t*>(frame.data());
+  const auto* last = first + header_bytes;
+  if (Update plain; update_header::ReadPlainUpdate({first, header_bytes}, plain)) {
+    return Message(std::move(plain));
+  }
+  json h;
+  try {
+    HeaderProbe probe(header_bytes);
+    if (!json::sax_parse(first, last, &probe, json::input_format_t::cbor, /*strict=*/true)) {
+      return fail(RejectReason::kMalformed,
+                  probe.problem() ? probe.problem() : "the header is not valid CBOR");
+    }
+    h = json::from_cbor(first, last, /*strict=*/true, /*allow_exceptions=*/false);
+  } catch (const std::exception&) {
+    // The probe should have caught everything; this is the last line, so
+    // that no peer's bytes can ever throw out of Decode.
+    return fail(RejectReason::kMalformed, "the header is not valid CBOR");
+  }
+  if (h.is_discarded()) return fail(RejectReason::kMalformed, "the header is not valid CBOR");
+  if (!h.is_object()) return fail(RejectReason::kMalformed, "the header is not a CBOR map");
+  return ReadHeader(h);
+}
+
 }  // namespace
 
 std::string_view ToString(RejectReason reason) {
@@ -321,7 +356,33 @@ std::optional<DecodeError> DecodeTensor(const EncodedTensor& tensor, std::vector
   return ReadEncodedTensor(frame, tensor, limits, out);
 }
 
-DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
+struct TensorBufferAccess {
+  static void Clear(TensorBuffer& b) {
+    b.values_ = {};
+    b.borrowed_ = false;
+  }
+  // Update's tensor into the buffer: borrowed when fp32 allows, else in the
+  // storage.
+  static std::optional<DecodeError> Read(TensorBuffer& b, const zmq::message_t& frame,
+                                         const EncodedTensor& encoded, const Limits& limits) {
+    std::optional<DecodeError> error;
+    if (encoded.encoding == TensorEncoding::kFp32) {
+      error = tensor_frames::ViewFp32(frame, limits, b.storage_, b.values_);
+      b.borrowed_ = !error && !b.values_.empty() && b.values_.data() != b.storage_.data();
+    } else {
+      error = ReadEncodedTensor(frame, encoded, limits, b.storage_);
+      if (!error) b.values_ = b.storage_;
+    }
+    if (error) Clear(b);
+    return error;
+  }
+};
+
+namespace {
+
+// Decode's body; `buffer` (may be null) receives an Update's tensor.
+DecodeResult DecodeMessage(std::vector<zmq::message_t>& frames, const Limits& limits,
+                           TensorBuffer* buffer) {
   auto fail = [](RejectReason reason, std::string detail) {
     return DecodeResult{DecodeError{reason, std::move(detail)}};
   };
@@ -334,25 +395,7 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
     return fail(RejectReason::kOversize,
                 "header of " + std::to_string(header_bytes) + " bytes exceeds 64 KiB");
   }
-  const auto* first = static_cast<const std::uint8_t*>(frames[0].data());
-  const auto* last = first + header_bytes;
-  json h;
-  try {
-    HeaderProbe probe(header_bytes);
-    if (!json::sax_parse(first, last, &probe, json::input_format_t::cbor, /*strict=*/true)) {
-      return fail(RejectReason::kMalformed,
-                  probe.problem() ? probe.problem() : "the header is not valid CBOR");
-    }
-    h = json::from_cbor(first, last, /*strict=*/true, /*allow_exceptions=*/false);
-  } catch (const std::exception&) {
-    // The probe should have caught everything; this is the last line, so
-    // that no peer's bytes can ever throw out of Decode.
-    return fail(RejectReason::kMalformed, "the header is not valid CBOR");
-  }
-  if (h.is_discarded()) return fail(RejectReason::kMalformed, "the header is not valid CBOR");
-  if (!h.is_object()) return fail(RejectReason::kMalformed, "the header is not a CBOR map");
-
-  auto header = ReadHeader(h);
+  auto header = ParseHeader(frames[0]);
   if (auto* error = std::get_if<DecodeError>(&header)) return DecodeResult{std::move(*error)};
   Message& message = std::get<Message>(header);
 
@@ -375,12 +418,29 @@ DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
                                                ", the plan's is " +
                                                std::string(ToString(*required)));
     }
-    auto error = encoding == TensorEncoding::kFp32
-                     ? tensor_frames::DecodeFp32(frames[1], limits, *tensor)
-                     : ReadEncodedTensor(frames[1], encoded, limits, *tensor);
+    std::optional<DecodeError> error;
+    if (buffer && std::holds_alternative<Update>(message)) {
+      error = TensorBufferAccess::Read(*buffer, frames[1], encoded, limits);
+    } else if (encoding == TensorEncoding::kFp32) {
+      error = tensor_frames::DecodeFp32(frames[1], limits, *tensor);
+    } else {
+      error = ReadEncodedTensor(frames[1], encoded, limits, *tensor);
+    }
     if (error) return DecodeResult{std::move(*error)};
   }
   return DecodeResult{std::move(message)};
+}
+
+}  // namespace
+
+DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits) {
+  return DecodeMessage(frames, limits, nullptr);
+}
+
+DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits,
+                    TensorBuffer& tensor) {
+  TensorBufferAccess::Clear(tensor);
+  return DecodeMessage(frames, limits, &tensor);
 }
 
 }  // namespace fedsgd::wire

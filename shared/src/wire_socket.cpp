@@ -67,9 +67,18 @@ std::optional<std::vector<zmq::message_t>> ReceiveFrames(zmq::socket_t& socket,
 std::optional<BoundedFrames> ReceiveBounded(zmq::socket_t& socket, std::size_t max_frames,
                                             zmq::recv_flags flags) {
   BoundedFrames out;
+  if (!ReceiveBounded(socket, max_frames, out, flags)) return std::nullopt;
+  return out;
+}
+
+bool ReceiveBounded(zmq::socket_t& socket, std::size_t max_frames, BoundedFrames& out,
+                    zmq::recv_flags flags) {
+  out.frames.clear();
+  out.dropped_frames = 0;
+  out.dropped_bytes = 0;
   try {
     zmq::message_t frame;
-    if (!socket.recv(frame, flags)) return std::nullopt;
+    if (!socket.recv(frame, flags)) return false;
     // The other parts of a multipart message are already here (ZeroMQ
     // delivers messages whole), so these receives do not wait.
     for (;;) {
@@ -85,10 +94,11 @@ std::optional<BoundedFrames> ReceiveBounded(zmq::socket_t& socket, std::size_t m
       ReceiveRest(socket, frame);
     }
   } catch (const zmq::error_t& e) {
-    if (e.num() == EINTR) return std::nullopt;  // a signal: the caller checks its stop flag
+    out.frames.clear();
+    if (e.num() == EINTR) return false;  // a signal: the caller checks its stop flag
     throw;
   }
-  return out;
+  return true;
 }
 
 void Poll(std::vector<zmq::pollitem_t>& items, std::chrono::milliseconds timeout) {

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -231,6 +232,51 @@ struct DecodeResult {
 // and never reads outside the frames. The frames are left unchanged.
 DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits = {});
 
+// Where Decode puts an Update's tensor on the receive path that allocates
+// nothing per update (the coordinator's: one TensorBuffer, reused for every
+// request). Decode with a TensorBuffer leaves Update::payload empty and
+// makes values() show the update's floats instead:
+//   - fp32 (the default encoding), on a little-endian host, from a frame
+//     whose data is float-aligned (as zmq delivers a large message): a view
+//     of the frame itself, checked for size and finiteness in one read and
+//     never copied;
+//   - an unaligned fp32 frame, a big-endian host, and the fp16, int8 and
+//     topk encodings: expanded into storage the buffer owns and reuses, so
+//     there is no allocation once it has held a tensor of that size (it
+//     keeps the capacity of the largest one).
+// values() is valid until the next Decode with this buffer, and, when
+// borrowed(), while the frames given to Decode live unchanged; it is empty
+// before any Decode and after one that failed or decoded another message.
+// Not thread-safe: one buffer per receiving thread.
+class TensorBuffer {
+ public:
+  std::span<const float> values() const { return values_; }
+  // True when values() points into a frame rather than into the storage.
+  bool borrowed() const { return borrowed_; }
+  // Bytes the storage holds on to (0 while only fp32 frames were borrowed).
+  std::size_t capacity_bytes() const { return storage_.capacity() * sizeof(float); }
+
+ private:
+  friend struct TensorBufferAccess;  // Decode's (wire.cpp)
+  std::vector<float> storage_;
+  std::span<const float> values_;
+  bool borrowed_ = false;
+};
+
+// Decode, except that an Update's tensor goes to `tensor` (see TensorBuffer)
+// instead of Update::payload, which stays empty; Update::encoded records the
+// encoding, count and block as always. Every check is Decode's, with the
+// same RejectReason and detail: a refused message leaves tensor.values()
+// empty, so a bad update can never reach the model through it. Welcome and
+// Model still decode their params into the message (a daemon's path, not
+// this one). Allocations: none for the tensor (see TensorBuffer), and none
+// for the header of an fp32 Update as Encode writes it (with or without the
+// evaluation fields, a device id of at most 15 characters: longer ones take
+// one); other headers (compressed updates, other messages) are parsed into a
+// json value as by Decode, a few dozen small allocations.
+DecodeResult Decode(std::vector<zmq::message_t>& frames, const Limits& limits,
+                    TensorBuffer& tensor);
+
 // Validates and expands one tensor as Decode does a message's, with
 // tensor.count bounded by limits (fp32: the bytes' own length). For the
 // sender's own tensors (e.g. what an EncodeTensor result delivers), so it
@@ -272,6 +318,12 @@ struct BoundedFrames {
 // dropped_frames > 0.
 std::optional<BoundedFrames> ReceiveBounded(zmq::socket_t& socket, std::size_t max_frames,
                                             zmq::recv_flags flags = zmq::recv_flags::none);
+// The same into a caller's BoundedFrames, reusing its vector's capacity (a
+// receive loop then allocates nothing per message itself; zmq allocates a
+// large frame's data). `out` is cleared first; false (out empty) when
+// ReceiveBounded would return nullopt.
+bool ReceiveBounded(zmq::socket_t& socket, std::size_t max_frames, BoundedFrames& out,
+                    zmq::recv_flags flags = zmq::recv_flags::none);
 
 // zmq::poll that treats an interruption by a signal (EINTR) as "nothing
 // ready", so a loop gets back to its stop flag instead of throwing.
