@@ -3,6 +3,7 @@
 # shard and model: starts a coordinator and one daemon on loopback, samples
 # VmRSS of the daemon during the rounds, and prints the figures.
 #   bench/daemon_memory.sh [SHARD (default 0/4)] [MODEL (default mlp:784-128-10)]
+# DAEMON_ARGS adds daemon flags, e.g. DAEMON_ARGS=--inference-socket=/tmp/i.sock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${BUILD_DIR:-build}"
@@ -15,7 +16,7 @@ port=$((20000 + RANDOM % 20000))
   --publish "tcp://127.0.0.1:$((port + 1))" --http "127.0.0.1:0" --db "$dir/m.db" \
   --model "$model" --rounds 8 --min-devices 1 --local-epochs 1 > /dev/null 2> "$dir/c.log" &
 "$build/daemon/fedsgd-daemon" --coordinator "tcp://127.0.0.1:$port" --id mem --data "$data" \
-  --shard "$shard" --threads 2 --exit-when-done 2> "$dir/d.log" &
+  --shard "$shard" --threads 2 --exit-when-done ${DAEMON_ARGS:-} 2> "$dir/d.log" &
 pid=$!
 peak=0 anon=0 file=0 pss=0
 while kill -0 "$pid" 2>/dev/null; do

@@ -54,6 +54,12 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
                  "while the coordinator is away; default $STATE_DIRECTORY (systemd), else not "
                  "kept")
       ->envname("STATE_DIRECTORY");
+  app.add_option("--inference-socket", o.inference_socket,
+                 "Answer inference requests from programs on this board on a Unix socket at "
+                 "this path (created mode 0660: this user and group), always with the newest "
+                 "model, on a thread of its own: one CSV row of inputs per line in, one JSON "
+                 "line ({class, probabilities, model_version}) out; `model` tells which model "
+                 "(docs/inference.md). Default: none");
   app.add_option("--slowdown", o.slowdown,
                  "SIMULATION AID for straggler experiments on one machine: every mini-batch "
                  "takes F times as long (the daemon sleeps (F - 1) x its compute time); 1 = "
@@ -114,6 +120,17 @@ void DaemonOptions::Check() {
                 "authenticate (docs/security.md), or --insecure to send in clear text");
   }
   SimulatedAttack::Parse(simulate_attack);
+  if (!inference_socket.empty()) {
+    // sockaddr_un's sun_path holds 108 bytes with the terminating NUL.
+    if (inference_socket.size() > 107) {
+      throw Error("--inference-socket " + inference_socket +
+                  " is longer than a Unix socket path may be (107 bytes)");
+    }
+    const std::filesystem::path parent = std::filesystem::absolute(inference_socket).parent_path();
+    if (!std::filesystem::is_directory(parent)) {
+      throw Error("--inference-socket " + inference_socket + ": no directory " + parent.string());
+    }
+  }
   if (!std::isfinite(slowdown) || slowdown < 1 || slowdown > 1000) {
     throw Error("--slowdown must be in [1, 1000], not " + std::to_string(slowdown));
   }

@@ -32,9 +32,13 @@ struct DaemonOptions {
   // Where the newest global model is kept for `predict` (saved_model.h);
   // empty: not kept. Defaults to $STATE_DIRECTORY (systemd's StateDirectory).
   std::string state_dir;
+  // The local inference endpoint (inference_server.h): a Unix socket path;
+  // empty: none.
+  std::string inference_socket;
 
   // Everything that can be checked without connecting or loading the data:
-  // the endpoint, that --data exists, the id, shard, split and mode, the
+  // the endpoint, that --data exists, that --inference-socket fits a Unix
+  // socket and its directory exists, the id, shard, split and mode, the
   // key files, and that a non-loopback coordinator has keys or --insecure. Fills
   // in the default id. Throws fedsgd::Error.
   void Check();

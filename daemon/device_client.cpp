@@ -473,6 +473,7 @@ void DeviceClient::Tick() {
     last_heartbeat_ = now;
   }
   SaveNewestModel(false);
+  PublishNewestModel();
   const double silence = std::max(timing_.min_silence, 3.0 * beat);
   if (now - last_reply_ > silence) {
     const double delay = backoff_.Next();
@@ -503,6 +504,7 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
                options_.slowdown, options_.slowdown),
         LogLevel::kWarning);
   }
+  StartInference();
   Connect();
   Log("connecting to " + options_.coordinator + " with " + std::to_string(shard_.size()) +
       " samples, " + std::to_string(threads_) + " thread(s), " + ToString(mode_));
@@ -531,6 +533,7 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
   }
   CancelTraining();
   SaveNewestModel(true);
+  inference_.reset();
   notifier_.Stopping();
   if (stop.load()) Log("stopped");
   return 0;

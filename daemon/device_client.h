@@ -18,6 +18,11 @@
 // simulated_attack.h) changes the sent update, or trains on a label-flipped
 // copy of the training part.
 //
+// Inference: with --inference-socket, Run() starts an InferenceServer
+// (inference_server.h) on a thread of its own and hands it each new global
+// model through a ModelSlot (a copy of the parameters per model version);
+// before the first model arrives it serves the one saved in --state-dir.
+//
 // Thread-safety: Run() is called once, from one thread; the figures below
 // may be read from any thread.
 #pragma once
@@ -42,6 +47,8 @@
 #include "fedsgd/plan.h"
 #include "fedsgd/service_notifier.h"
 #include "fedsgd/wire.h"
+#include "inference_server.h"
+#include "model_slot.h"
 #include "simulated_attack.h"
 #include "training_job.h"
 #include "update_compressor.h"
@@ -121,6 +128,11 @@ class DeviceClient {
   void SavePersonalModel(TrainingResult& r);
   void SaveNewestModel(bool force);
   static constexpr double kSaveInterval = 5;
+  // --inference-socket: starts the server (throws fedsgd::Error if it
+  // cannot) with the model saved in --state-dir, if any.
+  void StartInference();
+  // Hands the newest model to the inference server when it has changed.
+  void PublishNewestModel();
   // The plan's asynchronous mode (FedBuff): train continuously, never
   // cancel a job because a newer model arrived.
   bool Async() const { return plan_ && plan_->async(); }
@@ -187,6 +199,12 @@ class DeviceClient {
   std::string saved_run_id_;
   std::uint64_t saved_version_ = 0;
   double saved_at_ = -1e9;
+  // The model the inference endpoint serves, (run, version) last handed to
+  // it; the server, declared after the slot it reads, stops first.
+  ModelSlot served_;
+  std::string served_run_id_;
+  std::uint64_t served_version_ = 0;
+  std::unique_ptr<InferenceServer> inference_;
   // Asynchronous: an update was sent and its Ack or Reject has not come yet.
   bool update_in_flight_ = false;
   double update_sent_at_ = 0;

@@ -16,6 +16,7 @@
 #include "fedsgd/model.h"
 #include "fedsgd/network.h"
 #include "fedsgd/npy.h"
+#include "inference_protocol.h"
 #include "saved_model.h"
 
 namespace fedsgd {
@@ -102,17 +103,7 @@ void Print(std::ostream& out, const std::string& format, const Architecture& arc
     return;
   }
   nlohmann::json line = {{"index", index}};
-  if (!classifier) {
-    line["prediction"] = outputs[0];
-  } else if (k == 1) {  // logistic: P(y = 1)
-    line["class"] = outputs[0] >= 0.5f ? 1 : 0;
-    line["probabilities"] = {1.0f - outputs[0], outputs[0]};
-  } else {
-    int best = 0;
-    for (int c = 1; c < k; ++c) best = outputs[c] > outputs[best] ? c : best;
-    line["class"] = best;
-    line["probabilities"] = std::vector<float>(outputs, outputs + k);
-  }
+  line.update(PredictionJson(arch, outputs));
   out << line.dump() << '\n';
 }
 

@@ -42,10 +42,11 @@ done
 
 # The shipped example configs, with their state paths moved somewhere that exists
 # and their CURVE keys (which only exist on a deployed machine) made here by keygen.
-mkdir -p "$work/state/daemon/data" "$work/state/coordinator" "$work/etc/authorized-keys" "$work/cred"
+mkdir -p "$work/state/daemon/data" "$work/state/coordinator" "$work/etc/authorized-keys" "$work/cred" \
+  "$work/run/fedsgd-daemon"
 keys_for() {  # CONFIG: the config with /etc/fedsgd and the credentials moved into $work
   sed -e "s#/var/lib/fedsgd#$work/state#g" -e "s#/etc/fedsgd#$work/etc#g" \
-      -e "s#/run/credentials/[^/\"]*#$work/cred#g" "$1"
+      -e "s#/run/credentials/[^/\"]*#$work/cred#g" -e "s#/run/fedsgd-daemon#$work/run/fedsgd-daemon#g" "$1"
 }
 # Before the keys exist, --check-config must say so and name keygen.
 keys_for "$root/systemd/coordinator.json" > "$work/coordinator.json"

@@ -1,0 +1,52 @@
+// DeviceClient: handing the newest model to the inference endpoint (see
+// device_client.h and inference_server.h).
+#include "device_client.h"
+#include "fedsgd/error.h"
+#include "saved_model.h"
+
+namespace fedsgd {
+
+void DeviceClient::StartInference() {
+  if (options_.inference_socket.empty()) return;
+  if (!options_.state_dir.empty()) {
+    try {
+      if (std::optional<SavedModel> saved = LoadSavedModel(options_.state_dir)) {
+        auto model = std::make_shared<ServedModel>();
+        model->arch = Architecture::Parse(saved->model);
+        if (model->arch.ParameterCount() != saved->params.size()) {
+          throw Error("model.npy does not fit " + saved->model);
+        }
+        model->params = std::move(saved->params);
+        model->run_id = saved->run_id;
+        model->model_version = saved->model_version;
+        model->source = "state-dir";
+        served_.Publish(std::move(model));
+      }
+    } catch (const Error& e) {
+      Warn("inference_saved_model",
+           std::string("inference: not serving the saved model: ") + e.what());
+    }
+  }
+  inference_ = std::make_unique<InferenceServer>(options_.inference_socket, served_);
+  const std::shared_ptr<const ServedModel> current = served_.Current();
+  Log("inference: answering on " + options_.inference_socket +
+      (current ? " with the saved model (run " + current->run_id + ", version " +
+                     std::to_string(current->model_version) + ") until one arrives"
+               : " (no model yet: 503 until one arrives)"));
+}
+
+void DeviceClient::PublishNewestModel() {
+  if (!inference_ || !plan_ || params_.empty() || params_.size() != parameter_count_) return;
+  if (run_id_ == served_run_id_ && model_version_ == served_version_) return;
+  auto model = std::make_shared<ServedModel>();
+  model->arch = plan_->architecture();
+  model->params = params_;
+  model->run_id = run_id_;
+  model->model_version = model_version_;
+  model->source = "coordinator";
+  served_.Publish(std::move(model));
+  served_run_id_ = run_id_;
+  served_version_ = model_version_;
+}
+
+}  // namespace fedsgd
