@@ -42,7 +42,12 @@ SavedModel LoadModel(const PredictCommandOptions& o) {
   if (o.state_dir.empty()) {
     throw Error("no model: give --state-dir (the daemon's) or --model-file with --model");
   }
-  std::optional<SavedModel> saved = LoadSavedModel(o.state_dir);
+  std::optional<SavedModel> saved = LoadSavedModel(o.state_dir, o.personal ? "personal" : "model");
+  if (!saved && o.personal) {
+    throw Error(o.state_dir +
+                " holds no personalised model: the daemon saves one after each round of a plan "
+                "with --personalize-steps");
+  }
   if (!saved) {
     throw Error(o.state_dir +
                 " holds no saved model yet: the daemon saves one when it receives a model from "
@@ -122,6 +127,9 @@ CLI::App* AddPredictCommand(CLI::App& app, PredictCommandOptions& o) {
                   "The daemon's state directory (its --state-dir), holding model.npy and "
                   "model.json")
       ->envname("STATE_DIRECTORY");
+  cmd->add_flag("--personal", o.personal,
+                "Use the personalised copy (personal.npy, kept with a plan's --personalize-steps) "
+                "instead of the global model");
   cmd->add_option("--model-file", o.model_file,
                   "A .npy model instead (e.g. from the coordinator's /v1/model?format=npy)");
   cmd->add_option("--model", o.model, "With --model-file: its architecture, e.g. mlp:784-128-10");

@@ -21,6 +21,7 @@ namespace fedsgd {
 struct PredictCommandOptions {
   std::string data;
   std::string state_dir;   // the daemon's --state-dir
+  bool personal = false;   // the personalised copy (personal.npy) instead
   std::string model_file;  // a .npy file instead of the saved model
   std::string model;       // its architecture (with --model-file)
   std::string format = "json";

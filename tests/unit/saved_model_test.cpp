@@ -109,6 +109,39 @@ TEST_F(SavedModelTest, PredictPrintsOneLinePerSampleFromTheSavedModel) {
   EXPECT_THROW(RunPredictCommand(o, csv, log), Error);
 }
 
+// The personalised copy is its own pair beside the global model's, and
+// predict --personal uses it.
+TEST_F(SavedModelTest, ThePersonalisedCopyIsAPairOfItsOwn) {
+  SaveModel(Dir(), {"softmax:2-2", 3, "run", std::vector<float>(6, 0.0f)});
+  PredictCommandOptions o;
+  std::ofstream(dir_ / "data.csv") << "5,0\n";
+  o.data = (dir_ / "data.csv").string();
+  o.state_dir = Dir();
+  o.personal = true;
+  std::ostringstream out, log;
+  try {
+    RunPredictCommand(o, out, log);
+    ADD_FAILURE() << "no personalised model yet";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds no personalised model"), std::string::npos);
+  }
+  // Class 0's weight on input 0: the personalised copy is sure of class 0.
+  std::vector<float> personal(6, 0.0f);
+  personal[0] = 4.0f;
+  SaveModel(Dir(), {"softmax:2-2", 3, "run", personal}, "personal");
+  EXPECT_TRUE(fs::exists(dir_ / "personal.npy") && fs::exists(dir_ / "personal.json"));
+  EXPECT_EQ(LoadSavedModel(Dir())->params, std::vector<float>(6, 0.0f)) << "the global one stays";
+  EXPECT_EQ(LoadSavedModel(Dir(), "personal")->params, personal);
+  RunPredictCommand(o, out, log);
+  const nlohmann::json j = nlohmann::json::parse(out.str());
+  EXPECT_EQ(j["class"], 0);
+  EXPECT_GT(j["probabilities"][0].get<double>(), 0.99);
+  o.personal = false;
+  std::ostringstream global;
+  RunPredictCommand(o, global, log);
+  EXPECT_NEAR(nlohmann::json::parse(global.str())["probabilities"][0].get<double>(), 0.5, 1e-6);
+}
+
 TEST_F(SavedModelTest, PredictAgreesWithTheModelsOwnEvaluation) {
   // Trained-looking random weights: predict's classes must match Score's count.
   const Architecture arch = Architecture::Parse("mlp:4-8-3");
