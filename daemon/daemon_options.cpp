@@ -60,6 +60,12 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
                  "model, on a thread of its own: one CSV row of inputs per line in, one JSON "
                  "line ({class, probabilities, model_version}) out; `model` tells which model "
                  "(docs/inference.md). Default: none");
+  app.add_option("--inference-model", o.inference_model,
+                 "What the inference socket answers with: global (the newest global model) or "
+                 "personal (this board's personalised copy of it, made when the plan has "
+                 "--personalize-steps; the global model until the first copy exists)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"global", "personal"}));
   app.add_option("--slowdown", o.slowdown,
                  "SIMULATION AID for straggler experiments on one machine: every mini-batch "
                  "takes F times as long (the daemon sleeps (F - 1) x its compute time); 1 = "

@@ -35,6 +35,9 @@ struct DaemonOptions {
   // The local inference endpoint (inference_server.h): a Unix socket path;
   // empty: none.
   std::string inference_socket;
+  // Which model it answers with: global, or personal (the personalised copy
+  // once the plan's personalize_steps made one; the global model until then).
+  std::string inference_model = "global";
 
   // Everything that can be checked without connecting or loading the data:
   // the endpoint, that --data exists, that --inference-socket fits a Unix

@@ -124,7 +124,8 @@ class DeviceClient {
   // Keeps the newest model in --state-dir (saved_model.h): at most every
   // kSaveInterval seconds, and always with `force` (the run's end, a stop).
   // Keeps the personalised copy of a result (Plan::personalize_steps) in
-  // --state-dir as personal.npy / personal.json, and frees it.
+  // --state-dir as personal.npy / personal.json, hands it to the inference
+  // endpoint with --inference-model personal, and frees it.
   void SavePersonalModel(TrainingResult& r);
   void SaveNewestModel(bool force);
   static constexpr double kSaveInterval = 5;
@@ -204,6 +205,9 @@ class DeviceClient {
   ModelSlot served_;
   std::string served_run_id_;
   std::uint64_t served_version_ = 0;
+  // --inference-model personal: the run whose personalised copy is served
+  // (empty: none yet; the global model is).
+  std::string served_personal_run_;
   std::unique_ptr<InferenceServer> inference_;
   // Asynchronous: an update was sent and its Ack or Reject has not come yet.
   bool update_in_flight_ = false;

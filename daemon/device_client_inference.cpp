@@ -10,7 +10,14 @@ void DeviceClient::StartInference() {
   if (options_.inference_socket.empty()) return;
   if (!options_.state_dir.empty()) {
     try {
-      if (std::optional<SavedModel> saved = LoadSavedModel(options_.state_dir)) {
+      // --inference-model personal: the personalised copy saved before this
+      // start, if there is one, else the global model.
+      std::optional<SavedModel> saved;
+      const bool personal = options_.inference_model == "personal";
+      if (personal) saved = LoadSavedModel(options_.state_dir, "personal");
+      const char* source = saved ? "state-dir personal" : "state-dir";
+      if (!saved) saved = LoadSavedModel(options_.state_dir);
+      if (saved) {
         auto model = std::make_shared<ServedModel>();
         model->arch = Architecture::Parse(saved->model);
         if (model->arch.ParameterCount() != saved->params.size()) {
@@ -19,7 +26,7 @@ void DeviceClient::StartInference() {
         model->params = std::move(saved->params);
         model->run_id = saved->run_id;
         model->model_version = saved->model_version;
-        model->source = "state-dir";
+        model->source = source;
         served_.Publish(std::move(model));
       }
     } catch (const Error& e) {
@@ -37,6 +44,9 @@ void DeviceClient::StartInference() {
 
 void DeviceClient::PublishNewestModel() {
   if (!inference_ || !plan_ || params_.empty() || params_.size() != parameter_count_) return;
+  // A personalised copy of this run's model is served instead (it comes
+  // with the next update; SavePersonalModel hands it over).
+  if (options_.inference_model == "personal" && served_personal_run_ == run_id_) return;
   if (run_id_ == served_run_id_ && model_version_ == served_version_) return;
   auto model = std::make_shared<ServedModel>();
   model->arch = plan_->architecture();

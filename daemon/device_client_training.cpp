@@ -169,7 +169,21 @@ void DeviceClient::SaveNewestModel(bool force) {
 }
 
 void DeviceClient::SavePersonalModel(TrainingResult& r) {
-  if (options_.state_dir.empty() || !plan_ || r.personal_params.empty()) return;
+  if (!plan_ || r.personal_params.empty()) return;
+  if (inference_ && options_.inference_model == "personal") {
+    auto model = std::make_shared<ServedModel>();
+    model->arch = plan_->architecture();
+    model->params = r.personal_params;
+    model->run_id = run_id_;
+    model->model_version = r.model_version;
+    model->source = "personal";
+    served_.Publish(std::move(model));
+    served_personal_run_ = run_id_;
+  }
+  if (options_.state_dir.empty()) {
+    r.personal_params.clear();
+    return;
+  }
   try {
     SaveModel(
         options_.state_dir,

@@ -158,6 +158,35 @@ TEST_F(InferenceTest, ATrainingDaemonAnswersWithTheNewestModelAndShrugsOffBadReq
   EXPECT_FALSE(fs::exists(socket));
 }
 
+// --inference-model personal on label skew: once the board has fine-tuned
+// a copy it answers with it, and the copy is better on the board's own
+// classes than the global model it came from.
+TEST_F(InferenceTest, PersonalModeServesThePersonalisedCopy) {
+  const std::string socket = Path("inference.sock");
+  // Many rounds, so that the run is still going while the test asks; it
+  // is stopped by SIGTERM once the answers are in.
+  auto coordinator = Coordinator(
+      "coordinator", {"--rounds", "500", "--min-devices", "2", "--personalize-steps", "30"});
+  auto d0 = Daemon(
+      0, 2, {"--split", "labels:2", "--inference-socket", socket, "--inference-model", "personal"});
+  auto d1 = Daemon(1, 2, {"--split", "labels:2"});
+  const auto source = [&] {
+    const nlohmann::json j = Model(socket);
+    return j.is_object() ? j.value("source", std::string()) : std::string();
+  };
+  ASSERT_TRUE(WaitFor([&] { return source() == "personal"; }, testing::kSanitized ? 300s : 120s))
+      << d0->Stderr();
+  const Answers a = Ask(socket);
+  EXPECT_EQ(a.probabilities.size(), kSamples) << "every sample answered";
+  EXPECT_EQ(source(), "personal") << "a newer global model does not displace it";
+  coordinator->Signal(SIGTERM);
+  EXPECT_EQ(coordinator->Wait(60s), 0) << coordinator->Stderr();
+  for (auto* d : {d0.get(), d1.get()}) {
+    d->Signal(SIGTERM);
+    EXPECT_EQ(d->Wait(30s), 0) << d->Stderr();
+  }
+}
+
 TEST_F(InferenceTest, ARestartedDaemonServesTheSavedModelBeforeAnyCoordinator) {
   const std::string socket = Path("inference.sock");
   {
