@@ -21,6 +21,7 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +44,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "checkpoint_store.h"
+#include "fedsgd/error.h"
 #include "fedsgd/model.h"
 #include "fedsgd/wire.h"
 #include "file_limit.h"
@@ -328,32 +331,18 @@ class Fleet {
   Clock::time_point start_ = Clock::now();
 };
 
+// The coordinator's CPU time and peak RSS, from the kernel's accounting of
+// the reaped child (so also when it exited by itself before we looked).
 struct ProcStats {
   double cpu_seconds = 0;
   double peak_rss_mb = 0;
 };
 
-ProcStats ReadProc(pid_t pid) {
-  ProcStats s;
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmHWM:", 0) == 0) s.peak_rss_mb = std::stod(line.substr(6)) / 1024.0;
-  }
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), {});
-  const auto close = text.rfind(')');
-  if (close != std::string::npos) {
-    std::istringstream rest(text.substr(close + 2));
-    std::string field;
-    std::vector<std::string> f;
-    while (rest >> field) f.push_back(field);
-    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name.
-    if (f.size() > 12) {
-      s.cpu_seconds =
-          (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
-    }
-  }
-  return s;
+ProcStats FromUsage(const rusage& u) {
+  const auto seconds = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
+  return {seconds(u.ru_utime) + seconds(u.ru_stime), static_cast<double>(u.ru_maxrss) / 1024.0};
 }
 
 constexpr std::size_t kDevicesPerProcess = 4000;
@@ -527,6 +516,9 @@ nlohmann::json RunOnce(const Options& o, std::size_t n) {
   const double limit = 60 + static_cast<double>(n) / o.join_rate +
                        static_cast<double>(o.rounds) * (o.round_timeout + 5);
   std::string failure;
+  int wstatus = 0;
+  rusage usage{};
+  bool exited = false;
   for (;;) {
     const nlohmann::json s = status();
     const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
@@ -543,6 +535,15 @@ nlohmann::json RunOnce(const Options& o, std::size_t n) {
       }
       if (round >= o.rounds) break;
     }
+    // A coordinator that finished its rounds exits within a few ms of the
+    // last commit, maybe before a status poll saw it: its database tells.
+    if (wait4(pid, &wstatus, WNOHANG, &usage) == pid) {
+      exited = true;
+      if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+        failure = "the coordinator exited with status " + std::to_string(wstatus);
+      }
+      break;
+    }
     if (elapsed > limit) {
       failure = "the run did not finish in " + std::to_string(static_cast<int>(limit)) + " s";
       break;
@@ -550,15 +551,23 @@ nlohmann::json RunOnce(const Options& o, std::size_t n) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const double run_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  const ProcStats proc = ReadProc(pid);
-  nlohmann::json rounds = nlohmann::json::array();
-  if (auto res = client.Get("/v1/rounds?limit=1000"); res && res->status == 200) {
-    rounds = nlohmann::json::parse(res->body, nullptr, false);
-  }
   const nlohmann::json totals = StopWorkers(workers);
-  kill(pid, SIGTERM);
-  int wstatus = 0;
-  waitpid(pid, &wstatus, 0);
+  if (!exited) {
+    kill(pid, SIGTERM);
+    wait4(pid, &wstatus, 0, &usage);
+  }
+  const ProcStats proc = FromUsage(usage);
+  // The committed rounds, from the coordinator's database (it has exited).
+  nlohmann::json rounds = nlohmann::json::array();
+  try {
+    auto store = CheckpointStore::Open((dir / "fleet.db").string(), /*read_only=*/true);
+    for (const RoundRecord& r : store->ListRounds(store->LatestRunId(), 0, 100000)) {
+      rounds.push_back(r.ToJson());
+      if (r.round > seen) per_round.push_back(r.ToJson());  // committed as it exited
+    }
+  } catch (const Error& e) {
+    if (failure.empty()) failure = std::string("cannot read the rounds: ") + e.what();
+  }
   fs::remove_all(dir);
 
   auto mean = [&](const char* key) {
