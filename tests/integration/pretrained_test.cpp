@@ -102,9 +102,8 @@ TEST_F(PretrainedTest, PersonalisationOnLabelSkewIsRecordedEveryRound) {
     EXPECT_EQ(p->devices, 4u);
     // Two classes are far easier than ten: the adapted copies win on average.
     EXPECT_GT(p->personal_accuracy, p->global_accuracy) << "round " << r.round;
-    std::cerr << "round " << r.round << ": held-out accuracy " << p->global_accuracy
-              << " global, " << p->personal_accuracy << " personalised, worse on " << p->worse
-              << "\n";
+    std::cerr << "round " << r.round << ": held-out accuracy " << p->global_accuracy << " global, "
+              << p->personal_accuracy << " personalised, worse on " << p->worse << "\n";
     EXPECT_LE(p->worse, p->devices);
   }
   // From the model of round 2 on, 30 steps of the last layer alone suffice.
