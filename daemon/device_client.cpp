@@ -9,6 +9,7 @@
 
 #include "fedsgd/broadcast_codec.h"
 #include "fedsgd/curve_socket.h"
+#include "fedsgd/endpoint.h"
 #include "fedsgd/error.h"
 #include "fedsgd/socket_options.h"
 #include "log_text.h"
@@ -120,16 +121,7 @@ bool DeviceClient::Send(wire::Message message) {
 }
 
 std::string DeviceClient::PublishEndpoint(const std::string& announced) const {
-  // tcp://*:P and tcp://0.0.0.0:P mean "the host you reached me on".
-  for (const std::string wildcard : {"tcp://*:", "tcp://0.0.0.0:"}) {
-    if (announced.rfind(wildcard, 0) != 0) continue;
-    const std::string& c = options_.coordinator;
-    const std::size_t colon = c.rfind(':');
-    if (c.rfind("tcp://", 0) == 0 && colon != std::string::npos && colon > 6) {
-      return c.substr(0, colon + 1) + announced.substr(wildcard.size());
-    }
-  }
-  return announced;
+  return ResolvePublishEndpoint(announced, options_.coordinator);
 }
 
 // ---------------------------------------------------------------- messages

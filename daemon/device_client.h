@@ -38,8 +38,8 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "backoff.h"
 #include "daemon_options.h"
+#include "fedsgd/backoff.h"
 #include "fedsgd/curve_keys.h"
 #include "fedsgd/dataset.h"
 #include "fedsgd/holdout.h"

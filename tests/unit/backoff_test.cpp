@@ -1,6 +1,6 @@
 // Backoff: the daemon's reconnect delays grow to the cap, stay within the
 // jitter bounds, start again after Reset(), and differ between devices.
-#include "backoff.h"
+#include "fedsgd/backoff.h"
 
 #include <gtest/gtest.h>
 

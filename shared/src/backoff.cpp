@@ -1,5 +1,5 @@
 // Backoff (see backoff.h).
-#include "backoff.h"
+#include "fedsgd/backoff.h"
 
 #include <algorithm>
 
