@@ -25,7 +25,9 @@ nlohmann::json DeviceInfo::ToJson(double now) const {
           {"samples_per_second", samples_per_second},
           {"progress", progress},
           {"round", round},
-          {"heartbeat_ms", heartbeat_ms}};
+          {"heartbeat_ms", heartbeat_ms},
+          {"gateway", boards.has_value()},
+          {"boards", boards ? nlohmann::json(*boards) : nlohmann::json()}};
 }
 
 DeviceInfo& DeviceRegistry::Join(const wire::Join& join, const std::string& routing_id,
@@ -37,6 +39,7 @@ DeviceInfo& DeviceRegistry::Join(const wire::Join& join, const std::string& rout
   d.software = join.software;
   d.threads = join.threads;
   d.samples = join.samples;
+  d.boards = join.boards;
   if (!d.online) ++online_;
   d.online = true;
   d.state = "idle";

@@ -54,6 +54,9 @@ struct DeviceInfo {
   // keep, 0 = the coordinator's --heartbeat-ms; it is offline after the
   // longer of the registry's timeout and 3 of these intervals of silence.
   int heartbeat_ms = 0;
+  // A gateway (docs/protocol.md "Gateways"): the boards online behind it,
+  // from its latest Join or heartbeat; absent for a daemon.
+  std::optional<std::uint64_t> boards;
   // FetchModel requests this device may make: each answer is a whole model.
   TokenBucket fetches{kFetchesPerSecond, kFetchBurst};
 

@@ -135,7 +135,9 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
 
   Message message;
   if (kind == "join") {
-    message = Join{r.Device(), r.Int("threads", 1, 4096), r.Uint("samples"), r.String("software")};
+    Join j{r.Device(), r.Int("threads", 1, 4096), r.Uint("samples"), r.String("software")};
+    if (h.contains("boards")) j.boards = r.Uint("boards", 0, kMaxBoards);
+    message = std::move(j);
   } else if (kind == "welcome") {
     Welcome w;
     w.device = r.Device();
@@ -154,9 +156,11 @@ std::variant<Message, DecodeError> ReadHeader(const json& h) {
     w.encoded = ReadEncoding(r, h, /*weights=*/true);
     message = std::move(w);
   } else if (kind == "heartbeat") {
-    message = Heartbeat{r.Device(),       r.OneOf("state", {"idle", "training", "sending"}),
-                        r.Uint("round"),  r.Double("samples_per_second", 0),
-                        r.Double("loss"), r.Double("progress", 0, 1)};
+    Heartbeat b{r.Device(),       r.OneOf("state", {"idle", "training", "sending"}),
+                r.Uint("round"),  r.Double("samples_per_second", 0),
+                r.Double("loss"), r.Double("progress", 0, 1)};
+    if (h.contains("boards")) b.boards = r.Uint("boards", 0, kMaxBoards);
+    message = std::move(b);
   } else if (kind == "fetch_model") {
     message = FetchModel{r.Device()};
   } else if (kind == "model") {
@@ -278,6 +282,7 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["threads"] = m.threads;
           h["samples"] = m.samples;
           h["software"] = m.software;
+          if (m.boards) h["boards"] = *m.boards;
         } else if constexpr (std::is_same_v<T, Welcome>) {
           h["device"] = m.device;
           h["run_id"] = m.run_id;
@@ -294,6 +299,7 @@ std::vector<zmq::message_t> Encode(Message message) {
           h["samples_per_second"] = m.samples_per_second;
           h["loss"] = m.loss;
           h["progress"] = m.progress;
+          if (m.boards) h["boards"] = *m.boards;
         } else if constexpr (std::is_same_v<T, FetchModel>) {
           h["device"] = m.device;
         } else if constexpr (std::is_same_v<T, Model>) {

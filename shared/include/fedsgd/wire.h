@@ -82,7 +82,11 @@ struct Join {
   int threads = 1;  // 1..4096
   std::uint64_t samples = 0;
   std::string software;
+  // Sent by a gateway (docs/protocol.md "Gateways"): the boards online
+  // behind it (0..kMaxBoards); absent from a daemon.
+  std::optional<std::uint64_t> boards = std::nullopt;
 };
+inline constexpr std::uint64_t kMaxBoards = 10'000'000;
 
 // Reply to Join. Carries the current model.
 struct Welcome {
@@ -105,7 +109,8 @@ struct Heartbeat {
   std::uint64_t round = 0;
   double samples_per_second = 0;  // >= 0
   double loss = 0;
-  double progress = 0;  // 0..1 of the current round's training
+  double progress = 0;                                 // 0..1 of the current round's training
+  std::optional<std::uint64_t> boards = std::nullopt;  // a gateway's, as in Join
 };
 
 // Daemon -> coordinator; replied with Model.
