@@ -576,6 +576,33 @@ void CheckpointStore::CommitRound(const RoundRecord& r, std::span<const float> p
   t.Commit();
 }
 
+void CheckpointStore::AdoptCheckpoint(std::int64_t run_id, std::uint64_t round,
+                                      std::span<const float> params) {
+  std::lock_guard lock(mutex_);
+  sqlite3* db = db_.get();
+  Transaction t(db, path_);
+  Statement latest(db, path_, "SELECT max(round) FROM checkpoints WHERE run_id = ?");
+  latest.Bind(1, run_id);
+  if (!latest.Step() || latest.IsNull(0))
+    throw Error(path_ + ": cannot store round " + std::to_string(round) + ": there is no run " +
+                std::to_string(run_id));
+  const auto newest = static_cast<std::uint64_t>(latest.Int(0));
+  if (round <= newest) {
+    throw Error(path_ + ": cannot store the root's round " + std::to_string(round) + " in run " +
+                std::to_string(run_id) + ": its newest round is " + std::to_string(newest));
+  }
+  if (static_cast<std::int64_t>(params.size()) != InitialSize(run_id)) {
+    throw Error(path_ + ": the root's round " + std::to_string(round) + " has " +
+                std::to_string(params.size()) + " parameters, run " + std::to_string(run_id) +
+                "'s model " + std::to_string(InitialSize(run_id)));
+  }
+  Statement cp(db, path_, "INSERT INTO checkpoints (run_id, round, params) VALUES (?, ?, ?)");
+  cp.Bind(1, run_id).Bind(2, round).BindFloats(3, params).Step();
+  Statement forget(db, path_, "DELETE FROM server_state WHERE run_id = ?");
+  forget.Bind(1, run_id).Step();
+  t.Commit();
+}
+
 ServerState CheckpointStore::LoadState(std::int64_t run_id) const {
   std::lock_guard lock(mutex_);
   return LoadStateLocked(run_id);

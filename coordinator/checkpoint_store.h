@@ -149,6 +149,12 @@ class CheckpointStore {
   // failure, and then nothing is committed.
   void CommitRound(const RoundRecord& record, std::span<const float> params,
                    const ServerState& state = {});
+  // A gateway (docs/protocol.md "Gateways"): stores its root's model of
+  // `round` as the run's newest checkpoint, without a round record (the
+  // gateway took no part in the rounds up to it, or was not running), and
+  // clears the server state. The round must be newer than the run's newest
+  // and params as long as its initial model. Throws Error otherwise.
+  void AdoptCheckpoint(std::int64_t run_id, std::uint64_t round, std::span<const float> params);
   // The server state committed with the run's newest round.
   ServerState LoadState(std::int64_t run_id) const;
 

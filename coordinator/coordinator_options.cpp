@@ -1,7 +1,10 @@
 // The coordinator's flags (see coordinator_options.h).
 #include "coordinator_options.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <filesystem>
 #include <system_error>
@@ -80,6 +83,21 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(50, 60000));
 
+  // Gateways (docs/protocol.md "Gateways").
+  app.add_option("--upstream", o.upstream,
+                 "Run as a gateway: serve the boards that connect here as a coordinator does, "
+                 "and take part in the root coordinator at this ROUTER endpoint (its --listen) "
+                 "as one device, forwarding one pre-aggregated update per round. The plan comes "
+                 "from the root: plan flags are refused");
+  app.add_option("--gateway-id", o.gateway_id,
+                 "A gateway's device id at the root (default: gateway-HOSTNAME)");
+  app.add_option("--upstream-key", o.upstream_key,
+                 "A gateway's CURVE secret key file for the root (from 'keygen'); the root "
+                 "enrols its public half as GATEWAY-ID.key");
+  app.add_option("--upstream-server-key", o.upstream_server_key,
+                 "The root's CURVE public key file (with --upstream-key)");
+
+  const std::size_t plan_first = app.get_options().size();
   app.add_option("--model", o.model,
                  "Architecture, e.g. mlp:784-128-10, softmax:784-10, "
                  "cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10")
@@ -301,6 +319,19 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
   app.add_option("--rounds", o.rounds, "Rounds to run; the coordinator exits after the last")
       ->capture_default_str()
       ->check(kPositive);
+  // The plan's flags (and --rounds): a gateway takes them from its root.
+  std::vector<std::string> plan_flags;
+  const std::vector<CLI::Option*> all = app.get_options();
+  for (std::size_t i = plan_first; i < all.size(); ++i) {
+    const std::string name = all[i]->get_name();
+    if (name != "--max-heartbeat-rate" && name != "--upload-slots") plan_flags.push_back(name);
+  }
+  app.final_callback([&app, &o, plan_flags] {
+    o.plan_flags_given.clear();
+    for (const std::string& name : plan_flags) {
+      if (app.count(name) > 0) o.plan_flags_given.push_back(name);
+    }
+  });
   app.add_option("--min-devices", o.min_devices, "Online devices needed to open a round")
       ->capture_default_str()
       ->check(kPositive);
@@ -410,7 +441,49 @@ Plan CoordinatorOptions::ToPlan() const {
   return p;
 }
 
+void CoordinatorOptions::CheckGateway() const {
+  if (!plan_flags_given.empty()) {
+    std::string names;
+    for (const std::string& n : plan_flags_given) names += (names.empty() ? "" : ", ") + n;
+    throw Error(names + (plan_flags_given.size() == 1 ? " is a plan flag" : " are plan flags") +
+                ": a gateway (--upstream) serves its root's plan; give " +
+                (plan_flags_given.size() == 1 ? "it" : "them") + " to the root coordinator");
+  }
+  wire::CheckEndpoint(upstream, /*for_bind=*/false);
+  if (!wire::ValidDeviceId(GatewayId())) {
+    throw Error("--gateway-id '" + GatewayId() +
+                "' is not a device id (1..64 of A-Z a-z 0-9 . _ -)");
+  }
+  if (upstream_key.empty() != upstream_server_key.empty()) {
+    throw Error(upstream_key.empty()
+                    ? "--upstream-server-key needs --upstream-key (this gateway's secret key file)"
+                    : "--upstream-key needs --upstream-server-key (the root's public key file)");
+  }
+  if (!upstream_key.empty()) {
+    if (!curve::Available()) throw Error("--upstream-key: this libzmq was built without CURVE");
+    curve::LoadSecretKey(upstream_key);
+    curve::LoadPublicKey(upstream_server_key);
+  } else if (!curve::IsLoopbackEndpoint(upstream) && !insecure) {
+    throw Error("--upstream " + upstream +
+                " is on another machine: give --upstream-key and --upstream-server-key to "
+                "encrypt and authenticate the link to the root (docs/security.md), or "
+                "--insecure to send updates in clear text");
+  }
+}
+
+std::string CoordinatorOptions::GatewayId() const {
+  if (!gateway_id.empty()) return gateway_id;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "gateway";
+  std::string id = std::string("gateway-") + host;
+  for (char& c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '-';
+  }
+  return id.substr(0, 64);  // the wire's longest device id
+}
+
 void CoordinatorOptions::Check() const {
+  if (gateway()) CheckGateway();
   const Plan plan = ToPlan();
   // The noise is calibrated to the sum of clipped updates: another rule's
   // sensitivity is not analysed here.

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "fedsgd/plan.h"
 #include "round_manager.h"
@@ -30,6 +31,14 @@ struct CoordinatorOptions {
   bool check_config = false;
   std::string eval_data;
   int heartbeat_ms = 1000;
+  // Gateway mode (docs/protocol.md "Gateways"): the root's ROUTER endpoint;
+  // empty: a root (or flat) coordinator.
+  std::string upstream;
+  std::string gateway_id;                         // empty: gateway-HOSTNAME
+  std::string upstream_key, upstream_server_key;  // CURVE to the root: both or neither
+  // Set by the parser: the plan flags (and --rounds) given on the command
+  // line or in --config, which a gateway refuses.
+  std::vector<std::string> plan_flags_given;
   // The plan, as flags.
   std::string model = "mlp:784-128-10";
   std::string algorithm = "fedavg";
@@ -107,6 +116,11 @@ struct CoordinatorOptions {
   void Check() const;
   // The CURVE part of Check().
   void CheckSecurity() const;
+  // A gateway's part: no plan flags, the upstream endpoint, id and keys.
+  void CheckGateway() const;
+  bool gateway() const { return !upstream.empty(); }
+  // --gateway-id, or gateway-HOSTNAME (made a valid device id).
+  std::string GatewayId() const;
   bool curve() const { return !curve_key.empty(); }
   // True when --listen and --publish can only be reached from this machine.
   bool LoopbackOnly() const;

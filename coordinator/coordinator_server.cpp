@@ -2,6 +2,7 @@
 #include "coordinator_server.h"
 
 #include <cstdio>
+#include <limits>
 #include <thread>
 
 #include "fedsgd/broadcast_codec.h"
@@ -13,6 +14,7 @@
 #include "file_limit.h"
 #include "initial_model.h"
 #include "model_guard.h"
+#include "two_tier_plan.h"
 
 namespace fedsgd {
 namespace {
@@ -62,13 +64,18 @@ CoordinatorServer::~CoordinatorServer() {
 
 double CoordinatorServer::Now() const { return Since(start_); }
 
-void CoordinatorServer::Start() {
+void CoordinatorServer::Start(const std::atomic<bool>* stop) {
   start_ = Clock::now();
   options_.Check();  // the same checks as --check-config, before touching anything
-  plan_ = options_.ToPlan();
+  // A gateway serves its root's plan (coordinator_gateway.cpp).
+  std::optional<wire::Welcome> root;
+  if (options_.gateway()) root = JoinRoot(stop);
+  plan_ = root ? GatewayPlan(*root) : options_.ToPlan();
   update_encoding_ = wire::UpdateCodec::Parse(plan_.update_codec).encoding;
   broadcast_encoding_ = wire::ParseBroadcastCodec(plan_.broadcast_codec);
-  const RoundSettings settings = options_.ToRoundSettings();
+  RoundSettings settings = options_.ToRoundSettings();
+  // A gateway's run ends when its root's does.
+  if (root) settings.rounds = std::numeric_limits<std::uint64_t>::max();
   const Architecture arch = plan_.architecture();
 
   if (!options_.eval_data.empty()) {
@@ -85,7 +92,9 @@ void CoordinatorServer::Start() {
   db_lock_ = DatabaseLock::Acquire(options_.db);
   store_ = CheckpointStore::Open(options_.db);
   std::vector<float> initial;
-  if (plan_.initial_model.empty()) {
+  if (root) {
+    // The root's model; StartGatewayRun stores it.
+  } else if (plan_.initial_model.empty()) {
     initial = Model::Create(arch, plan_.seed).params;
   } else {
     InitialModel m = LoadInitialModel(plan_.initial_model, arch);
@@ -94,12 +103,15 @@ void CoordinatorServer::Start() {
     }
     initial = std::move(m.params);
   }
-  RunState run = store_->StartRun(plan_.ToJson(), initial, options_.new_run);
+  RunState run =
+      root ? StartGatewayRun(*root) : store_->StartRun(plan_.ToJson(), initial, options_.new_run);
   resumed_ = run.resumed;
   reader_ = CheckpointStore::Open(options_.db, /*read_only=*/true);
-  manager_ =
-      std::make_unique<RoundManager>(plan_, settings, run.run_id, run.round, std::move(run.params),
-                                     MakeAggregator(plan_), std::move(run.state));
+  const Plan round_plan = root ? GatewayRoundPlan(plan_) : plan_;
+  manager_ = std::make_unique<RoundManager>(round_plan, settings, run.run_id, run.round,
+                                            std::move(run.params), MakeAggregator(round_plan),
+                                            std::move(run.state));
+  if (root) root_round_ = root->round;
   if (plan_.selection()) {
     // A grant unused for three heartbeats is the device's loss, not a slot's.
     uploads_.emplace(settings.upload_slots, std::max(5.0, 3.0 * options_.heartbeat_ms / 1000.0));
@@ -188,8 +200,10 @@ void CoordinatorServer::Start() {
   log_ << "fedsgd-coordinator: run " << run.run_id
        << (resumed_ ? " resumed at round " + std::to_string(run.round) : std::string(" started"))
        << ", model " << arch.ToString() << " (" << n << " parameters), "
-       << ToString(plan_.algorithm) << ", " << settings.rounds << " rounds, waiting for "
-       << settings.min_devices << " device(s)\n"
+       << ToString(plan_.algorithm) << ", "
+       << (root ? "rounds from the root at " + options_.upstream
+                : std::to_string(settings.rounds) + " rounds")
+       << ", waiting for " << settings.min_devices << " device(s)\n"
        << "fedsgd-coordinator: listening on " << listen_endpoint() << ", publishing on "
        << publish_endpoint() << ", database " << options_.db << "\n"
        << "fedsgd-coordinator: status: " << base << "/v1/status, dashboard: " << base << "/\n"
@@ -348,7 +362,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
     // The device that completes the quorum learns of the round in its
     // welcome: its SUB socket is not connected yet and would miss the
     // broadcast.
-    if (manager_->ShouldOpen()) OpenRound();
+    if (ShouldOpenRound()) OpenRound();
     wire::Welcome w;
     w.device = join->device;
     w.run_id = std::to_string(manager_->run_id());
@@ -378,6 +392,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
     d->round = beat->round;
     d->samples_per_second = beat->samples_per_second;
     d->progress = beat->progress;
+    if (beat->boards) d->boards = beat->boards;
     if (beat->loss > 0) d->last_loss = beat->loss;
     Reply(routing_id, HeartbeatAck(*d, *beat, now));
   } else if (auto* fetch = std::get_if<wire::FetchModel>(&message)) {
@@ -394,7 +409,7 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
     wire::Model m{std::to_string(manager_->run_id()),
                   manager_->version(),
                   manager_->open_round(),
-                  manager_->done(),
+                  Done(),
                   {}};
     Reply(routing_id, WithWeights(std::move(m)));
   } else if (auto* update = std::get_if<wire::Update>(&message)) {
@@ -519,6 +534,7 @@ wire::Ack CoordinatorServer::HeartbeatAck(DeviceInfo& d, const wire::Heartbeat& 
 }
 
 void CoordinatorServer::CloseRound() {
+  if (gateway()) return ForwardRound();  // the root aggregates and steps
   const RoundSettings& settings = manager_->settings();
   ClosedRound closed = manager_->CloseRound(UnixNow());
   PublishStatus();  // shows "aggregating"
@@ -667,12 +683,14 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
   std::vector<zmq::pollitem_t> items = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
   auto last_status = Clock::now();
   bool stopped = false;
-  while (!manager_->done()) {
+  while (!Done()) {
     if (stop.load()) {
       stopped = true;
       break;
     }
-    wire::Poll(items, std::chrono::milliseconds(50));
+    // A gateway also waits on its root, whose sockets are not in `items`.
+    wire::Poll(items, std::chrono::milliseconds(gateway() ? 10 : 50));
+    if (gateway()) GatewayTick();
     notifier_.Watchdog();
     ApplyKeyChanges(reload);
     // Drain what is waiting, but bounded, so a flood cannot starve the rounds.
@@ -695,13 +713,13 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
            << " reached its deadline with too few updates; waiting longer" << std::endl;
       Broadcast(false);
     }
-    if (manager_->ShouldOpen()) OpenRound();
+    if (ShouldOpenRound()) OpenRound();
     if (Since(last_status) > 0.25) {
       PublishStatus();
       last_status = Clock::now();
     }
   }
-  if (manager_->done()) {
+  if (Done()) {
     // PUB is fire-and-forget: repeat the final model for daemons that were
     // busy or reconnecting, and keep answering requests meanwhile.
     for (int i = 0; i < 5 && !stop.load(); ++i) {
@@ -716,19 +734,20 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
   }
   notifier_.Stopping();
   PublishStatus();
-  nlohmann::json summary = {{"run_id", manager_->run_id()},
-                            {"round", manager_->version()},
-                            {"rounds", manager_->settings().rounds},
-                            {"done", manager_->done()},
-                            {"stopped", stopped},
-                            {"seconds", Since(run_start)},
-                            {"test_accuracy", nullptr},
-                            {"test_loss", nullptr},
-                            {"updates_accepted", updates_accepted_},
-                            {"updates_rejected", manager_->devices().rejected_total()},
-                            {"bytes_out", bytes_out_},
-                            {"models_sent", models_sent_},
-                            {"database", options_.db}};
+  nlohmann::json summary = {
+      {"run_id", manager_->run_id()},
+      {"round", manager_->version()},
+      {"rounds", gateway() ? nlohmann::json() : nlohmann::json(manager_->settings().rounds)},
+      {"done", Done()},
+      {"stopped", stopped},
+      {"seconds", Since(run_start)},
+      {"test_accuracy", nullptr},
+      {"test_loss", nullptr},
+      {"updates_accepted", updates_accepted_},
+      {"updates_rejected", manager_->devices().rejected_total()},
+      {"bytes_out", bytes_out_},
+      {"models_sent", models_sent_},
+      {"database", options_.db}};
   if (last_round_ && last_round_->test_accuracy)
     summary["test_accuracy"] = *last_round_->test_accuracy;
   if (last_round_ && last_round_->test_loss) summary["test_loss"] = *last_round_->test_loss;

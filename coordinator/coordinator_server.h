@@ -8,6 +8,14 @@
 // threads. With --curve-key both sockets are CURVE servers and every
 // request's device field must be the id its key is enrolled under
 // (docs/security.md); the ZapHandler answers libzmq on its own thread.
+//
+// With --upstream it is a gateway (docs/protocol.md "Gateways";
+// coordinator_gateway.cpp): it serves its boards as above, but takes its
+// plan, its model and its rounds from a root coordinator, in which it takes
+// part as one device through an UpstreamLink (whose sockets this same loop
+// thread owns); each round it closes is forwarded as one update, the
+// sample-weighted mean of its boards' updates with their samples in all,
+// and committed locally when the root's model of that round arrives.
 #pragma once
 
 #include <atomic>
@@ -33,6 +41,7 @@
 #include "round_manager.h"
 #include "status_board.h"
 #include "token_bucket.h"
+#include "upstream_link.h"
 #include "zap_handler.h"
 
 namespace fedsgd {
@@ -43,8 +52,10 @@ class CoordinatorServer {
   ~CoordinatorServer();
 
   // Opens (resumes) the run in the database, loads the evaluation data, binds
-  // the sockets and starts HTTP. Throws fedsgd::Error with a clear message.
-  void Start();
+  // the sockets and starts HTTP. A gateway first joins its root and waits
+  // for its welcome (the plan), until *stop. Throws fedsgd::Error with a
+  // clear message.
+  void Start(const std::atomic<bool>* stop = nullptr);
   // Serves until the last round is committed or *stop becomes true. Returns
   // a summary (run_id, round, rounds, test_accuracy, seconds, ...). When
   // *reload becomes true (SIGHUP) it is reset and --authorized-keys re-read.
@@ -107,6 +118,38 @@ class CoordinatorServer {
   static std::string AggregationNote(const RoundRecord& r);
   double ParameterBytes() const;
 
+  // Gateway mode (coordinator_gateway.cpp).
+  bool gateway() const { return upstream_ != nullptr; }
+  // The loop runs until the last round is committed, or a gateway's root
+  // has announced the end of its run.
+  bool Done() const { return manager_->done() || root_final_; }
+  // Whether to open a round now: a root's rule, or a gateway's (the root's
+  // round is open, not yet done here, and --min-devices boards are online).
+  bool ShouldOpenRound() const;
+  // Joins the root and returns its welcome; throws fedsgd::Error when *stop
+  // is set first.
+  wire::Welcome JoinRoot(const std::atomic<bool>* stop);
+  // The root's plan, or fedsgd::Error saying why a gateway cannot serve it.
+  static Plan GatewayPlan(const wire::Welcome& root);
+  // Resumes this gateway's run when it has the root's plan and is not
+  // ahead of the root, else starts a new one; adopts the root's model.
+  RunState StartGatewayRun(const wire::Welcome& root);
+  // Each loop turn: what the root sent, the forwarded update, opening the
+  // root's round for the boards.
+  void GatewayTick();
+  void OnRootModel(std::uint64_t version, std::uint64_t round, bool final,
+                   std::vector<float>& params);
+  void OnRootReject(const wire::Reject& reject);
+  // The root's model `version` when this gateway took no part in it.
+  void AdoptRootModel(std::uint64_t version, std::vector<float>& params);
+  // The forwarded round, committed with the root's model of it.
+  void CommitForwarded(std::vector<float>& params);
+  // A gateway's CloseRound: the aggregate goes to the root.
+  void ForwardRound();
+  void SendForwarded();
+  GatewayReport Report();
+  nlohmann::json GatewayJson() const;
+
   CoordinatorOptions options_;
   std::ostream& log_;
   Plan plan_;
@@ -168,6 +211,21 @@ class CoordinatorServer {
   std::vector<std::uint64_t> duration_buckets_;
   double duration_sum_ = 0;
   bool resumed_ = false;
+
+  // Gateway mode: the link to the root and what it said.
+  std::unique_ptr<UpstreamLink> upstream_;
+  std::vector<wire::Message> upstream_events_;
+  std::uint64_t root_round_ = 0;  // the round open at the root, 0 = none
+  bool root_final_ = false;       // the root's run is over
+  // The round closed here and sent up, until the root's model of it comes.
+  std::optional<ClosedRound> forwarded_;
+  wire::Update forwarded_update_;
+  bool forwarded_sent_ = false;
+  std::uint64_t given_up_round_ = 0;  // refused by the root: not opened again
+  std::uint64_t updates_forwarded_ = 0;
+  std::uint64_t root_rejects_ = 0;
+  GatewayReport report_;
+  double report_at_ = -1e9;
 };
 
 }  // namespace fedsgd

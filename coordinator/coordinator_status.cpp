@@ -13,7 +13,7 @@ void CoordinatorServer::PublishStatus() {
   nlohmann::json status = {
       {"run_id", manager_->run_id()},
       {"round", manager_->version()},
-      {"rounds", manager_->settings().rounds},
+      {"rounds", gateway() ? nlohmann::json() : nlohmann::json(manager_->settings().rounds)},
       {"model_version", manager_->version()},
       {"open_round", manager_->open_round()},
       {"state", ToString(manager_->phase())},
@@ -48,7 +48,18 @@ void CoordinatorServer::PublishStatus() {
       {"train_loss", nullptr},
       {"last_round", nullptr},
       {"privacy", manager_->privacy()},
+      {"gateway", GatewayJson()},
   };
+  // Gateways among this coordinator's devices, and the boards behind them.
+  std::size_t gateways = 0;
+  std::uint64_t boards = 0;
+  for (const auto& [id, d] : devices.devices()) {
+    if (!d.boards || !d.online) continue;
+    ++gateways;
+    boards += *d.boards;
+  }
+  status["gateways_online"] = gateways;
+  status["boards_behind_gateways"] = boards;
   if (last_round_) {
     if (last_round_->test_accuracy) status["test_accuracy"] = *last_round_->test_accuracy;
     if (last_round_->test_loss) status["test_loss"] = *last_round_->test_loss;

@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     fedsgd::CoordinatorServer server(options, std::cerr);
-    server.Start();
+    server.Start(&g_stop);
     const nlohmann::json summary = server.Run(g_stop, &g_reload);
     std::cout << summary.dump() << std::endl;
     std::cerr << "fedsgd-coordinator: "

@@ -350,6 +350,7 @@ ClosedRound RoundManager::CloseRound(double unix_now) {
     if (plan_.dp_adaptive_clip) r.privacy["unclipped_fraction"] = dp_->last_unclipped_fraction();
     out.accountant = std::move(next);
   }
+  out.aggregate = std::move(aggregate);
   return out;
 }
 
@@ -375,6 +376,16 @@ void RoundManager::Discard() {
   if (dp_) dp_->ImportState(dp_state_at_open_);
   open_ = false;
   closing_ = false;
+}
+
+void RoundManager::Adopt(std::uint64_t version, std::vector<float> params) {
+  if (params.size() != params_.size()) {
+    throw Error("the root's model has " + std::to_string(params.size()) +
+                " parameters, this plan's " + std::to_string(params_.size()));
+  }
+  Discard();
+  params_ = std::move(params);
+  version_ = version;
 }
 
 void RoundManager::RestoreApplied(const std::vector<RoundRecord>& recent) {

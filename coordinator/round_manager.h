@@ -88,6 +88,10 @@ struct ClosedRound {
   // Commit makes current.
   std::optional<PrivacyAccountant> accountant;
   ServerState state;  // the state committed with it
+  // The round's aggregate of the trainable parameters (the sample-weighted
+  // mean after norm bounding, for the mean rule) before the server
+  // optimiser's step: what a gateway forwards to its root.
+  std::vector<float> aggregate;
 };
 
 class RoundManager {
@@ -125,6 +129,10 @@ class RoundManager {
   // The round could not be committed: forget its updates; the same round
   // number opens again later.
   void Discard();
+  // A gateway (docs/protocol.md "Gateways"): the root's model `version`
+  // becomes the current one, and a round still open is given up. Throws
+  // fedsgd::Error when the size is not the model's.
+  void Adopt(std::uint64_t version, std::vector<float> params);
 
   // Asynchronous mode: the (device, model version) pairs of updates that
   // the newest committed versions applied, from their records, so that a
