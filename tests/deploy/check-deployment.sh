@@ -5,7 +5,7 @@
 #     of 4.0 or lower in `systemd-analyze security --offline=yes`;
 #   - the example configs pass --check-config with the real binaries, once
 #     their CURVE keys exist (made here by keygen), and not before;
-#   - docker/compose.yaml passes yamllint, and every service's command line
+#   - docker/compose.yaml and compose.two-tier.yaml pass yamllint, and every service's command line
 #     passes --check-config with the real binaries;
 #   - the Dockerfile builds with the project's own install script.
 # Usage: check-deployment.sh DAEMON_BINARY COORDINATOR_BINARY
@@ -74,35 +74,41 @@ else
   pass "a broken daemon config fails --check-config"
 fi
 
-# The compose file.
-if yamllint -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}' \
-     "$root/docker/compose.yaml"; then
-  pass "yamllint docker/compose.yaml"
-else
-  fail "yamllint docker/compose.yaml"
-fi
-services=0
-while IFS=$'\t' read -r name program args; do
-  services=$((services + 1))
-  binary=$daemon
-  [[ "$program" == fedsgd-coordinator ]] && binary=$coordinator
-  # Paths inside the container that the host does not have.
-  args=${args//\/var\/lib\/fedsgd/$work\/state}
-  # shellcheck disable=SC2086
-  if out=$("$binary" $args --check-config 2>&1); then
-    pass "compose service $name: $program --check-config"
+# The compose files: the flat fleet and the two-tier one (a root, gateways).
+for compose_file in compose.yaml compose.two-tier.yaml; do
+  if yamllint -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}' \
+       "$root/docker/$compose_file"; then
+    pass "yamllint docker/$compose_file"
   else
-    fail "compose service $name: $out"
+    fail "yamllint docker/$compose_file"
   fi
-done < <(/usr/bin/python3 - "$root/docker/compose.yaml" <<'PY'
+  services=0
+  while IFS=$'\t' read -r name program args; do
+    services=$((services + 1))
+    binary=$daemon
+    [[ "$program" == fedsgd-coordinator ]] && binary=$coordinator
+    # Paths inside the container that the host does not have.
+    args=${args//\/var\/lib\/fedsgd/$work\/state}
+    # shellcheck disable=SC2086
+    if out=$("$binary" $args --check-config 2>&1); then
+      pass "$compose_file service $name: $program --check-config"
+    else
+      fail "$compose_file service $name: $out"
+    fi
+  done < <(/usr/bin/python3 - "$root/docker/$compose_file" <<'PY'
 import sys, yaml
 compose = yaml.safe_load(open(sys.argv[1]))
 for name, service in compose["services"].items():
     command = service["command"]
     print(name, command[0], " ".join(command[1:]), sep="\t")
 PY
-)
-[[ $services -ge 5 ]] || fail "compose.yaml should run a coordinator and several daemons (found $services services)"
+  )
+  [[ $services -ge 5 ]] ||
+    fail "$compose_file should run a coordinator and several daemons (found $services services)"
+done
+grep -q -- '--upstream=tcp://root:7070' "$root/docker/compose.two-tier.yaml" &&
+  pass "compose.two-tier.yaml runs gateways of its root" ||
+  fail "compose.two-tier.yaml has no gateway (--upstream=tcp://root:7070)"
 grep -q 'scripts/install-deps.sh' "$root/docker/Dockerfile" && pass "Dockerfile uses scripts/install-deps.sh" ||
   fail "the Dockerfile does not build with scripts/install-deps.sh"
 grep -q '^USER ' "$root/docker/Dockerfile" && pass "Dockerfile runs as a non-root user" ||
