@@ -60,6 +60,8 @@ void CoordinatorServer::PublishStatus() {
   }
   status["gateways_online"] = gateways;
   status["boards_behind_gateways"] = boards;
+  gateways_online_ = gateways;
+  boards_behind_gateways_ = boards;
   if (last_round_) {
     if (last_round_->test_accuracy) status["test_accuracy"] = *last_round_->test_accuracy;
     if (last_round_->test_loss) status["test_loss"] = *last_round_->test_loss;
@@ -99,14 +101,25 @@ std::string CoordinatorServer::Metrics() const {
   auto u = [](std::uint64_t v) { return static_cast<double>(v); };
   metric("fedsgd_round", "gauge", "Newest committed round (the model version).",
          u(manager_->version()));
-  metric("fedsgd_rounds_target", "gauge", "Rounds this run is to complete.",
-         u(manager_->settings().rounds));
+  metric("fedsgd_rounds_target", "gauge",
+         "Rounds this run is to complete (0: a gateway's root decides).",
+         u(gateway() ? 0 : manager_->settings().rounds));
   metric("fedsgd_open_round", "gauge", "The round open for training, 0 if none.",
          u(manager_->open_round()));
   metric("fedsgd_rounds_completed_total", "counter", "Rounds committed by this process.",
          u(rounds_committed_));
   metric("fedsgd_devices_online", "gauge", "Devices heard from recently.", u(devices.online()));
   metric("fedsgd_devices_known", "gauge", "Devices that have joined.", u(devices.size()));
+  metric("fedsgd_gateways_online", "gauge", "Online devices that are gateways.",
+         u(gateways_online_));
+  metric("fedsgd_boards_behind_gateways", "gauge", "Boards the online gateways report.",
+         u(boards_behind_gateways_));
+  if (gateway()) {
+    metric("fedsgd_gateway_updates_forwarded_total", "counter",
+           "Round aggregates this gateway sent to its root.", u(updates_forwarded_));
+    metric("fedsgd_gateway_root_rejects_total", "counter",
+           "Messages of this gateway the root refused.", u(root_rejects_));
+  }
   metric("fedsgd_updates_accepted_total", "counter", "Updates accepted into an aggregate.",
          u(updates_accepted_));
   out +=

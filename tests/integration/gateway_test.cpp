@@ -174,6 +174,13 @@ TEST_F(GatewayTest, ALostGatewayIsLeftOutAndResumesWhenRestarted) {
     EXPECT_TRUE(d.value("gateway", false)) << d.dump();
     EXPECT_EQ(d.value("boards", 0), 2) << d.dump();
   }
+  {
+    httplib::Client client("127.0.0.1", http_);
+    auto metrics = client.Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_NE(metrics->body.find("\nfedsgd_gateways_online 2\n"), std::string::npos);
+    EXPECT_NE(metrics->body.find("\nfedsgd_boards_behind_gateways 4\n"), std::string::npos);
+  }
   const nlohmann::json gw_status = GetFrom(gateways_[0].http, "/v1/status");
   EXPECT_EQ(gw_status.value("devices_online", 0), 2) << gw_status.dump();
   EXPECT_EQ(gw_status["gateway"].value("gateway_id", ""), "gw0") << gw_status.dump();
@@ -230,6 +237,39 @@ TEST_F(GatewayTest, ARootKilledMidRunResumesWithItsGateways) {
   for (auto& b : boards) EXPECT_EQ(b->Wait(30s), 0) << b->Stderr();
   EXPECT_EQ(RoundDevices(8), (std::vector<std::string>{"gw0", "gw1"}));
   EXPECT_EQ(IntegrityCheck(), "ok");
+}
+
+TEST_F(GatewayTest, SpeaksCurveToItsRootAndAnUnenrolledGatewayIsNotServed) {
+  // Keys as on real machines: each side makes its pair with keygen; the root
+  // enrols gw0's public key under its id, not gw1's.
+  const auto keygen = [&](const std::string& name) {
+    Process p({FEDSGD_COORDINATOR_BIN, "keygen", "--out", Path(name)}, Path(name + ".kg.out"),
+              Path(name + ".kg.log"));
+    ASSERT_EQ(p.Wait(30s), 0) << p.Stderr();
+  };
+  for (const char* name : {"root", "gw0", "gw1"}) keygen(name);
+  fs::create_directories(dir_ / "authorized");
+  fs::copy_file(Path("gw0.key"), dir_ / "authorized" / "gw0.key");
+  auto root =
+      Coordinator("root", {"--rounds", "3", "--min-devices", "1", "--curve-key",
+                           Path("root.key_secret"), "--authorized-keys", Path("authorized")});
+  auto gw0 = Gateway(
+      0, {"--upstream-key", Path("gw0.key_secret"), "--upstream-server-key", Path("root.key")});
+  auto gw1 = Gateway(
+      1, {"--upstream-key", Path("gw1.key_secret"), "--upstream-server-key", Path("root.key")});
+  auto board = Board(0, 2, 0);
+  EXPECT_EQ(root->Wait(Budget()), 0) << root->Stderr();
+  EXPECT_EQ(gw0->Wait(30s), 0) << gw0->Stderr();
+  EXPECT_EQ(board->Wait(30s), 0) << board->Stderr();
+  EXPECT_EQ(RoundDevices(3), std::vector<std::string>{"gw0"});
+  // gw1's handshakes were refused: it never got a plan, and says what to check.
+  EXPECT_TRUE(gw1->running());
+  EXPECT_TRUE(WaitFor(
+      [&] { return gw1->Stderr().find("--upstream-server-key") != std::string::npos; }, 30s))
+      << gw1->Stderr();
+  EXPECT_EQ(gw1->Stderr().find("joined the root"), std::string::npos) << gw1->Stderr();
+  gw1->Signal(SIGTERM);
+  EXPECT_EQ(gw1->Wait(30s), 1) << "stopped before the root answered";
 }
 
 TEST_F(GatewayTest, RefusesARootPlanThatDoesNotDecompose) {

@@ -4,7 +4,7 @@
 // lost the same coordinator does not come back in lockstep. Reset() after a
 // success starts again from `initial`.
 //
-// Not thread-safe: one owner (the daemon's network thread).
+// Not thread-safe: one owner (a daemon's network thread, a gateway's loop).
 #pragma once
 
 #include <cstdint>
