@@ -13,7 +13,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git ca-certificates
   libzmq3-dev cppzmq-dev libeigen3-dev nlohmann-json3-dev libsqlite3-dev sqlite3
-  zlib1g-dev libcli11-dev libcpp-httplib-dev libsystemd-dev libssl-dev
+  zlib1g-dev libcli11-dev libcpp-httplib-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
 )
@@ -34,7 +34,7 @@ for arg in "$@"; do
       add_arm64=true
       packages+=(g++-aarch64-linux-gnu qemu-user-static dpkg-dev fakeroot file lintian
                  libzmq3-dev:arm64 libsqlite3-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
-                 zlib1g-dev:arm64 libsystemd-dev:arm64 libcpp-httplib-dev:arm64
+                 zlib1g-dev:arm64 libcpp-httplib-dev:arm64
                  libssl-dev:arm64) ;;
     *) echo "install-deps: unknown option '$arg'" >&2; exit 2 ;;
   esac

@@ -1,4 +1,5 @@
-// ServiceNotifier: tells systemd how a fedsgd program is doing (sd_notify).
+// ServiceNotifier: tells systemd how a fedsgd program is doing (the
+// sd_notify(3) protocol, spoken directly: no libsystemd).
 //
 // Ready() once the program is serving (the coordinator listens; the daemon
 // has joined), Status() for `systemctl status`, Watchdog() from the main
@@ -14,12 +15,18 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 
 namespace fedsgd {
+
+// Sends one message ("READY=1", ...) to $NOTIFY_SOCKET; false if there is
+// none or it could not be sent. Exposed for the tests.
+bool NotifyServiceManager(std::string_view message);
 
 class ServiceNotifier {
  public:
   ServiceNotifier();
+  bool watchdog() const { return watchdog_; }
   void Ready();
   void Status(const std::string& status);
   void Watchdog();
