@@ -157,6 +157,26 @@ void ParseCnn(std::string_view text, std::string_view body, Architecture& a) {
   }
 }
 
+// The P of "dropout=P": a number in [0, 1).
+float ParseDropout(std::string_view text, std::string_view value) {
+  // from_chars, not strtof: the text form must not depend on the locale.
+  float p = 0;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), p);
+  if (value.empty() || ec != std::errc() || end != value.data() + value.size() ||
+      !(p >= 0.0f && p < 1.0f)) {
+    Bad(text, "dropout must be a number in [0, 1)");
+  }
+  return p;
+}
+
+// ":dropout=P" in the shortest text that reads back as the same float, so
+// that Parse(ToString()) == *this for any dropout, not just short ones.
+std::string DropoutText(float dropout) {
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, dropout);
+  return ":dropout=" + std::string(buf, end);
+}
+
 const char* Name(Activation a) {
   switch (a) {
     case Activation::kRelu:
@@ -176,9 +196,19 @@ Architecture Architecture::Parse(std::string_view text) {
   if (parts.size() < 2 || parts[1].empty()) Bad(text, "expected KIND:WIDTHS");
   Architecture a;
   if (parts[0] == "cnn") {
-    if (parts.size() > 2)
-      Bad(text, "options like '" + std::string(parts[2]) + "' are for mlp only");
     ParseCnn(text, parts[1], a);
+    // Its one option: dropout on the fN layers (the convolutions keep every
+    // unit; their ReLU is fixed).
+    for (std::size_t i = 2; i < parts.size(); ++i) {
+      if (!parts[i].starts_with("dropout=")) {
+        Bad(text, "unknown option '" + std::string(parts[i]) + "' (a cnn takes only dropout=P)");
+      }
+      if (i > 2) Bad(text, "dropout given twice");
+      a.dropout = ParseDropout(text, parts[i].substr(8));
+    }
+    if (a.dropout > 0 && a.widths.size() < 3) {
+      Bad(text, "dropout applies to the fN layers, and this cnn has none");
+    }
     if (a.ParameterCount() > (std::size_t{1} << 31)) Bad(text, "too many parameters");
     return a;
   }
@@ -218,15 +248,7 @@ Architecture Architecture::Parse(std::string_view text) {
     } else if (opt.starts_with("dropout=")) {
       if (have_dropout) Bad(text, "dropout given twice");
       have_dropout = true;
-      const std::string_view value = opt.substr(8);
-      // from_chars, not strtof: the text form must not depend on the locale.
-      float p = 0;
-      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), p);
-      if (value.empty() || ec != std::errc() || end != value.data() + value.size() ||
-          !(p >= 0.0f && p < 1.0f)) {
-        Bad(text, "dropout must be a number in [0, 1)");
-      }
-      a.dropout = p;
+      a.dropout = ParseDropout(text, opt.substr(8));
     } else {
       Bad(text,
           "unknown option '" + std::string(opt) + "' (expected relu, tanh, sigmoid or dropout=P)");
@@ -261,7 +283,9 @@ std::string Architecture::ToString() const {
         if (stage.padding != 0) s += "p" + std::to_string(stage.padding);
       }
       for (std::size_t i = 1; i + 1 < widths.size(); ++i) s += "-f" + std::to_string(widths[i]);
-      return s + "-" + std::to_string(widths.back());
+      s += "-" + std::to_string(widths.back());
+      if (dropout > 0) s += DropoutText(dropout);
+      return s;
   }
   for (std::size_t i = 0; i < widths.size(); ++i) {
     if (i) s += '-';
@@ -269,14 +293,7 @@ std::string Architecture::ToString() const {
   }
   if (kind == ModelKind::kMlp) {
     if (activation != Activation::kRelu || dropout > 0) s += std::string(":") + Name(activation);
-    if (dropout > 0) {
-      // The shortest text that reads back as the same float, so that
-      // Parse(ToString()) == *this for any dropout, not just short ones.
-      char buf[32];
-      const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, dropout);
-      s += ":dropout=";
-      s.append(buf, end);
-    }
+    if (dropout > 0) s += DropoutText(dropout);
   }
   return s;
 }

@@ -21,7 +21,9 @@ TEST(ModelTest, ParsesEveryFormAndPrintsItBack) {
        {"linear:13", "logistic:30", "softmax:784-10", "mlp:784-128-10", "mlp:784-128-64-10:tanh",
         "mlp:4-3-2:sigmoid", "mlp:784-128-10:relu:dropout=0.2", "mlp:4-3-2:tanh:dropout=0.5",
         "cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10", "cnn:3x32x32-c8k3p1-c8k3s2p1-p2-f64-f32-10",
-        "cnn:1x5x5-c2k5-3", "cnn:2x9x7-p2-c3k2s2-4"}) {
+        "cnn:1x5x5-c2k5-3", "cnn:2x9x7-p2-c3k2s2-4",
+        "cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10:dropout=0.5",
+        "cnn:1x5x5-c2k3-f4-f3-2:dropout=0.25"}) {
     const Architecture a = Architecture::Parse(text);
     EXPECT_EQ(a.ToString(), text);
     EXPECT_EQ(Architecture::Parse(a.ToString()), a);
@@ -68,6 +70,8 @@ TEST(ModelTest, CanonicalFormDropsDefaultsAndKeepsEveryDropout) {
             "mlp:4-3-2:relu:dropout=0.25");
   EXPECT_EQ(Architecture::Parse("mlp:4-3-2:dropout=0.25:tanh").ToString(),
             "mlp:4-3-2:tanh:dropout=0.25");
+  EXPECT_EQ(Architecture::Parse("cnn:1x5x5-c2k3-f4-2:dropout=0").ToString(), "cnn:1x5x5-c2k3-f4-2");
+  EXPECT_FLOAT_EQ(Architecture::Parse("cnn:1x5x5-c2k3-f4-2:dropout=0.3").dropout, 0.3f);
   // Any float dropout survives the round trip exactly, not just short ones.
   for (float p : {0.1f, 0.2f, 0.123456789f, 1e-7f, 0.99999994f, 1.0f / 3.0f}) {
     Architecture a = Architecture::Parse("mlp:4-3-2");
@@ -114,7 +118,12 @@ TEST(ModelTest, RefusesBadTextWithAClearMessage) {
                        "cnn:1x28x28-c4k3-10-",
                        "cnn:1x28x28-c4k3--10",
                        "cnn:1x28x28-C4K3-10",
-                       "cnn:1x28x28-c4k3-10:dropout=0.2",
+                       "cnn:1x28x28-c4k3-10:dropout=0.2",  // no fN layer to drop from
+                       "cnn:1x28x28-c4k3-f8-10:relu",
+                       "cnn:1x28x28-c4k3-f8-10:tanh:dropout=0.2",
+                       "cnn:1x28x28-c4k3-f8-10:dropout=0.1:dropout=0.2",
+                       "cnn:1x28x28-c4k3-f8-10:dropout=1",
+                       "cnn:1x28x28-c4k3-f8-10:",
                        "cnn:1x4x4-c2k3-p2-p2-10",
                        "MLP:784-128-10",
                        " mlp:784-128-10",

@@ -11,6 +11,7 @@
 //   mlp:784-128-64-10:tanh    activation: relu (default), tanh or sigmoid
 //   mlp:784-128-10:relu:dropout=0.2   dropout on hidden layers while training
 //   cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10   a convolutional net (below)
+//   cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10:dropout=0.5   dropout on its fN layers
 //
 // A cnn is its input shape CxHxW (channels x rows x columns), then stages in
 // order, separated by '-':
@@ -21,9 +22,10 @@
 //   pK       max pooling over K x K windows with stride K (a partial window
 //            at the right or bottom edge is dropped, as in PyTorch)
 // then fN for each fully connected ReLU hidden layer, and last the number of
-// classes (softmax cross-entropy). At least one convolution; no options
-// (dropout is for mlp only). Inputs are C x H x W per sample, channel after
-// channel, each row-major (an IDX image is 1xHxW as it is stored).
+// classes (softmax cross-entropy). At least one convolution; the one option
+// is :dropout=P, applied to the fN layers' outputs while training (it needs
+// at least one fN layer; the convolutions keep every unit). Inputs are C x H x W per sample,
+// channel after channel, each row-major (an IDX image is 1xHxW as it is stored).
 //
 // Parameter layout (fixed, part of the wire format): for each layer l in
 // order, its weight matrix W_l (out x in, column-major) then its bias b_l
@@ -87,7 +89,7 @@ struct Architecture {
   // mean the same for every kind); its convolutions are not listed here.
   std::vector<int> widths;
   Activation activation = Activation::kRelu;  // hidden layers of an MLP (a cnn: ReLU)
-  float dropout = 0.0f;                       // hidden layers, training only
+  float dropout = 0.0f;                       // hidden (mlp) / fN (cnn) layers, training only
   ImageShape input_shape;                     // cnn only
   std::vector<FeatureStage> stages;           // cnn only, in order
 
