@@ -1,5 +1,6 @@
 // Kernel micro-benchmarks (Google Benchmark), each beside its reference:
 //   ForwardBackward of MLP 784-128-10 at batch 32   vs  Eigen GEMM of the same shapes
+//   the same with its first layer frozen (fine-tuning: no gradient computed for it)
 //   ForwardBackward of cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10 at batch 32
 //                                                   vs  Eigen GEMM of its conv2 product
 //   one hogwild step (snapshot, ForwardBackward, shared SGD step) on 1 and 2 threads
@@ -103,6 +104,26 @@ void BM_ForwardBackward(benchmark::State& state) {
                          benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ForwardBackward)->ArgName("dropout")->Arg(0)->Arg(1);
+
+// Fine-tuning (--freeze-layers 1): ForwardBackward of mlp:784-128-10 at batch
+// 32 with its first layer frozen, so the backward pass computes the output
+// layer's gradient only; beside BM_ForwardBackward/dropout:0, it prices what
+// skipping the frozen layer saves.
+void BM_ForwardBackwardFrozenFirstLayer(benchmark::State& state) {
+  const Architecture arch = Architecture::Parse("mlp:784-128-10");
+  const std::size_t frozen = arch.Layout()[1].weight_offset;
+  const Model m = Model::Create(arch, 1);
+  const Batch b;
+  Workspace ws(arch, kBatch);
+  std::vector<float> grad(arch.ParameterCount());
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(ForwardBackward(arch, m.params.data(), b.x.data(), b.y.data(), kBatch,
+                                             grad.data(), ws, nullptr, nullptr, nullptr, frozen));
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+BENCHMARK(BM_ForwardBackwardFrozenFirstLayer);
 
 // Dataset::Gather of one batch of 32 random rows of a 15,000-sample
 // 784-feature shard into the trainer's buffers: state.range(0) = 1 holds the

@@ -502,7 +502,7 @@ struct NetworkKernels {
   static float ForwardBackward(const Architecture& arch, const float* params, const float* x,
                                const float* y, int n, float* grad, Workspace& ws,
                                std::mt19937_64* rng, const float* logit_offsets,
-                               const float* class_weights) {
+                               const float* class_weights, std::size_t frozen) {
     assert(n >= 1 && n <= ws.max_batch_);
     assert(ws.layout_.size() == ws.conv_layers_ + arch.widths.size() - 1);
     const bool dropout = rng != nullptr && arch.dropout > 0;
@@ -524,8 +524,14 @@ struct NetworkKernels {
 
     const std::size_t first = ws.conv_layers_;  // the first dense layer
     const bool cnn = arch.kind == ModelKind::kCnn;
+    // Layers are in parameter order and frozen ones are a prefix: once a
+    // layer's parameters all lie in it, so do those of every layer before.
+    const auto all_frozen = [frozen](const LayerLayout& L) {
+      return L.bias_offset + static_cast<std::size_t>(L.out) <= frozen;
+    };
     for (std::size_t l = layers; l-- > first;) {
       const LayerLayout& L = layout[l];
+      if (all_frozen(L)) break;
       Matrix d(ws.deltas_[l].data(), L.out, n);
       const float* input = l == first ? (cnn ? ws.stage_outputs_.back().data() : x)
                            : dropout  ? ws.inputs_[l - 1].data()
@@ -537,6 +543,9 @@ struct NetworkKernels {
                                                 L.out, in.data(), L.in, dw.data());
       RowSums(d, grad + L.bias_offset);
       if (l == first && !cnn) break;
+      // Nothing below wants a gradient (for a cnn's first dense layer: its
+      // convolutions are all frozen).
+      if (all_frozen(layout[l - 1])) break;
       // Into the stages' last output gradient (its own backward pass applies
       // the ReLU), or the previous dense layer's.
       Matrix dprev(l == first ? ws.stage_deltas_.back().data() : ws.deltas_[l - 1].data(), L.in, n);
@@ -594,9 +603,9 @@ struct NetworkKernels {
 
 float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
                       int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng,
-                      const float* logit_offsets, const float* class_weights) {
+                      const float* logit_offsets, const float* class_weights, std::size_t frozen) {
   return NetworkKernels::ForwardBackward(arch, params, x, y, n, grad, ws, dropout_rng,
-                                         logit_offsets, class_weights);
+                                         logit_offsets, class_weights, frozen);
 }
 
 BatchScore Score(const Architecture& arch, const float* params, const float* x, const float* y,

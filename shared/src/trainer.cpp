@@ -154,10 +154,12 @@ EpochResult HogwildEpoch(const RunPlan& run, Model& model, const std::vector<std
       Gather(run.data, order, begin, end, buf);
       LoadShared(shared, buf.weights.data(), count);
       const int rows = static_cast<int>(end - begin);
-      const float loss = ForwardBackward(
-          run.arch, buf.weights.data(), buf.x.data(), buf.y.data(), rows, buf.grad.data(),
-          buf.workspace, dropout ? &rngs[t] : nullptr, run.logit_offsets, run.class_weights);
-      // Frozen parameters (the first `frozen`) are read, never written.
+      const float loss =
+          ForwardBackward(run.arch, buf.weights.data(), buf.x.data(), buf.y.data(), rows,
+                          buf.grad.data(), buf.workspace, dropout ? &rngs[t] : nullptr,
+                          run.logit_offsets, run.class_weights, run.opt.frozen);
+      // Frozen parameters (the first `frozen`) are read, never written, and
+      // their gradient is not computed.
       const std::size_t f = run.opt.frozen;
       if (run.anchor) {
         AddProximalGradient(buf.grad.data() + f, buf.weights.data() + f, run.anchor + f, count - f,
@@ -251,10 +253,10 @@ EpochResult SyncEpoch(const RunPlan& run, Model& model, const std::vector<std::s
       rows[t] = my_end - my_begin;
       if (rows[t] > 0) {
         Gather(run.data, order, my_begin, my_end, buf);
-        losses[t] =
-            ForwardBackward(run.arch, model.params.data(), buf.x.data(), buf.y.data(),
-                            static_cast<int>(rows[t]), buf.grad.data(), buf.workspace,
-                            dropout ? &rngs[t] : nullptr, run.logit_offsets, run.class_weights);
+        losses[t] = ForwardBackward(run.arch, model.params.data(), buf.x.data(), buf.y.data(),
+                                    static_cast<int>(rows[t]), buf.grad.data(), buf.workspace,
+                                    dropout ? &rngs[t] : nullptr, run.logit_offsets,
+                                    run.class_weights, run.opt.frozen);
       } else {
         losses[t] = 0;
       }

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "aggregator.h"
 #include "fedsgd/error.h"
@@ -109,6 +112,50 @@ INSTANTIATE_TEST_SUITE_P(AllModes, FrozenTraining,
                                            std::make_tuple(TrainMode::kHogwild, 2),
                                            std::make_tuple(TrainMode::kSync, 1),
                                            std::make_tuple(TrainMode::kSync, 3)));
+
+// The backward pass skips what frozen layers would need: their weight
+// gradients and the input gradient into them. The rest of the gradient is
+// exactly as without freezing, and frozen entries are left untouched.
+TEST(FreezeLayersTest, ForwardBackwardComputesTheTrainableGradientOnly) {
+  for (const auto& [model, freeze] : std::vector<std::pair<const char*, long>>{
+           {"mlp:6-5-4-3", 1},
+           {"mlp:6-5-4-3", 2},
+           {"mlp:6-5-4-3:relu:dropout=0.3", 1},
+           {"cnn:1x6x6-c2k3-p2-f5-3", 1},    // every convolution frozen
+           {"cnn:1x6x6-c2k3-c2k2-f5-3", 1},  // one of two: both still get gradients
+           {"cnn:1x6x6-c2k3-p2-f5-f4-3", 2}}) {
+    SCOPED_TRACE(std::string(model) + " freeze " + std::to_string(freeze));
+    const Plan plan = WithModel(model, freeze);
+    const Architecture& arch = plan.architecture();
+    const std::size_t frozen = plan.FrozenParameters();
+    ASSERT_GT(frozen, 0u);
+    std::mt19937_64 rng(7);
+    std::normal_distribution<float> normal(0.0f, 0.5f);
+    const int n = 5;
+    std::vector<float> params(arch.ParameterCount()),
+        x(static_cast<std::size_t>(n) * arch.input_size()), y(n);
+    for (float& p : params) p = normal(rng);
+    for (float& v : x) v = normal(rng);
+    for (int j = 0; j < n; ++j) y[j] = static_cast<float>(j % arch.num_classes());
+    Workspace ws(arch, n);
+    std::vector<float> full(params.size()), part(params.size(), -7.0f);
+    std::mt19937_64 mask_a(3), mask_b(3);
+    const float loss_full =
+        ForwardBackward(arch, params.data(), x.data(), y.data(), n, full.data(), ws, &mask_a);
+    const float loss_part = ForwardBackward(arch, params.data(), x.data(), y.data(), n, part.data(),
+                                            ws, &mask_b, nullptr, nullptr, frozen);
+    EXPECT_EQ(loss_full, loss_part);
+    for (std::size_t i = frozen; i < params.size(); ++i) {
+      ASSERT_EQ(full[i], part[i]) << "trainable parameter " << i;
+    }
+    // A cnn whose convolutions are not all frozen computes all of them (the
+    // stages' backward pass runs as a whole); otherwise nothing frozen.
+    const bool partial_conv = std::string(model).find("c2k2") != std::string::npos;
+    std::size_t untouched = 0;
+    for (std::size_t i = 0; i < frozen; ++i) untouched += part[i] == -7.0f;
+    EXPECT_EQ(untouched, partial_conv ? 0u : frozen);
+  }
+}
 
 TEST(FreezeLayersTest, TrainerRefusesFreezingEverything) {
   Model model = Model::Create(Architecture::Parse("mlp:6-4-3"), 1);

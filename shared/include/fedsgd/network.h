@@ -80,9 +80,15 @@ class Workspace {
 // (output-width floats, cross-entropy models only) sample j's loss counts
 // class_weights[y_j] times: the mean over the batch of w_y * cross-entropy
 // (class weighting, ClassWeights in trainer.h). Other losses ignore both.
+// frozen (fine-tuning, TrainOptions::frozen): the first `frozen` gradient
+// entries are not wanted. The backward pass stops at the first layer (from
+// the output) whose parameters all lie there, and skips the input gradient
+// into it, so such layers cost no backward work; their grad entries are left
+// as they were. Other entries are as with frozen = 0.
 float ForwardBackward(const Architecture& arch, const float* params, const float* x, const float* y,
                       int n, float* grad, Workspace& ws, std::mt19937_64* dropout_rng = nullptr,
-                      const float* logit_offsets = nullptr, const float* class_weights = nullptr);
+                      const float* logit_offsets = nullptr, const float* class_weights = nullptr,
+                      std::size_t frozen = 0);
 
 // Mean loss and the number of correct predictions over n samples, no
 // gradient (classifiers: argmax, or p >= 0.5 for logistic; regression
