@@ -13,16 +13,6 @@
 #include "fedsgd/socket_options.h"
 
 namespace fedsgd {
-namespace {
-
-SocketLimits ReceiveLimits() {
-  SocketLimits limits;
-  limits.max_frame_bytes = MaxFrameBytes(wire::Limits{}.max_params);
-  return limits;
-}
-
-}  // namespace
-
 UpstreamLink::UpstreamLink(zmq::context_t& context, UpstreamConfig config, std::ostream& log)
     : context_(context),
       config_(std::move(config)),
@@ -34,7 +24,7 @@ UpstreamLink::~UpstreamLink() = default;
 void UpstreamLink::Configure(zmq::socket_t& socket) const {
   socket.set(zmq::sockopt::linger, 0);
   if (config_.keys) curve::MakeClient(socket, *config_.keys, config_.server_key);
-  ApplySocketLimits(socket, ReceiveLimits());
+  ApplySocketLimits(socket, ClientReceiveLimits());
 }
 
 void UpstreamLink::Connect(double now) {

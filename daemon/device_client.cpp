@@ -15,18 +15,6 @@
 #include "log_text.h"
 
 namespace fedsgd {
-namespace {
-
-// The model's size is not known before the welcome, so both sockets accept
-// frames up to the largest tensor the wire protocol allows.
-SocketLimits ReceiveLimits() {
-  SocketLimits limits;
-  limits.max_frame_bytes = MaxFrameBytes(wire::Limits{}.max_params);
-  return limits;
-}
-
-}  // namespace
-
 DeviceClient::DeviceClient(DaemonOptions options, const Dataset& shard, std::ostream& log,
                            ClientTiming timing)
     : options_(std::move(options)),
@@ -81,7 +69,7 @@ void DeviceClient::ConfigureSocket(zmq::socket_t& socket) {
 void DeviceClient::Connect() {
   dealer_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
   ConfigureSocket(*dealer_);
-  ApplySocketLimits(*dealer_, ReceiveLimits());
+  ApplySocketLimits(*dealer_, ClientReceiveLimits());
   // Queue nothing for a coordinator that is not there: a send then fails at
   // once instead of piling up stale heartbeats for when it comes back.
   dealer_->set(zmq::sockopt::immediate, 1);
@@ -297,7 +285,7 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   try {
     sub_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::sub);
     ConfigureSocket(*sub_);
-    ApplySocketLimits(*sub_, ReceiveLimits());
+    ApplySocketLimits(*sub_, ClientReceiveLimits());
     sub_->set(zmq::sockopt::subscribe, "");
     sub_->connect(endpoint);
   } catch (const zmq::error_t& e) {

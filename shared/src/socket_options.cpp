@@ -3,12 +3,20 @@
 
 #include <algorithm>
 
+#include "fedsgd/wire.h"
+
 namespace fedsgd {
 
 std::int64_t MaxFrameBytes(std::size_t params) {
   constexpr std::int64_t kHeaderMax = 64 * 1024;
   const auto tensor = static_cast<std::int64_t>(params * sizeof(float));
   return std::max(tensor, kHeaderMax) + kHeaderMax;
+}
+
+SocketLimits ClientReceiveLimits() {
+  SocketLimits limits;
+  limits.max_frame_bytes = MaxFrameBytes(wire::Limits{}.max_params);
+  return limits;
 }
 
 void ApplySocketLimits(zmq::socket_t& socket, const SocketLimits& limits) {

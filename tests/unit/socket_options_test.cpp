@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdint>
 
 #include "fedsgd/wire.h"
 
@@ -35,6 +36,14 @@ TEST(SocketOptionsTest, SetsEveryLimit) {
   ApplySocketLimits(pinging, limits);
   EXPECT_EQ(pinging.get(zmq::sockopt::heartbeat_ivl), 5000);
   EXPECT_EQ(pinging.get(zmq::sockopt::heartbeat_timeout), limits.heartbeat_timeout_ms);
+}
+
+TEST(SocketOptionsTest, ClientsAcceptTheLargestTensorTheProtocolAllows) {
+  // A daemon or gateway does not know the model's size before its welcome.
+  const SocketLimits limits = ClientReceiveLimits();
+  EXPECT_EQ(limits.max_frame_bytes, MaxFrameBytes(wire::Limits{}.max_params));
+  EXPECT_GE(limits.max_frame_bytes,
+            static_cast<std::int64_t>(wire::Limits{}.max_params * sizeof(float)));
 }
 
 TEST(SocketOptionsTest, AFrameOverTheLimitIsDroppedByLibzmq) {

@@ -46,6 +46,11 @@ struct SocketLimits {
 // tensor, or a CBOR header (at most 64 KiB), whichever is larger, plus slack.
 std::int64_t MaxFrameBytes(std::size_t params);
 
+// Limits for a client's sockets (a daemon's, a gateway's link to its root)
+// before the model's size is known: frames up to the largest tensor the wire
+// protocol allows (wire::Limits::max_params).
+SocketLimits ClientReceiveLimits();
+
 void ApplySocketLimits(zmq::socket_t& socket, const SocketLimits& limits);
 
 }  // namespace fedsgd
