@@ -5,20 +5,16 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+
+#include "coordinator_args.h"
 #include "fedsgd/error.h"
 
 namespace fedsgd {
 namespace {
 
 CoordinatorOptions Parse(std::vector<std::string> args) {
-  CLI::App app;
-  CoordinatorOptions o;
-  AddCoordinatorOptions(app, o);
-  args.insert(args.begin(), "fedsgd-coordinator");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  app.parse(static_cast<int>(argv.size()), argv.data());
-  return o;
+  return testing::ParseCoordinatorArgs(std::move(args));
 }
 
 TEST(CoordinatorOptionsTest, LimitFlagsHaveSafeDefaultsAndReachTheRounds) {

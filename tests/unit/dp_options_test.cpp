@@ -4,8 +4,10 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "coordinator_args.h"
 #include "coordinator_options.h"
 #include "fedsgd/error.h"
 
@@ -13,14 +15,7 @@ namespace fedsgd {
 namespace {
 
 Plan Parse(std::vector<std::string> args) {
-  CLI::App app;
-  CoordinatorOptions o;
-  AddCoordinatorOptions(app, o);
-  args.insert(args.begin(), "fedsgd-coordinator");
-  std::vector<const char*> argv;
-  for (const std::string& a : args) argv.push_back(a.c_str());
-  app.parse(static_cast<int>(argv.size()), argv.data());
-  return o.ToPlan();
+  return testing::ParseCoordinatorArgs(std::move(args)).ToPlan();
 }
 
 TEST(DpOptionsTest, OffByDefault) {

@@ -7,9 +7,11 @@
 
 #include <filesystem>
 #include <random>
+#include <utility>
 
 #include "aggregator.h"
 #include "checkpoint_store.h"
+#include "coordinator_args.h"
 #include "coordinator_options.h"
 #include "fedsgd/error.h"
 #include "fedsgd/wire.h"
@@ -161,14 +163,7 @@ TEST_F(GatewayStoreTest, TheRootsCheckpointLetsTheNextRoundCommit) {
 }
 
 CoordinatorOptions Parse(std::vector<std::string> args) {
-  CLI::App app;
-  CoordinatorOptions o;
-  AddCoordinatorOptions(app, o);
-  args.insert(args.begin(), "fedsgd-coordinator");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  app.parse(static_cast<int>(argv.size()), argv.data());
-  return o;
+  return testing::ParseCoordinatorArgs(std::move(args));
 }
 
 std::string CheckError(const CoordinatorOptions& o) {
