@@ -226,9 +226,6 @@ class CoordinatorServer {
   std::uint64_t root_rejects_ = 0;
   GatewayReport report_;
   double report_at_ = -1e9;
-  // Gateways among this coordinator's devices (PublishStatus counts them).
-  std::size_t gateways_online_ = 0;
-  std::uint64_t boards_behind_gateways_ = 0;
 };
 
 }  // namespace fedsgd

@@ -6,6 +6,25 @@
 #include "coordinator_server.h"
 
 namespace fedsgd {
+namespace {
+
+// Online gateways among a coordinator's devices, and the boards they report.
+struct GatewayCounts {
+  std::size_t gateways = 0;
+  std::uint64_t boards = 0;
+};
+
+GatewayCounts CountGateways(const DeviceRegistry& devices) {
+  GatewayCounts c;
+  for (const auto& [id, d] : devices.devices()) {
+    if (!d.boards || !d.online) continue;
+    ++c.gateways;
+    c.boards += *d.boards;
+  }
+  return c;
+}
+
+}  // namespace
 
 void CoordinatorServer::PublishStatus() {
   const double now = Now();
@@ -50,18 +69,9 @@ void CoordinatorServer::PublishStatus() {
       {"privacy", manager_->privacy()},
       {"gateway", GatewayJson()},
   };
-  // Gateways among this coordinator's devices, and the boards behind them.
-  std::size_t gateways = 0;
-  std::uint64_t boards = 0;
-  for (const auto& [id, d] : devices.devices()) {
-    if (!d.boards || !d.online) continue;
-    ++gateways;
-    boards += *d.boards;
-  }
-  status["gateways_online"] = gateways;
-  status["boards_behind_gateways"] = boards;
-  gateways_online_ = gateways;
-  boards_behind_gateways_ = boards;
+  const GatewayCounts gateways = CountGateways(devices);
+  status["gateways_online"] = gateways.gateways;
+  status["boards_behind_gateways"] = gateways.boards;
   if (last_round_) {
     if (last_round_->test_accuracy) status["test_accuracy"] = *last_round_->test_accuracy;
     if (last_round_->test_loss) status["test_loss"] = *last_round_->test_loss;
@@ -110,10 +120,11 @@ std::string CoordinatorServer::Metrics() const {
          u(rounds_committed_));
   metric("fedsgd_devices_online", "gauge", "Devices heard from recently.", u(devices.online()));
   metric("fedsgd_devices_known", "gauge", "Devices that have joined.", u(devices.size()));
+  const GatewayCounts gateways = CountGateways(devices);
   metric("fedsgd_gateways_online", "gauge", "Online devices that are gateways.",
-         u(gateways_online_));
+         u(gateways.gateways));
   metric("fedsgd_boards_behind_gateways", "gauge", "Boards the online gateways report.",
-         u(boards_behind_gateways_));
+         u(gateways.boards));
   if (gateway()) {
     metric("fedsgd_gateway_updates_forwarded_total", "counter",
            "Round aggregates this gateway sent to its root.", u(updates_forwarded_));

@@ -10,12 +10,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sqlite3.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -29,12 +26,14 @@
 #include "fedsgd/model.h"
 #include "fedsgd/wire.h"
 #include "fleet_fixture.h"
+#include "notify_sink.h"
 #include "process.h"
 
 namespace fedsgd {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::NotifySink;
 using testing::Process;
 
 class FederationTest : public FleetFixture {};
@@ -354,44 +353,11 @@ TEST_F(FederationTest, BadConfigurationGivesAClearError) {
   EXPECT_NE(r.Stderr().find("no such file"), std::string::npos) << r.Stderr();
 }
 
-// Stands in for systemd's notification socket (an abstract AF_UNIX datagram
-// socket, as systemd's own is named in $NOTIFY_SOCKET): collects what a
-// program started while it is set sends.
-class NotifySink {
- public:
-  explicit NotifySink(const std::string& tag)
-      : name_("@fedsgd-test-" + std::to_string(getpid()) + "-" + tag) {
-    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path + 1, name_.data() + 1, name_.size() - 1);
-    bound_ = bind(fd_, reinterpret_cast<const sockaddr*>(&address),
-                  static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name_.size())) == 0;
-  }
-  ~NotifySink() { close(fd_); }
-  NotifySink(const NotifySink&) = delete;
-  NotifySink& operator=(const NotifySink&) = delete;
-  bool bound() const { return bound_; }
-  const std::string& name() const { return name_; }
-  // Every message so far, one per line.
-  std::string Messages() {
-    char buffer[4096];
-    for (ssize_t n; (n = recv(fd_, buffer, sizeof buffer, 0)) > 0;) {
-      messages_.append(buffer, static_cast<std::size_t>(n)).append("\n");
-    }
-    return messages_;
-  }
-
- private:
-  std::string name_, messages_;
-  int fd_ = -1;
-  bool bound_ = false;
-};
-
 // SIGTERM stops both cleanly, and both speak systemd's notification protocol
 // (Type=notify units): READY once serving / joined, STATUS lines, STOPPING.
 TEST_F(FederationTest, SigtermStopsBothCleanlyAndTheyTellSystemd) {
-  NotifySink coordinator_sink("coordinator"), daemon_sink("daemon");
+  const std::string prefix = "@fedsgd-test-" + std::to_string(getpid()) + "-";
+  NotifySink coordinator_sink(prefix + "coordinator"), daemon_sink(prefix + "daemon");
   ASSERT_TRUE(coordinator_sink.bound() && daemon_sink.bound());
   setenv("NOTIFY_SOCKET", coordinator_sink.name().c_str(), 1);
   auto coordinator = Coordinator("coordinator", {"--rounds", "1000", "--min-devices", "1"});

@@ -4,17 +4,14 @@
 #include "fedsgd/service_notifier.h"
 
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cstddef>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string>
+
+#include "notify_sink.h"
 
 namespace fedsgd {
 namespace {
@@ -45,55 +42,19 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-// A datagram socket standing in for systemd's: bound to a path or, when the
-// name starts with '@', to an abstract name.
-class FakeServiceManager {
- public:
-  explicit FakeServiceManager(const std::string& name) : name_(name) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path, name.data(), name.size());
-    if (name[0] == '@') address.sun_path[0] = '\0';
-    const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
-    bound_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<const sockaddr*>(&address), length) == 0;
-  }
-  ~FakeServiceManager() {
-    if (fd_ >= 0) ::close(fd_);
-    if (name_[0] == '/') std::filesystem::remove(name_);
-  }
-  FakeServiceManager(const FakeServiceManager&) = delete;
-  FakeServiceManager& operator=(const FakeServiceManager&) = delete;
+using testing::NotifySink;
 
-  bool bound() const { return bound_; }
-  // The next datagram, or nullopt if none arrives within 1 s.
-  std::optional<std::string> Receive() {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 1000) != 1) return std::nullopt;
-    char buffer[4096];
-    const ssize_t n = ::recv(fd_, buffer, sizeof(buffer), 0);
-    if (n < 0) return std::nullopt;
-    return std::string(buffer, static_cast<std::size_t>(n));
-  }
-
- private:
-  std::string name_;
-  int fd_ = -1;
-  bool bound_ = false;
-};
-
-std::string SocketPath() {
-  return (std::filesystem::temp_directory_path() /
-          ("fedsgd-notify-" + std::to_string(::getpid()) + ".sock"))
-      .string();
+// A sink at a socket path of this process's own.
+NotifySink PathSink() {
+  return NotifySink((std::filesystem::temp_directory_path() /
+                     ("fedsgd-notify-" + std::to_string(::getpid()) + ".sock"))
+                        .string());
 }
 
 TEST(ServiceNotifierTest, SendsEachMessageAsOneDatagramToTheSocketPath) {
-  const std::string path = SocketPath();
-  std::filesystem::remove(path);
-  FakeServiceManager manager(path);
+  NotifySink manager = PathSink();
   ASSERT_TRUE(manager.bound());
-  ScopedEnv socket("NOTIFY_SOCKET", path.c_str());
+  ScopedEnv socket("NOTIFY_SOCKET", manager.name().c_str());
   ServiceNotifier notifier;
   notifier.Ready();
   notifier.Status("round 3/10, 4 device(s)");
@@ -104,10 +65,9 @@ TEST(ServiceNotifierTest, SendsEachMessageAsOneDatagramToTheSocketPath) {
 }
 
 TEST(ServiceNotifierTest, ReachesAnAbstractSocket) {
-  const std::string name = "@fedsgd-notify-test-" + std::to_string(::getpid());
-  FakeServiceManager manager(name);
+  NotifySink manager("@fedsgd-notify-test-" + std::to_string(::getpid()));
   ASSERT_TRUE(manager.bound());
-  ScopedEnv socket("NOTIFY_SOCKET", name.c_str());
+  ScopedEnv socket("NOTIFY_SOCKET", manager.name().c_str());
   EXPECT_TRUE(NotifyServiceManager("READY=1"));
   EXPECT_EQ(manager.Receive(), "READY=1");
 }
@@ -130,11 +90,9 @@ TEST(ServiceNotifierTest, DoesNothingOutsideSystemdOrWithABadSocketName) {
 }
 
 TEST(ServiceNotifierTest, PingsTheWatchdogOnlyWhenItIsThisProcesssAndAtMostEverySecond) {
-  const std::string path = SocketPath();
-  std::filesystem::remove(path);
-  FakeServiceManager manager(path);
+  NotifySink manager = PathSink();
   ASSERT_TRUE(manager.bound());
-  ScopedEnv socket("NOTIFY_SOCKET", path.c_str());
+  ScopedEnv socket("NOTIFY_SOCKET", manager.name().c_str());
   const std::string me = std::to_string(::getpid());
   {
     ScopedEnv usec("WATCHDOG_USEC", nullptr);

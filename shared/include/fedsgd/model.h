@@ -24,8 +24,9 @@
 // then fN for each fully connected ReLU hidden layer, and last the number of
 // classes (softmax cross-entropy). At least one convolution; the one option
 // is :dropout=P, applied to the fN layers' outputs while training (it needs
-// at least one fN layer; the convolutions keep every unit). Inputs are C x H x W per sample,
-// channel after channel, each row-major (an IDX image is 1xHxW as it is stored).
+// at least one fN layer; the convolutions keep every unit). Inputs are
+// C x H x W per sample, channel after channel, each row-major (an IDX image
+// is 1xHxW as it is stored).
 //
 // Parameter layout (fixed, part of the wire format): for each layer l in
 // order, its weight matrix W_l (out x in, column-major) then its bias b_l
