@@ -124,7 +124,10 @@ TEST_F(InferenceTest, ATrainingDaemonAnswersWithTheNewestModelAndShrugsOffBadReq
     ASSERT_TRUE(bad.Send(rows_.substr(0, rows_.find('\n') + 1)));
     EXPECT_TRUE(bad.Json().contains("class"));
     // A line past the bound (512 KiB): 413, and that connection is closed.
-    ASSERT_TRUE(bad.Send(std::string(600 * 1024, '1')));
+    // The daemon stops reading once past the bound and may close before the
+    // last bytes are written, so the send may fail with EPIPE; the answer
+    // is queued on this side before the close either way.
+    (void)bad.Send(std::string(600 * 1024, '1'));
     EXPECT_EQ(bad.Json()["status"], 413);
     EXPECT_EQ(bad.Line(), "");
   }
