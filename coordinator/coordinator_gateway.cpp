@@ -10,6 +10,7 @@
 #include "coordinator_server.h"
 #include "fedsgd/error.h"
 #include "fedsgd/network.h"
+#include "gateway_scores.h"
 #include "model_guard.h"
 #include "two_tier_plan.h"
 
@@ -329,23 +330,10 @@ void CoordinatorServer::ForwardRound() {
   u.kind = plan_.algorithm == Algorithm::kFedSgd ? "gradient" : "delta";
   u.loss = r.train_loss;
   u.train_seconds = std::max(0.0, r.finished_at - r.started_at);
-  // Federated evaluation: the boards' held-out scores, weighted by their
-  // held-out samples, as the root would weight them one by one.
-  double eval_loss = 0, eval_accuracy = 0;
-  std::uint64_t eval_samples = 0;
-  for (const DeviceContribution& c : r.devices) {
-    u.samples += c.samples;
-    if (!c.evaluation) continue;
-    const auto n = static_cast<double>(c.evaluation->samples);
-    eval_loss += c.evaluation->loss * n;
-    eval_accuracy += c.evaluation->accuracy * n;
-    eval_samples += c.evaluation->samples;
-  }
-  if (eval_samples > 0 && eval_samples <= wire::kMaxHeldOutSamples) {
-    const auto n = static_cast<double>(eval_samples);
-    u.evaluation = wire::HeldOutEvaluation{eval_loss / n, std::clamp(eval_accuracy / n, 0.0, 1.0),
-                                           eval_samples};
-  }
+  for (const DeviceContribution& c : r.devices) u.samples += c.samples;
+  GatewayScores scores = CombineBoardScores(r.devices);
+  u.evaluation = scores.evaluation;
+  u.personal = scores.personal;
   u.payload = std::move(closed.aggregate);
   forwarded_update_ = std::move(u);
   forwarded_ = std::move(closed);

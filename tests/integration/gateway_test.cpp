@@ -2,10 +2,10 @@
 // coordinator, gateways (fedsgd-coordinator --upstream) and their daemons.
 // The same six daemons on the same shards and seeds reach the same weights
 // after 5 rounds flat and behind 2 gateways, for the weighted mean and for
-// FedAvgM; a gateway killed with -9 is left out of the root's rounds and,
-// restarted on its database, resumes its run and takes part again; a root
-// killed with -9 resumes with its gateways; a plan that does not decompose
-// (median) is refused by the gateway with the reason.
+// FedAvgM, and the gateways forward their boards' held-out scores; a gateway killed with -9 is left
+// out of the root's rounds and, restarted on its database, resumes its run and takes part again; a
+// root killed with -9 resumes with its gateways; a plan that does not decompose (median) is refused
+// by the gateway with the reason.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -145,8 +145,33 @@ class GatewayTest : public FleetFixture {
 
 TEST_F(GatewayTest, TwoTiersGiveTheFlatFleetsWeightsWithTheWeightedMean) { ExpectSameWeights({}); }
 
+// With federated evaluation and personalisation on (neither moves the
+// global weights): each gateway records its 3 boards' scores, and the root
+// records the 2 gateways' held-out-weighted means of them.
 TEST_F(GatewayTest, TwoTiersGiveTheFlatFleetsWeightsWithFedAvgM) {
-  ExpectSameWeights({"--server-optimizer", "momentum", "--server-momentum", "0.9"});
+  ExpectSameWeights({"--server-optimizer", "momentum", "--server-momentum", "0.9",
+                     "--eval-fraction", "0.1", "--personalize-steps", "5"});
+  auto round5 = [](const std::string& path) {
+    auto store = CheckpointStore::Open(path, /*read_only=*/true);
+    return store->GetRound(store->LatestRunId(), 5);
+  };
+  const auto root = round5(db());
+  ASSERT_TRUE(root);
+  const auto p = root->personalisation();
+  ASSERT_TRUE(p) << "the root records the gateways' personalised scores";
+  EXPECT_EQ(p->devices, 2u);
+  std::uint64_t held_out = 0;
+  for (int g = 0; g < 2; ++g) {
+    const auto gw = round5(GatewayDb(g));
+    ASSERT_TRUE(gw);
+    const auto boards = gw->personalisation();
+    ASSERT_TRUE(boards);
+    EXPECT_EQ(boards->devices, 3u);
+    for (const DeviceContribution& c : gw->devices) held_out += c.evaluation->samples;
+  }
+  const auto f = root->federated_evaluation();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->samples, held_out) << "the root counts every board's held-out samples";
 }
 
 TEST_F(GatewayTest, ALostGatewayIsLeftOutAndResumesWhenRestarted) {

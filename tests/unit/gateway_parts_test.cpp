@@ -1,7 +1,8 @@
 // The parts of a gateway (docs/protocol.md "Gateways") without processes:
 // the optional `boards` of Join and Heartbeat, which plans two tiers can
 // run, a RoundManager adopting its root's model and handing over its
-// aggregate, a store taking the root's checkpoint, and the gateway flags.
+// aggregate, the boards' scores it forwards, a store taking the root's
+// checkpoint, and the gateway flags.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "coordinator_options.h"
 #include "fedsgd/error.h"
 #include "fedsgd/wire.h"
+#include "gateway_scores.h"
 #include "round_manager.h"
 #include "two_tier_plan.h"
 
@@ -114,6 +116,45 @@ TEST(GatewayRoundTest, TheAggregateIsTheWeightedMeanBeforeTheServerStep) {
   ASSERT_EQ(closed.aggregate.size(), 6u);
   for (float v : closed.aggregate) EXPECT_FLOAT_EQ(v, (100 * 1.0f + 300 * 4.0f) / 400);
   for (float v : closed.params) EXPECT_FLOAT_EQ(v, 1.0f + 0.5f * 3.25f);
+}
+
+// The forwarded scores weigh each board by its held-out samples: the root,
+// weighting the gateway by the sum, sees what the boards one by one give.
+TEST(GatewayRoundTest, ForwardedScoresAreTheBoardsHeldOutWeightedMeans) {
+  auto board = [](std::uint64_t n, double accuracy, std::optional<double> personal) {
+    DeviceContribution c;
+    c.samples = 10 * n;
+    c.evaluation = wire::HeldOutEvaluation{1 - accuracy, accuracy, n};
+    if (personal) c.personal = wire::HeldOutEvaluation{1 - *personal, *personal, n};
+    return c;
+  };
+  DeviceContribution silent;  // sent no evaluation: counts for neither
+  silent.samples = 500;
+  const GatewayScores s = CombineBoardScores({board(100, 0.5, 0.9), board(300, 0.7, 0.6), silent});
+  ASSERT_TRUE(s.evaluation && s.personal);
+  EXPECT_EQ(s.evaluation->samples, 400u);
+  EXPECT_DOUBLE_EQ(s.evaluation->accuracy, (100 * 0.5 + 300 * 0.7) / 400);
+  EXPECT_DOUBLE_EQ(s.evaluation->loss, (100 * 0.5 + 300 * 0.3) / 400);
+  EXPECT_EQ(s.personal->samples, 400u);
+  EXPECT_DOUBLE_EQ(s.personal->accuracy, (100 * 0.9 + 300 * 0.6) / 400);
+  EXPECT_DOUBLE_EQ(s.personal->loss, (100 * 0.1 + 300 * 0.4) / 400);
+
+  // One evaluated board without a personalised score: the two would cover
+  // different boards, so no personal score is forwarded.
+  const GatewayScores partial = CombineBoardScores({board(100, 0.5, 0.9), board(300, 0.7, {})});
+  ASSERT_TRUE(partial.evaluation);
+  EXPECT_EQ(partial.evaluation->samples, 400u);
+  EXPECT_FALSE(partial.personal);
+  // No board evaluated: neither.
+  const GatewayScores none = CombineBoardScores({silent});
+  EXPECT_FALSE(none.evaluation || none.personal);
+  // And both travel in the gateway's update.
+  wire::Update u = Delta("g", 1, 0, 1.0f, 4000);
+  u.evaluation = s.evaluation;
+  u.personal = s.personal;
+  const wire::Update back = RoundTrip(u);
+  ASSERT_TRUE(back.evaluation && back.personal);
+  EXPECT_DOUBLE_EQ(back.personal->accuracy, s.personal->accuracy);
 }
 
 TEST(GatewayRoundTest, AdoptingTheRootsModelGivesUpTheOpenRound) {
