@@ -27,9 +27,8 @@
 #include <cassert>
 #include <cmath>
 #include <cstdint>
-#include <thread>
 
-#include "fedsgd/dataset.h"
+#include "layer_kernels.h"
 
 // general_matrix_matrix_product and level3_blocking are Eigen internals;
 // their signatures are those of the 3.4 series. Check them on an upgrade.
@@ -40,6 +39,15 @@ namespace fedsgd {
 namespace {
 
 using Eigen::Index;
+using kernels::Activate;
+using kernels::Col2ImAdd;
+using kernels::Im2Col;
+using kernels::MapStrides;
+using kernels::MaxPool;
+using kernels::MultiplyDerivative;
+using kernels::OutputLoss;
+using kernels::RowSums;
+using kernels::StridesOf;
 using Matrix = Eigen::Map<Eigen::MatrixXf>;
 using ConstMatrix = Eigen::Map<const Eigen::MatrixXf>;
 using ConstVector = Eigen::Map<const Eigen::VectorXf>;
@@ -51,114 +59,6 @@ bool IsHidden(const Architecture& arch, std::size_t layer, std::size_t layers) {
 
 // Samples whose im2col patches are built at once.
 constexpr int kConvChunk = 32;
-
-// Where element (channel c, row y, column x) of a sample's feature map is:
-// c * c_step + y * y_step + x * x_step. The input is CHW, every stage's
-// output HWC.
-struct MapStrides {
-  Index c_step, y_step, x_step;
-};
-
-MapStrides StridesOf(const ImageShape& s, bool channel_major) {
-  if (channel_major) return {Index{s.height} * s.width, s.width, 1};
-  return {1, Index{s.width} * s.channels, s.channels};
-}
-
-// The patches of samples [first, first + count) of in (shape is, strides st)
-// for convolution f with output shape os, into cols (K*K*C_in rows, one
-// column per output position, sample after sample).
-void Im2Col(const float* in, const ImageShape& is, MapStrides st, const FeatureStage& f,
-            const ImageShape& os, int first, int count, float* cols) {
-  const int k = f.kernel, c_in = is.channels;
-  // A kernel row (K columns of C_in channels) lies contiguous in an HWC map
-  // or a one-channel one: copied in one go where it is all inside the map.
-  const bool rows_contiguous = st.x_step == c_in && (st.c_step == 1 || c_in == 1);
-  const std::size_t row = static_cast<std::size_t>(k) * c_in;
-  for (int j = first; j < first + count; ++j) {
-    const float* sample = in + static_cast<std::size_t>(j) * is.size();
-    for (int oy = 0; oy < os.height; ++oy) {
-      for (int ox = 0; ox < os.width; ++ox) {
-        const int ix0 = ox * f.stride - f.padding;
-        const bool inside = ix0 >= 0 && ix0 + k <= is.width;
-        for (int ky = 0; ky < k; ++ky, cols += row) {
-          const int iy = oy * f.stride - f.padding + ky;
-          if (iy < 0 || iy >= is.height) {
-            std::fill_n(cols, row, 0.0f);
-            continue;
-          }
-          const float* src = sample + iy * st.y_step;
-          if (rows_contiguous && inside) {
-            std::copy_n(src + ix0 * st.x_step, row, cols);
-            continue;
-          }
-          for (int kx = 0; kx < k; ++kx) {
-            float* dst = cols + static_cast<std::size_t>(kx) * c_in;
-            const int ix = ix0 + kx;
-            if (ix < 0 || ix >= is.width) {
-              std::fill_n(dst, c_in, 0.0f);
-            } else {
-              for (int c = 0; c < c_in; ++c) dst[c] = src[ix * st.x_step + c * st.c_step];
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
-// The adjoint of Im2Col for an HWC map: adds each patch entry of dcols into
-// the position of d it was read from (padding entries are dropped).
-void Col2ImAdd(const float* dcols, const ImageShape& is, const FeatureStage& f,
-               const ImageShape& os, int first, int count, float* d) {
-  const int k = f.kernel, c_in = is.channels;
-  for (int j = first; j < first + count; ++j) {
-    float* sample = d + static_cast<std::size_t>(j) * is.size();
-    for (int oy = 0; oy < os.height; ++oy) {
-      for (int ox = 0; ox < os.width; ++ox) {
-        for (int ky = 0; ky < k; ++ky) {
-          const int iy = oy * f.stride - f.padding + ky;
-          for (int kx = 0; kx < k; ++kx, dcols += c_in) {
-            const int ix = ox * f.stride - f.padding + kx;
-            if (iy < 0 || iy >= is.height || ix < 0 || ix >= is.width) continue;
-            float* dst = sample + (static_cast<std::size_t>(iy) * is.width + ix) * c_in;
-            for (int c = 0; c < c_in; ++c) dst[c] += dcols[c];
-          }
-        }
-      }
-    }
-  }
-}
-
-// Max pooling of n samples of in (shape is, strides st) into out (HWC,
-// shape os); arg gets each output's position in its sample's input.
-void MaxPool(const float* in, const ImageShape& is, MapStrides st, int kernel, const ImageShape& os,
-             int n, float* out, std::int32_t* arg) {
-  const int channels = is.channels;
-  for (int j = 0; j < n; ++j) {
-    const float* sample = in + static_cast<std::size_t>(j) * is.size();
-    for (int oy = 0; oy < os.height; ++oy) {
-      for (int ox = 0; ox < os.width; ++ox, out += channels, arg += channels) {
-        const Index corner = oy * kernel * st.y_step + ox * kernel * st.x_step;
-        for (int c = 0; c < channels; ++c) {
-          out[c] = sample[corner + c * st.c_step];
-          arg[c] = static_cast<std::int32_t>(corner + c * st.c_step);
-        }
-        for (int ky = 0; ky < kernel; ++ky) {
-          for (int kx = 0; kx < kernel; ++kx) {
-            const Index base = corner + ky * st.y_step + kx * st.x_step;
-            for (int c = 0; c < channels; ++c) {
-              const float v = sample[base + c * st.c_step];
-              if (v > out[c]) {
-                out[c] = v;
-                arg[c] = static_cast<std::int32_t>(base + c * st.c_step);
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-}
 
 // The three products of layer l, each with its own cache-block sizes.
 enum Product : std::size_t { kForward = 0, kWeightGradient = 1, kInputGradient = 2 };
@@ -184,95 +84,6 @@ class BorrowedBlocking : public Eigen::internal::level3_blocking<float, float> {
     m_nc = kc_mc_nc[2];
   }
 };
-
-void Activate(Activation f, Matrix z) {
-  switch (f) {
-    case Activation::kRelu:
-      z = z.cwiseMax(0.0f);
-      break;
-    case Activation::kTanh:
-      z = z.array().tanh();
-      break;
-    case Activation::kSigmoid:
-      z = (1.0f + (-z.array()).exp()).inverse();
-      break;
-  }
-}
-
-// d *= f'(z), given a = f(z).
-void MultiplyDerivative(Activation f, Matrix d, const Matrix& a) {
-  switch (f) {
-    case Activation::kRelu:
-      d = (a.array() > 0.0f).select(d, 0.0f);
-      break;
-    case Activation::kTanh:
-      d.array() *= 1.0f - a.array().square();
-      break;
-    case Activation::kSigmoid:
-      d.array() *= a.array() * (1.0f - a.array());
-      break;
-  }
-}
-
-// out = the row sums of d, column after column. Not d.rowwise().sum():
-// Eigen vectorises that over out from its first aligned element, and the
-// scalar and vector paths add in different orders, so the bias gradients'
-// last bits would depend on where the caller's gradient buffer lies in
-// memory (and a seeded sync run would not repeat exactly).
-void RowSums(const Matrix& d, float* out) {
-  Vector sums(out, d.rows());
-  sums = d.col(0);
-  for (Index j = 1; j < d.cols(); ++j) sums += d.col(j);
-}
-
-// log(1 + exp(z)), stable for any z.
-inline double Softplus(double z) { return std::max(z, 0.0) + std::log1p(std::exp(-std::abs(z))); }
-
-// Output loss summed over the n columns of z (logits / predictions), and
-// optionally dL/dz scaled by `scale` into d. Counts correct predictions.
-double OutputLoss(const Architecture& arch, const Matrix& z, const float* y, int n, float* d,
-                  float scale, std::size_t* correct, const float* class_weights = nullptr) {
-  double loss = 0;
-  const int k = static_cast<int>(z.rows());
-  switch (arch.loss()) {
-    case LossKind::kCrossEntropy:
-      for (int j = 0; j < n; ++j) {
-        const auto col = z.col(j);
-        const int label = static_cast<int>(y[j]);
-        Eigen::Index arg = 0;
-        const float m = col.maxCoeff(&arg);
-        if (correct && arg == label) ++*correct;
-        if (d) {
-          const float w = class_weights ? class_weights[label] : 1.0f;
-          Vector dj(d + static_cast<std::size_t>(j) * k, k);
-          dj = (col.array() - m).exp();
-          const float s = dj.sum();
-          loss += w * (std::log(static_cast<double>(s)) + m - col(label));
-          dj *= w * scale / s;
-          dj(label) -= w * scale;
-        } else {
-          loss += std::log(static_cast<double>((col.array() - m).exp().sum())) + m - col(label);
-        }
-      }
-      break;
-    case LossKind::kBinaryCrossEntropy:
-      for (int j = 0; j < n; ++j) {
-        const double zj = z(0, j);
-        loss += Softplus(zj) - y[j] * zj;
-        if (correct && (zj >= 0) == (y[j] >= 0.5f)) ++*correct;
-        if (d) d[j] = scale * (static_cast<float>(1.0 / (1.0 + std::exp(-zj))) - y[j]);
-      }
-      break;
-    case LossKind::kMeanSquaredError:
-      for (int j = 0; j < n; ++j) {
-        const double e = static_cast<double>(z(0, j)) - y[j];
-        loss += 0.5 * e * e;
-        if (d) d[j] = scale * static_cast<float>(e);
-      }
-      break;
-  }
-  return loss;
-}
 
 }  // namespace
 
@@ -619,45 +430,5 @@ void Predict(const Architecture& arch, const float* params, const float* x, int 
 }
 
 int InferenceBatch(const Architecture& arch) { return arch.kind == ModelKind::kCnn ? 64 : 256; }
-
-Evaluation Evaluate(const Architecture& arch, const float* params, const DatasetView& data,
-                    int threads) {
-  const int batch = InferenceBatch(arch);
-  const std::size_t n = data.size();
-  Evaluation result;
-  result.samples = n;
-  if (n == 0) return result;
-  const std::size_t batches = (n + batch - 1) / batch;
-  threads = static_cast<int>(std::clamp<std::size_t>(threads, 1, batches));
-  std::vector<BatchScore> partial(threads);
-  auto work = [&](int t) {
-    Workspace ws(arch, batch);
-    // Each batch is gathered (and byte features converted) into floats.
-    std::vector<float> x(static_cast<std::size_t>(batch) * data.num_features()), y(batch);
-    for (std::size_t b = t; b < batches; b += threads) {
-      const std::size_t begin = b * batch;
-      const int rows = static_cast<int>(std::min<std::size_t>(batch, n - begin));
-      data.Copy(begin, static_cast<std::size_t>(rows), x.data(), y.data());
-      const BatchScore s = Score(arch, params, x.data(), y.data(), rows, ws);
-      partial[t].loss_sum += s.loss_sum;
-      partial[t].correct += s.correct;
-    }
-  };
-  {
-    std::vector<std::jthread> pool;
-    for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
-    work(0);
-  }
-  double loss = 0;
-  std::size_t correct = 0;
-  for (const BatchScore& s : partial) {
-    loss += s.loss_sum;
-    correct += s.correct;
-  }
-  result.loss = loss / static_cast<double>(n);
-  result.accuracy =
-      arch.num_classes() > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
-  return result;
-}
 
 }  // namespace fedsgd
