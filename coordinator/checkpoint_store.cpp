@@ -11,6 +11,7 @@
 
 #include "fedsgd/error.h"
 #include "fedsgd/plan.h"
+#include "wall_clock.h"
 
 namespace fedsgd {
 namespace {
@@ -61,10 +62,6 @@ CREATE TABLE IF NOT EXISTS server_state (
   PRIMARY KEY (run_id, name)
 );
 )sql";
-
-double UnixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // SQLite's verdict on a failed call, as an Error naming the file. Damage and
 // foreign files are worded for the person who pointed us at the file, by

@@ -13,13 +13,10 @@
 #include "gateway_scores.h"
 #include "model_guard.h"
 #include "two_tier_plan.h"
+#include "wall_clock.h"
 
 namespace fedsgd {
 namespace {
-
-double UnixSeconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // A plan as StartRun compares it: in today's form.
 nlohmann::json Normalised(const nlohmann::json& plan) {
@@ -311,7 +308,7 @@ void CoordinatorServer::CommitForwarded(std::vector<float>& params) {
 }
 
 void CoordinatorServer::ForwardRound() {
-  ClosedRound closed = manager_->CloseRound(UnixSeconds());
+  ClosedRound closed = manager_->CloseRound(UnixNow());
   const RoundRecord& r = closed.record;
   if (const auto bad = FindNonFinite(closed.aggregate)) {
     ++rounds_refused_;
