@@ -1,4 +1,7 @@
-// CheckpointStore on the SQLite C API (see checkpoint_store.h).
+// CheckpointStore (see checkpoint_store.h): opening and migrating the file,
+// runs, rounds, checkpoints and server state. The schema is in
+// checkpoint_schema.h, the SQLite helpers in sqlite_statement.h, the
+// records' JSON in round_record.cpp.
 #include "checkpoint_store.h"
 
 #include <sqlite3.h>
@@ -9,202 +12,31 @@
 #include <filesystem>
 #include <limits>
 
+#include "checkpoint_schema.h"
 #include "fedsgd/error.h"
 #include "fedsgd/plan.h"
+#include "sqlite_statement.h"
 #include "wall_clock.h"
 
 namespace fedsgd {
 namespace {
 
-// "FSGD": marks the file as ours (PRAGMA application_id).
-constexpr int kApplicationId = 0x46534744;
-// 2: rounds.aggregation and rounds.privacy (what the rule and differential
-// privacy did), and the server_state table.
-constexpr int kSchemaVersion = 2;
-
-constexpr const char* kSchema = R"sql(
-CREATE TABLE runs (
-  id INTEGER PRIMARY KEY,
-  plan TEXT NOT NULL,
-  created_at REAL NOT NULL
-);
-CREATE TABLE rounds (
-  run_id INTEGER NOT NULL REFERENCES runs(id),
-  round INTEGER NOT NULL,
-  train_loss REAL,
-  test_accuracy REAL,
-  test_loss REAL,
-  started_at REAL,
-  finished_at REAL,
-  aggregate_seconds REAL,
-  rejected_updates INTEGER,
-  bytes_in INTEGER,
-  devices TEXT NOT NULL,
-  aggregation TEXT,
-  privacy TEXT,
-  PRIMARY KEY (run_id, round)
-);
-CREATE TABLE checkpoints (
-  run_id INTEGER NOT NULL REFERENCES runs(id),
-  round INTEGER NOT NULL,
-  params BLOB NOT NULL,
-  PRIMARY KEY (run_id, round)
-);
-)sql";
-
-// Schema 2 (from 1): the server state, and what aggregation did per round.
-constexpr const char* kServerStateTable = R"sql(
-CREATE TABLE IF NOT EXISTS server_state (
-  run_id INTEGER NOT NULL REFERENCES runs(id),
-  name TEXT NOT NULL,
-  round INTEGER NOT NULL,
-  data BLOB NOT NULL,
-  PRIMARY KEY (run_id, name)
-);
-)sql";
-
-// SQLite's verdict on a failed call, as an Error naming the file. Damage and
-// foreign files are worded for the person who pointed us at the file, by
-// result code: the message text varies between SQLite versions.
-[[noreturn]] void ThrowSqlite(sqlite3* db, const std::string& path, const std::string& what) {
-  const int code = sqlite3_errcode(db) & 0xff;
-  const std::string msg = sqlite3_errmsg(db);
-  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) {
-    throw Error(path + ": not a fedsgd database, or a damaged one (" + msg +
-                "); restore a backup or choose another --db file");
-  }
-  throw Error(path + ": SQLite " + what + " failed: " + msg);
-}
-
-// A prepared statement that finalises itself.
-class Statement {
- public:
-  Statement(sqlite3* db, const std::string& path, const std::string& sql) : db_(db), path_(path) {
-    if (sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &stmt_, nullptr) !=
-        SQLITE_OK)
-      ThrowSqlite(db_, path_, "prepare");
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  Statement& Bind(int i, std::int64_t v) { return Check(sqlite3_bind_int64(stmt_, i, v)); }
-  // Callers keep round numbers and counts below 2^63 (see InRange).
-  Statement& Bind(int i, std::uint64_t v) { return Bind(i, static_cast<std::int64_t>(v)); }
-  Statement& Bind(int i, double v) { return Check(sqlite3_bind_double(stmt_, i, v)); }
-  Statement& Bind(int i, const std::string& v) {
-    return Check(sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
-  }
-  Statement& Bind(int i, const std::optional<double>& v) { return v ? Bind(i, *v) : BindNull(i); }
-  Statement& BindNull(int i) { return Check(sqlite3_bind_null(stmt_, i)); }
-  // Bound in place (SQLITE_STATIC): v must outlive the Step() that uses it.
-  Statement& BindDoubles(int i, std::span<const double> v) {
-    static_assert(std::endian::native == std::endian::little,
-                  "server state is stored as little-endian float64");
-    return Check(sqlite3_bind_blob64(stmt_, i, v.data(), v.size_bytes(), SQLITE_STATIC));
-  }
-  std::vector<double> Doubles(int c, const std::string& what) const {
-    const void* blob = sqlite3_column_blob(stmt_, c);
-    const auto bytes = static_cast<std::size_t>(sqlite3_column_bytes(stmt_, c));
-    if (bytes % sizeof(double) != 0)
-      throw Error(path_ + ": " + what + " is not whole doubles: the database is damaged");
-    std::vector<double> out(bytes / sizeof(double));
-    if (bytes > 0) std::memcpy(out.data(), blob, bytes);
-    return out;
-  }
-  Statement& BindFloats(int i, std::span<const float> v) {
-    static_assert(std::endian::native == std::endian::little,
-                  "checkpoints are stored as little-endian float32");
-    return Check(sqlite3_bind_blob64(stmt_, i, v.data(), v.size_bytes(), SQLITE_STATIC));
-  }
-  // True while there is a row.
-  bool Step() {
-    const int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    ThrowSqlite(db_, path_, "step");
-  }
-  bool IsNull(int c) const { return sqlite3_column_type(stmt_, c) == SQLITE_NULL; }
-  std::int64_t Int(int c) const { return sqlite3_column_int64(stmt_, c); }
-  double Double(int c) const { return sqlite3_column_double(stmt_, c); }
-  std::optional<double> MaybeDouble(int c) const {
-    if (IsNull(c)) return std::nullopt;
-    return Double(c);
-  }
-  std::string Text(int c) const {
-    const auto* p = sqlite3_column_text(stmt_, c);
-    return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, c)) : "";
-  }
-  // A float32 blob of exactly `expected` values; anything else is damage
-  // (the writer checked the size), reported instead of read past or padded.
-  std::vector<float> Floats(int c, std::int64_t expected, const std::string& what) const {
-    const void* blob = sqlite3_column_blob(stmt_, c);  // before _bytes, as SQLite asks
-    const std::int64_t bytes = sqlite3_column_bytes(stmt_, c);
-    if (bytes != expected * static_cast<std::int64_t>(sizeof(float))) {
-      throw Error(path_ + ": the weights of " + what + " are " + std::to_string(bytes) +
-                  " bytes, not " + std::to_string(expected) + " floats of 4 bytes: the database " +
-                  "is damaged");
-    }
-    std::vector<float> out(static_cast<std::size_t>(expected));
-    if (bytes > 0) std::memcpy(out.data(), blob, static_cast<std::size_t>(bytes));
-    return out;
-  }
-
- private:
-  Statement& Check(int rc) {
-    if (rc != SQLITE_OK) ThrowSqlite(db_, path_, "bind");
-    return *this;
-  }
-  sqlite3* db_;
-  const std::string& path_;
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
-void Exec(sqlite3* db, const std::string& path, const std::string& sql) {
-  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
-    ThrowSqlite(db, path, "'" + sql.substr(0, 40) + (sql.size() > 40 ? "...'" : "'"));
-}
-
-std::int64_t QueryInt(sqlite3* db, const std::string& path, const std::string& sql) {
-  Statement s(db, path, sql);
-  return s.Step() ? s.Int(0) : 0;
-}
-
-std::string QueryText(sqlite3* db, const std::string& path, const std::string& sql) {
-  Statement s(db, path, sql);
-  return s.Step() ? s.Text(0) : "";
-}
+using checkpoint_schema::kApplicationId;
+using checkpoint_schema::kSchema;
+using checkpoint_schema::kSchemaVersion;
+using checkpoint_schema::kServerStateTable;
+using sqlite::Exec;
+using sqlite::QueryInt;
+using sqlite::QueryText;
+using sqlite::Statement;
+using sqlite::ThrowSqlite;
+using sqlite::Transaction;
 
 // Round numbers are stored as SQLite's signed 64-bit integers; a larger one
 // (e.g. from ?since= in a URL) names no stored round.
 bool InRange(std::uint64_t v) {
   return v <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
 }
-
-// Rolls back unless Commit() was reached, so every throw leaves the
-// database as it was.
-class Transaction {
- public:
-  Transaction(sqlite3* db, const std::string& path) : db_(db), path_(path) {
-    // IMMEDIATE takes the write lock now, so a busy database fails here
-    // (after busy_timeout) rather than half-way through.
-    Exec(db_, path_, "BEGIN IMMEDIATE");
-  }
-  ~Transaction() {
-    if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  Transaction(const Transaction&) = delete;
-  Transaction& operator=(const Transaction&) = delete;
-  void Commit() {
-    Exec(db_, path_, "COMMIT");
-    open_ = false;
-  }
-
- private:
-  sqlite3* db_;
-  const std::string& path_;
-  bool open_ = true;
-};
 
 RoundRecord ReadRound(const Statement& s, const std::string& path) {
   RoundRecord r;
@@ -281,89 +113,6 @@ std::string RoundColumns(std::int64_t schema) {
 }
 
 }  // namespace
-
-nlohmann::json RoundRecord::ToJson() const {
-  nlohmann::json devs = nlohmann::json::array();
-  for (const DeviceContribution& d : devices) {
-    devs.push_back({{"device", d.device},
-                    {"samples", d.samples},
-                    {"loss", d.loss},
-                    {"train_seconds", d.train_seconds}});
-    if (d.evaluation) {
-      devs.back()["eval_loss"] = d.evaluation->loss;
-      devs.back()["eval_accuracy"] = d.evaluation->accuracy;
-      devs.back()["eval_samples"] = d.evaluation->samples;
-      if (d.personal) {
-        devs.back()["personal_loss"] = d.personal->loss;
-        devs.back()["personal_accuracy"] = d.personal->accuracy;
-      }
-    }
-    if (d.model_version) {
-      devs.back()["model_version"] = *d.model_version;
-      devs.back()["staleness"] = round - 1 - *d.model_version;
-    }
-  }
-  nlohmann::json j = {{"run_id", run_id},
-                      {"round", round},
-                      {"devices", devs},
-                      {"train_loss", train_loss},
-                      {"test_accuracy", nullptr},
-                      {"test_loss", nullptr},
-                      {"started_at", started_at},
-                      {"finished_at", finished_at},
-                      {"seconds", finished_at - started_at},
-                      {"aggregate_seconds", aggregate_seconds},
-                      {"rejected_updates", rejected_updates},
-                      {"bytes_in", bytes_in},
-                      {"aggregation", aggregation}};
-  if (test_accuracy) j["test_accuracy"] = *test_accuracy;
-  if (test_loss) j["test_loss"] = *test_loss;
-  // The state a restart resumes from is for the coordinator, not the API.
-  j["privacy"] = privacy;
-  if (privacy.is_object()) j["privacy"].erase("state");
-  const std::optional<FederatedEvaluation> f = federated_evaluation();
-  j["federated_accuracy"] = f ? nlohmann::json(f->accuracy) : nlohmann::json();
-  j["federated_loss"] = f ? nlohmann::json(f->loss) : nlohmann::json();
-  j["federated_accuracy_min"] = f ? nlohmann::json(f->min_accuracy) : nlohmann::json();
-  j["federated_accuracy_median"] = f ? nlohmann::json(f->median_accuracy) : nlohmann::json();
-  j["federated_accuracy_max"] = f ? nlohmann::json(f->max_accuracy) : nlohmann::json();
-  j["federated_devices"] = f ? f->devices : 0;
-  j["federated_samples"] = f ? f->samples : 0;
-  const std::optional<PersonalisationSummary> p = personalisation();
-  j["personalisation"] = p ? p->ToJson() : nlohmann::json();
-  return j;
-}
-
-std::optional<PersonalisationSummary> RoundRecord::personalisation() const {
-  PersonalisationSummary p;
-  for (const DeviceContribution& d : devices) {
-    if (!d.evaluation || !d.personal) continue;
-    p.devices += 1;
-    p.global_accuracy += d.evaluation->accuracy;
-    p.personal_accuracy += d.personal->accuracy;
-    p.worse += d.personal->accuracy < d.evaluation->accuracy;
-  }
-  if (p.devices == 0) return std::nullopt;
-  p.global_accuracy /= static_cast<double>(p.devices);
-  p.personal_accuracy /= static_cast<double>(p.devices);
-  return p;
-}
-
-nlohmann::json PersonalisationSummary::ToJson() const {
-  return {{"devices", devices},
-          {"global_accuracy", global_accuracy},
-          {"personal_accuracy", personal_accuracy},
-          {"worse", worse},
-          {"worse_share", worse_share()}};
-}
-
-std::optional<FederatedEvaluation> RoundRecord::federated_evaluation() const {
-  std::vector<wire::HeldOutEvaluation> evaluations;
-  for (const DeviceContribution& d : devices) {
-    if (d.evaluation) evaluations.push_back(*d.evaluation);
-  }
-  return SummariseFederatedEvaluation(evaluations);
-}
 
 void CheckpointStore::CloseDb::operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
 
