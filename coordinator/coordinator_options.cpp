@@ -121,8 +121,15 @@ void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& o) {
   app.add_option("--momentum", o.momentum, "Local SGD momentum")->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "Local L2 regularisation")
       ->capture_default_str();
-  app.add_option("--lr-schedule", o.lr_schedule, "constant, step:S:G, exp:G or inv:G[:P]")
+  app.add_option("--lr-schedule", o.lr_schedule,
+                 "Within a round, over local steps: constant, step:S:G, exp:G or inv:G[:P]")
       ->capture_default_str();
+  app.add_option("--lr-round-decay", o.lr_round_decay,
+                 "Over rounds: devices train round r with --lr x G^(r-1), G in (0, 1]; a "
+                 "decaying rate is what FedAvg needs to converge (Li et al. 2020, On the "
+                 "Convergence of FedAvg on Non-IID Data); 1 = off")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0) & kPositive);
   app.add_option("--server-lr", o.server_lr, "Server learning rate (1.0 = plain FedAvg)")
       ->capture_default_str()
       ->check(kPositive);
@@ -400,6 +407,7 @@ Plan CoordinatorOptions::ToPlan() const {
   p.server_tau = server_tau;
   p.aggregation_memory_mb = aggregation_memory_mb;
   p.prox_mu = prox_mu;
+  p.lr_round_decay = lr_round_decay;
   p.logit_adjustment = logit_adjustment;
   p.eval_fraction = eval_fraction;
   p.update_codec = update_codec;

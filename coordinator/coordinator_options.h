@@ -71,6 +71,7 @@ struct CoordinatorOptions {
   double server_tau = 1e-3;
   double aggregation_memory_mb = 1024;
   double prox_mu = 0;
+  double lr_round_decay = 1;  // Plan::lr_round_decay
   double logit_adjustment = 0;
   double eval_fraction = 0.1;
   std::string update_codec = "fp32";

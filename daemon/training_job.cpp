@@ -94,6 +94,7 @@ void TrainingJob::Work() {
       o.epochs = plan_.local_epochs;
       o.max_steps = plan_.local_steps;
       o.prox_mu = static_cast<float>(plan_.prox_mu);
+      o.sgd.lr = plan_.RoundLr(round_);  // personalisation keeps the plan's lr
       o.frozen = frozen;
       const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);
       r.cancelled = stats.stopped;

@@ -114,6 +114,8 @@ void Plan::Validate() const {
   require(std::isfinite(aggregation_memory_mb) && aggregation_memory_mb > 0,
           "aggregation_memory_mb (--aggregation-memory-mb) must be > 0");
   require(std::isfinite(prox_mu) && prox_mu >= 0, "prox_mu (--prox-mu) must be >= 0");
+  require(std::isfinite(lr_round_decay) && lr_round_decay > 0 && lr_round_decay <= 1,
+          "lr_round_decay (--lr-round-decay) must be in (0, 1]");
   require(std::isfinite(logit_adjustment) && logit_adjustment >= 0 && logit_adjustment <= 10,
           "logit_adjustment (--logit-adjustment) must be in [0, 10]");
   // At most half held out: a device must keep most of its shard to train on.
@@ -243,6 +245,7 @@ nlohmann::json Plan::ToJson() const {
       {"eval_fraction", eval_fraction},
   };
   if (logit_adjustment > 0) j["logit_adjustment"] = logit_adjustment;
+  if (lr_round_decay != 1) j["lr_round_decay"] = lr_round_decay;
   if (update_codec != "fp32") j["update_codec"] = wire::UpdateCodec::Parse(update_codec).ToString();
   if (async()) {
     j["mode"] = mode;
@@ -337,6 +340,7 @@ Plan Plan::FromJson(const nlohmann::json& j) {
     optional("update_codec", p.update_codec);
     optional("broadcast_codec", p.broadcast_codec);
     optional("logit_adjustment", p.logit_adjustment);
+    optional("lr_round_decay", p.lr_round_decay);
     optional("mode", p.mode);
     optional("async_buffer", p.async_buffer);
     optional("max_staleness", p.max_staleness);
@@ -362,6 +366,11 @@ std::size_t Plan::SelectionTarget(std::size_t online) const {
   const auto n =
       static_cast<std::size_t>(std::ceil(clients_fraction * static_cast<double>(online)));
   return std::max<std::size_t>(n, 1);
+}
+
+float Plan::RoundLr(std::uint64_t round) const {
+  if (lr_round_decay == 1 || round <= 1) return sgd.lr;
+  return static_cast<float>(sgd.lr * std::pow(lr_round_decay, static_cast<double>(round - 1)));
 }
 
 std::size_t Plan::FrozenParameters() const {

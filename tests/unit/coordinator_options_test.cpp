@@ -171,6 +171,14 @@ TEST(CoordinatorOptionsTest, LogitAdjustmentFlagBecomesThePlanField) {
   EXPECT_THROW(Parse({"--logit-adjustment", "11"}), CLI::ValidationError);
 }
 
+TEST(CoordinatorOptionsTest, LrRoundDecayFlagBecomesThePlanField) {
+  EXPECT_EQ(Parse({}).ToPlan().lr_round_decay, 1.0);
+  EXPECT_EQ(Parse({"--lr-round-decay", "0.95"}).ToPlan().lr_round_decay, 0.95);
+  EXPECT_THROW(Parse({"--lr-round-decay", "0"}), CLI::ValidationError);
+  EXPECT_THROW(Parse({"--lr-round-decay", "1.01"}), CLI::ValidationError);
+  EXPECT_THROW(Parse({"--lr-round-decay", "-0.5"}), CLI::ValidationError);
+}
+
 TEST(CoordinatorOptionsTest, AsyncFlagsBecomePlanFields) {
   const Plan defaults = Parse({}).ToPlan();
   EXPECT_FALSE(defaults.async()) << "synchronous rounds stay the default";

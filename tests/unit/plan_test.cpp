@@ -84,6 +84,33 @@ TEST(PlanTest, LogitAdjustmentIsInTheJsonOnlyWhenOn) {
   }
 }
 
+TEST(PlanTest, TheRoundLearningRateDecaysGeometricallyFromRoundOne) {
+  Plan p;
+  p.sgd.lr = 0.02f;
+  EXPECT_FALSE(p.ToJson().contains("lr_round_decay"));  // old plans compare equal
+  EXPECT_EQ(p.RoundLr(1), 0.02f);
+  EXPECT_EQ(p.RoundLr(50), 0.02f);
+  p.lr_round_decay = 0.9;
+  EXPECT_FLOAT_EQ(p.RoundLr(1), 0.02f);
+  EXPECT_FLOAT_EQ(p.RoundLr(2), 0.018f);
+  EXPECT_FLOAT_EQ(p.RoundLr(11), static_cast<float>(0.02 * std::pow(0.9, 10)));
+  EXPECT_GE(p.RoundLr(100000), 0.0f);  // underflows to 0 at worst, never negative
+  const nlohmann::json j = p.ToJson();
+  EXPECT_EQ(j.at("lr_round_decay"), 0.9);
+  EXPECT_EQ(Plan::FromJson(j).lr_round_decay, 0.9);
+  EXPECT_EQ(Plan::FromJson(Plan{}.ToJson()).lr_round_decay, 1.0);
+  for (const double bad : {0.0, -0.5, 1.5, std::nan("")}) {
+    Plan q;
+    q.lr_round_decay = bad;
+    try {
+      q.Validate();
+      ADD_FAILURE() << "lr_round_decay " << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--lr-round-decay"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(PlanTest, RejectsBadValuesWithTheFieldName) {
   auto bad = [](auto mutate, const std::string& field) {
     Plan p;

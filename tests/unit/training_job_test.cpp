@@ -1,5 +1,6 @@
 // TrainingJob: one round's training on its own thread (FedAvg delta,
-// FedSGD full-shard gradient, cancellation, a plan that does not fit).
+// FedSGD full-shard gradient, the learning rate over rounds, cancellation,
+// a plan that does not fit).
 #include "training_job.h"
 
 #include <gtest/gtest.h>
@@ -130,6 +131,32 @@ TEST(TrainingJobTest, PersonalisationNeedsAHeldOutPartAndFedAvg) {
   EXPECT_EQ(plan.ToJson()["personalize_steps"], 10);
   plan.personalize_steps = 0;
   EXPECT_FALSE(plan.ToJson().contains("personalize_steps")) << "absent when off";
+}
+
+// With lr_round_decay G, round r trains exactly as a plan whose lr is
+// lr x G^(r-1) does (sync, one thread: the same steps, bit for bit).
+TEST(TrainingJobTest, RoundLrDecayTrainsWithTheDecayedRate) {
+  const Dataset data = Blobs(300);
+  Plan decayed;
+  decayed.model = "softmax:3-3";
+  decayed.batch = 16;
+  decayed.sgd.lr = 0.2f;
+  decayed.lr_round_decay = 0.5;
+  Plan plain = decayed;
+  plain.lr_round_decay = 1;
+  plain.sgd.lr = decayed.RoundLr(3);
+  EXPECT_FLOAT_EQ(plain.sgd.lr, 0.05f);
+  const Model global = Model::Create(decayed.architecture(), 3);
+  auto delta = [&](const Plan& plan) {
+    TrainingJob job(plan, data, global.params, 3, 2, 1, TrainMode::kSync, 1);
+    return RunJob(job).payload;
+  };
+  const std::vector<float> a = delta(decayed), b = delta(plain);
+  ASSERT_EQ(a.size(), global.params.size());
+  EXPECT_EQ(a, b);
+  Plan undecayed = decayed;
+  undecayed.lr_round_decay = 1;
+  EXPECT_NE(a, delta(undecayed)) << "the decay changed the step";
 }
 
 TEST(TrainingJobTest, FedSgdSendsTheFullShardGradient) {

@@ -26,6 +26,12 @@
 // so the plans of runs without it read as they did before.
 //
 // Device-side options (issue 9):
+//   lr_round_decay  G in (0, 1]: a device trains round r with
+//                  lr * G^(r - 1), a learning rate that decays over rounds
+//                  as FedAvg's convergence on non-iid data needs (Li et al.
+//                  2020, "On the Convergence of FedAvg on Non-IID Data");
+//                  lr_schedule acts within a round on top. 1 = off; in the
+//                  JSON only when on.
 //   prox_mu        FedProx (Li et al. 2020, "Federated Optimization in
 //                  Heterogeneous Networks"): local training minimises
 //                  loss + prox_mu/2 ||w - w_global||^2; 0 = plain FedAvg.
@@ -93,6 +99,7 @@ struct Plan {
   double server_lr = 1.0;
   std::uint64_t seed = 1;
   double prox_mu = 0;
+  double lr_round_decay = 1;
   double eval_fraction = 0.1;
   double logit_adjustment = 0;
   std::string update_codec = "fp32";     // fp32 | fp16 | int8 | topk:F
@@ -169,6 +176,10 @@ struct Plan {
   // Parameters a personalisation step leaves alone: the frozen ones, or
   // with `last` all but the last layer's.
   std::size_t PersonalFrozenParameters() const;
+
+  // The learning rate a device trains round `round` (1, 2, ...) with:
+  // sgd.lr * lr_round_decay^(round - 1).
+  float RoundLr(std::uint64_t round) const;
 
   Architecture architecture() const { return Architecture::Parse(model); }
 
