@@ -39,10 +39,11 @@ rss_kib, samples, params, anon_kib, file_kib, pss_kib = (int(x) for x in sys.arg
 # the trainer's shuffled order are index arrays (8 bytes per sample each).
 data_mib = samples * (784 + 4) / 2**20
 index_mib = samples * 2 * 8 / 2**20
-# The daemon holds the global model, the job's copy of it and the model it
-# trains, a weight snapshot and a gradient per hogwild thread (2 threads):
-# 7 model-sized vectors, and the update once trained.
-model_mib = 7 * params * 4 / 2**20
+# The daemon holds the global model (one copy, shared by the network thread,
+# the training job and the inference endpoint: daemon/shared_params.h), the
+# model it trains (which becomes the update), and a weight snapshot and a
+# gradient per hogwild thread (2 threads): 6 model-sized vectors.
+model_mib = 6 * params * 4 / 2**20
 rss_mib = rss_kib / 1024
 print(f"daemon resident while training: {rss_mib:.1f} MiB "
       f"({anon_kib / 1024:.1f} MiB private, {file_kib / 1024:.1f} MiB mapped files: code and shared libraries)")

@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
       Predict(model.arch, model.params.data(), x.data() + i * inputs, n, out.data(), ws);
     }
     Report(("Predict(), batches of " + std::to_string(batch)).c_str(), samples, Since(start));
-    ServedModel served{model.arch, model.params, "1", 1, "coordinator"};
+    ServedModel served{model.arch, ShareParams(model.params), "1", 1, "coordinator"};
     std::vector<float> parsed(static_cast<std::size_t>(batch) * inputs);
     std::size_t bytes = 0;
     start = Clock::now();
@@ -162,8 +162,8 @@ int main(int argc, char** argv) {
                             ("fedsgd_bench_" + std::to_string(::getpid()) + ".sock"))
                                .string();
   ModelSlot slot;
-  slot.Publish(
-      std::make_shared<ServedModel>(ServedModel{model.arch, model.params, "1", 1, "coordinator"}));
+  slot.Publish(std::make_shared<ServedModel>(
+      ServedModel{model.arch, ShareParams(model.params), "1", 1, "coordinator"}));
   InferenceServer server(path, slot);
   std::printf("endpoint (InferenceServer on a Unix socket, its own thread):\n");
   Pipelined(path, rows, samples, "pipelined (one connection)");

@@ -183,9 +183,9 @@ void DeviceClient::HandleModel(wire::Model& m) {
     return;
   }
   if (m.model_version < model_version_) return;  // a late reply; this device is ahead
-  if (m.model_version > model_version_ || params_.empty()) {
+  if (m.model_version > model_version_ || !params_) {
     model_version_ = m.model_version;
-    params_ = std::move(m.params);
+    params_ = ShareParams(std::move(m.params));
     // Synchronous: training from an older version would only earn a
     // stale_round. Asynchronous: it is worth finishing (the coordinator
     // takes it, weighted by its staleness); the next job starts from here.
@@ -237,11 +237,11 @@ void DeviceClient::HandleAck(const wire::Ack& a) {
   if (a.model_version == model_version_) announced_round_ = a.round;
   // Behind, or welcomed without weights (device selection) and now invited.
   const bool need_model =
-      a.model_version > model_version_ || (params_.empty() && a.selected && *a.selected);
+      a.model_version > model_version_ || (!params_ && a.selected && *a.selected);
   if (need_model) {
     // An invitation may outrun the round's broadcast: wait for that first
     // (unless there are no weights at all to train from).
-    if (a.detail == "invited" && !params_.empty()) return;
+    if (a.detail == "invited" && params_) return;
     // A broadcast was missed: ask for the model, once per few heartbeats.
     const double patience = std::max(1.0, 3.0 * heartbeat_ms_ / 1000.0);
     if (fetch_sent_at_ < 0 || now - fetch_sent_at_ > patience) {

@@ -192,8 +192,8 @@ class DeviceClient {
   std::optional<Plan> plan_;
   std::string run_id_;
   std::uint64_t model_version_ = 0;
-  std::vector<float> params_;             // empty until a model arrives (selection welcome)
-  std::size_t parameter_count_ = 0;       // the plan's model's
+  SharedParams params_;              // null until a model arrives (a selection welcome has none)
+  std::size_t parameter_count_ = 0;  // the plan's model's
   std::uint64_t last_trained_round_ = 0;  // newest round trained since the last welcome
   std::uint64_t announced_round_ = 0;     // the open round the coordinator last told of
   // The model last written to --state-dir: (run, version), and when.

@@ -23,7 +23,7 @@ void DeviceClient::StartInference() {
         if (model->arch.ParameterCount() != saved->params.size()) {
           throw Error("model.npy does not fit " + saved->model);
         }
-        model->params = std::move(saved->params);
+        model->params = ShareParams(std::move(saved->params));
         model->run_id = saved->run_id;
         model->model_version = saved->model_version;
         model->source = source;
@@ -43,14 +43,14 @@ void DeviceClient::StartInference() {
 }
 
 void DeviceClient::PublishNewestModel() {
-  if (!inference_ || !plan_ || params_.empty() || params_.size() != parameter_count_) return;
+  if (!inference_ || !plan_ || !params_ || params_->size() != parameter_count_) return;
   // A personalised copy of this run's model is served instead (it comes
   // with the next update; SavePersonalModel hands it over).
   if (options_.inference_model == "personal" && served_personal_run_ == run_id_) return;
   if (run_id_ == served_run_id_ && model_version_ == served_version_) return;
   auto model = std::make_shared<ServedModel>();
   model->arch = plan_->architecture();
-  model->params = params_;
+  model->params = params_;  // shared, not copied
   model->run_id = run_id_;
   model->model_version = model_version_;
   model->source = "coordinator";

@@ -153,14 +153,14 @@ void DeviceClient::SendUpdate(TrainingResult r, bool granted) {
 }
 
 void DeviceClient::SaveNewestModel(bool force) {
-  if (options_.state_dir.empty() || !plan_ || params_.empty()) return;
+  if (options_.state_dir.empty() || !plan_ || !params_) return;
   if (run_id_ == saved_run_id_ && model_version_ == saved_version_) return;
   const double now = Now();
   if (!force && !finished_ && now - saved_at_ < kSaveInterval) return;
   saved_at_ = now;
   try {
     SaveModel(options_.state_dir,
-              {plan_->architecture().ToString(), model_version_, run_id_, params_});
+              {plan_->architecture().ToString(), model_version_, run_id_, *params_});
     saved_run_id_ = run_id_;
     saved_version_ = model_version_;
   } catch (const Error& e) {
@@ -173,7 +173,7 @@ void DeviceClient::SavePersonalModel(TrainingResult& r) {
   if (inference_ && options_.inference_model == "personal") {
     auto model = std::make_shared<ServedModel>();
     model->arch = plan_->architecture();
-    model->params = r.personal_params;
+    model->params = ShareParams(r.personal_params);
     model->run_id = run_id_;
     model->model_version = r.model_version;
     model->source = "personal";

@@ -86,7 +86,7 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
     CancelTraining();
     unsent_.reset();
     plan_.reset();
-    params_.clear();
+    params_.reset();
     ReconnectLater(delay);
     return;
   }
@@ -98,7 +98,8 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   PrepareData(*plan_);
   run_id_ = w.run_id;
   model_version_ = w.model_version;
-  params_ = std::move(w.params);  // empty: a selection welcome, fetched when invited
+  // None in a selection welcome: fetched when invited.
+  params_ = w.params.empty() ? nullptr : ShareParams(std::move(w.params));
   parameter_count_ = plan_->architecture().ParameterCount();
   // The error-feedback residual survives a rejoin of the same run and is
   // reset for another one (update_compressor.h). The plan was validated.

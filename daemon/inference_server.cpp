@@ -172,7 +172,7 @@ void InferenceServer::Loop() {
     auto predict = [&] {
       if (batched == 0) return;
       const int k = model->arch.output_size();
-      Predict(model->arch, model->params.data(), x.data(), batched, outputs.data(), *workspace);
+      Predict(model->arch, model->params->data(), x.data(), batched, outputs.data(), *workspace);
       for (int j = 0; j < batched; ++j) {
         c.out += SampleAnswer(indices[j], *model, outputs.data() + static_cast<std::size_t>(j) * k);
       }

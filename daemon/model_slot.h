@@ -17,12 +17,13 @@
 #include <vector>
 
 #include "fedsgd/model.h"
+#include "shared_params.h"
 
 namespace fedsgd {
 
 struct ServedModel {
   Architecture arch;
-  std::vector<float> params;  // arch.ParameterCount() floats
+  SharedParams params;  // arch.ParameterCount() floats
   std::string run_id;
   std::uint64_t model_version = 0;
   // Where it came from: "coordinator" (received while running) or

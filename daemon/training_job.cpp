@@ -9,7 +9,7 @@
 
 namespace fedsgd {
 
-TrainingJob::TrainingJob(const Plan& plan, const DatasetView& data, std::vector<float> global,
+TrainingJob::TrainingJob(const Plan& plan, const DatasetView& data, SharedParams global,
                          std::uint64_t round, std::uint64_t model_version, int threads,
                          TrainMode mode, std::uint64_t seed, const DatasetView* held_out,
                          double slowdown)
@@ -23,6 +23,7 @@ TrainingJob::TrainingJob(const Plan& plan, const DatasetView& data, std::vector<
       slowdown_(slowdown),
       mode_(mode),
       seed_(seed) {
+  if (!global_) throw Error("a training job needs a global model");
   thread_ = std::thread([this] { Work(); });
 }
 
@@ -64,7 +65,7 @@ TrainOptions TrainingJob::LocalOptions() const {
 }
 
 void TrainingJob::Personalize(TrainingResult& r) {
-  Model personal{plan_.architecture(), global_};
+  Model personal{plan_.architecture(), *global_};
   TrainOptions o = LocalOptions();
   o.epochs = 0;  // as many passes as the steps take
   o.max_steps = plan_.personalize_steps;
@@ -83,10 +84,11 @@ void TrainingJob::Work() {
   r.model_version = model_version_;
   r.samples = data_.size();
   try {
-    Model model{plan_.architecture(), global_};
+    const Architecture arch = plan_.architecture();
+    const std::vector<float>& global = *global_;
     const std::size_t frozen = plan_.FrozenParameters();
     if (held_out_ && held_out_->size() > 0 && !cancel_.load()) {
-      r.evaluation = Evaluate(model.arch, global_.data(), *held_out_, threads_);
+      r.evaluation = Evaluate(arch, global.data(), *held_out_, threads_);
     }
     if (plan_.personalize() && r.evaluation && !cancel_.load()) Personalize(r);
     if (plan_.algorithm == Algorithm::kFedAvg) {
@@ -96,28 +98,29 @@ void TrainingJob::Work() {
       o.prox_mu = static_cast<float>(plan_.prox_mu);
       o.sgd.lr = plan_.RoundLr(round_);  // personalisation keeps the plan's lr
       o.frozen = frozen;
+      Model model{arch, global};  // the one copy: trained, then turned into the delta
       const TrainStats stats = LocalTrainer(o).Train(model, data_, {}, &cancel_, &progress_);
       r.cancelled = stats.stopped;
       r.processed = stats.samples;
       r.loss = stats.train_loss;
       r.samples_per_second = stats.samples_per_second();
       r.kind = "delta";
-      r.payload.resize(global_.size() - frozen);  // frozen parameters are not sent
-      for (std::size_t i = frozen; i < global_.size(); ++i) {
-        r.payload[i - frozen] = model.params[i] - global_[i];
-      }
+      std::vector<float>& delta = model.params;
+      for (std::size_t i = frozen; i < delta.size(); ++i) delta[i] -= global[i];
+      // Frozen parameters are not sent.
+      delta.erase(delta.begin(), delta.begin() + static_cast<std::ptrdiff_t>(frozen));
+      r.payload = std::move(delta);
     } else {
       // FedSGD: the full-shard gradient at the global model.
-      const Architecture& arch = model.arch;
       if (data_.num_features() != arch.input_size()) {
         throw Error("the data has " + std::to_string(data_.num_features()) + " features, model " +
                     arch.ToString() + " expects " + std::to_string(arch.input_size()));
       }
       const int batch = plan_.batch;
       Workspace ws(arch, batch);
-      std::vector<float> grad(global_.size());
+      std::vector<float> grad(global.size());
       std::vector<float> x(static_cast<std::size_t>(batch) * arch.input_size()), y(batch);
-      std::vector<double> sum(global_.size(), 0.0);
+      std::vector<double> sum(global.size(), 0.0);
       double loss = 0;
       progress_.total_samples.store(data_.size());
       const Pacer pacer(slowdown_, &cancel_);
@@ -125,7 +128,7 @@ void TrainingJob::Work() {
         const auto batch_start = std::chrono::steady_clock::now();
         const int rows = static_cast<int>(std::min<std::size_t>(batch, data_.size() - begin));
         data_.Copy(begin, static_cast<std::size_t>(rows), x.data(), y.data());
-        loss += static_cast<double>(ForwardBackward(arch, global_.data(), x.data(), y.data(), rows,
+        loss += static_cast<double>(ForwardBackward(arch, global.data(), x.data(), y.data(), rows,
                                                     grad.data(), ws)) *
                 rows;
         for (std::size_t i = 0; i < grad.size(); ++i) sum[i] += static_cast<double>(grad[i]) * rows;
@@ -137,7 +140,7 @@ void TrainingJob::Work() {
       r.processed = progress_.samples.load();
       const double n = static_cast<double>(data_.size());
       r.kind = "gradient";
-      r.payload.resize(global_.size() - frozen);
+      r.payload.resize(global.size() - frozen);
       for (std::size_t i = frozen; i < sum.size(); ++i) {
         r.payload[i - frozen] = static_cast<float>(sum[i] / n);
       }

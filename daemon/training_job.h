@@ -25,6 +25,7 @@
 #include "fedsgd/plan.h"
 #include "fedsgd/trainer.h"
 #include "fedsgd/update_codec.h"
+#include "shared_params.h"
 
 namespace fedsgd {
 
@@ -59,9 +60,9 @@ class TrainingJob {
   // the views' index arrays, must outlive the job. threads/mode are the
   // device's own settings; slowdown >= 1 makes every mini-batch take that
   // many times as long (--slowdown, fedsgd/pacer.h).
-  TrainingJob(const Plan& plan, const DatasetView& data, std::vector<float> global,
-              std::uint64_t round, std::uint64_t model_version, int threads, TrainMode mode,
-              std::uint64_t seed, const DatasetView* held_out = nullptr, double slowdown = 1);
+  TrainingJob(const Plan& plan, const DatasetView& data, SharedParams global, std::uint64_t round,
+              std::uint64_t model_version, int threads, TrainMode mode, std::uint64_t seed,
+              const DatasetView* held_out = nullptr, double slowdown = 1);
   ~TrainingJob();  // cancels and joins
   TrainingJob(const TrainingJob&) = delete;
   TrainingJob& operator=(const TrainingJob&) = delete;
@@ -87,7 +88,7 @@ class TrainingJob {
   Plan plan_;
   const DatasetView data_;
   const std::optional<DatasetView> held_out_;
-  std::vector<float> global_;
+  const SharedParams global_;  // never null
   std::uint64_t round_;
   std::uint64_t model_version_;
   int threads_;

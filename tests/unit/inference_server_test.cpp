@@ -91,7 +91,7 @@ std::shared_ptr<const ServedModel> MakeModel(const std::string& arch, std::uint6
   auto m = std::make_shared<ServedModel>();
   Model created = Model::Create(Architecture::Parse(arch), seed);
   m->arch = created.arch;
-  m->params = std::move(created.params);
+  m->params = ShareParams(std::move(created.params));
   m->run_id = "1";
   m->model_version = version;
   m->source = "coordinator";
@@ -117,7 +117,7 @@ TEST(ModelSlotTest, ReadersKeepTheModelTheyHoldWhileANewerOneIsPublished) {
       for (int i = 0; i < 2000; ++i) {
         const auto m = slot.Current();
         ASSERT_GE(m->model_version, last);
-        ASSERT_EQ(m->params.size(), m->arch.ParameterCount());
+        ASSERT_EQ(m->params->size(), m->arch.ParameterCount());
         last = m->model_version;
       }
     });
@@ -166,7 +166,7 @@ TEST_F(InferenceServerTest, AnswersWithTheNewestModelAndRejectsMalformedLines) {
   const std::vector<float> x = {0.5f, -1.0f, 2.0f, 0.25f};
   std::vector<float> expected(3);
   Workspace ws(v1->arch, 1);
-  Predict(v1->arch, v1->params.data(), x.data(), 1, expected.data(), ws);
+  Predict(v1->arch, v1->params->data(), x.data(), 1, expected.data(), ws);
   // A good row, every kind of bad line, then a good row again: one answer
   // each, in order, and the connection stays usable.
   ASSERT_TRUE(c.Send(Row(x) + "1,2,3\n1,2,x,4\n1,2,inf,4\n\nfrobnicate\nmodel\n" + Row(x)));
@@ -231,7 +231,7 @@ TEST_F(InferenceServerTest, ManySamplesInBatchesForAClientThatReadsLate) {
   // x as Predict wants it, after the same decimal round trip as the rows.
   std::vector<float> parsed(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) parsed[i] = std::stof(std::to_string(inputs[i]));
-  Predict(model->arch, model->params.data(), parsed.data(), kSamples, expected.data(), ws);
+  Predict(model->arch, model->params->data(), parsed.data(), kSamples, expected.data(), ws);
   for (int i = 0; i < kSamples; ++i) {
     const nlohmann::json a = c.Json();
     ASSERT_EQ(a["index"], i) << a;

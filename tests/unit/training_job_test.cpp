@@ -47,7 +47,7 @@ TEST(TrainingJobTest, FedAvgDeltaLowersTheLoss) {
   plan.batch = 16;
   plan.sgd.lr = 0.1f;
   const Model global = Model::Create(plan.architecture(), 3);
-  TrainingJob job(plan, data, global.params, 4, 3, 2, TrainMode::kHogwild, 1);
+  TrainingJob job(plan, data, ShareParams(global.params), 4, 3, 2, TrainMode::kHogwild, 1);
   const TrainingResult r = RunJob(job);
   ASSERT_TRUE(r.error.empty()) << r.error;
   EXPECT_EQ(r.round, 4u);
@@ -92,7 +92,8 @@ TEST(TrainingJobTest, PersonalisationFineTunesACopyAndScoresBoth) {
     plan.personalize_layers = layers;
     plan.Validate();
     const Model global = Model::Create(plan.architecture(), 3);
-    TrainingJob job(plan, train, global.params, 2, 1, 1, TrainMode::kSync, 1, &held_out);
+    TrainingJob job(plan, train, ShareParams(global.params), 2, 1, 1, TrainMode::kSync, 1,
+                    &held_out);
     TrainingResult r = RunJob(job);
     ASSERT_TRUE(r.error.empty()) << r.error;
     ASSERT_TRUE(r.evaluation && r.personal) << layers;
@@ -106,7 +107,8 @@ TEST(TrainingJobTest, PersonalisationFineTunesACopyAndScoresBoth) {
 
     Plan without = plan;
     without.personalize_steps = 0;
-    TrainingJob plain(without, train, global.params, 2, 1, 1, TrainMode::kSync, 1, &held_out);
+    TrainingJob plain(without, train, ShareParams(global.params), 2, 1, 1, TrainMode::kSync, 1,
+                      &held_out);
     const TrainingResult q = RunJob(plain);
     EXPECT_FALSE(q.personal.has_value());
     EXPECT_EQ(q.payload, r.payload) << "the global update does not depend on it";
@@ -148,7 +150,7 @@ TEST(TrainingJobTest, RoundLrDecayTrainsWithTheDecayedRate) {
   EXPECT_FLOAT_EQ(plain.sgd.lr, 0.05f);
   const Model global = Model::Create(decayed.architecture(), 3);
   auto delta = [&](const Plan& plan) {
-    TrainingJob job(plan, data, global.params, 3, 2, 1, TrainMode::kSync, 1);
+    TrainingJob job(plan, data, ShareParams(global.params), 3, 2, 1, TrainMode::kSync, 1);
     return RunJob(job).payload;
   };
   const std::vector<float> a = delta(decayed), b = delta(plain);
@@ -166,7 +168,7 @@ TEST(TrainingJobTest, FedSgdSendsTheFullShardGradient) {
   plan.algorithm = Algorithm::kFedSgd;
   plan.batch = 7;  // uneven batches must still give the mean over all samples
   const Model global = Model::Create(plan.architecture(), 3);
-  TrainingJob job(plan, data, global.params, 1, 0, 1, TrainMode::kSync, 1);
+  TrainingJob job(plan, data, ShareParams(global.params), 1, 0, 1, TrainMode::kSync, 1);
   const TrainingResult r = RunJob(job);
   EXPECT_EQ(r.kind, "gradient");
   const Architecture arch = plan.architecture();
@@ -185,7 +187,7 @@ TEST(TrainingJobTest, CancelEndsItQuickly) {
   plan.local_epochs = 100000;
   plan.batch = 8;
   const Model global = Model::Create(plan.architecture(), 3);
-  TrainingJob job(plan, data, global.params, 1, 0, 2, TrainMode::kHogwild, 1);
+  TrainingJob job(plan, data, ShareParams(global.params), 1, 0, 2, TrainMode::kHogwild, 1);
   std::this_thread::sleep_for(50ms);
   EXPECT_FALSE(job.done());
   EXPECT_GT(job.progress(), 0.0);
@@ -204,7 +206,7 @@ TEST(TrainingJobTest, APlanThatDoesNotFitTheDataIsAnErrorNotACrash) {
   Plan plan;
   plan.model = "softmax:5-3";
   const Model global = Model::Create(plan.architecture(), 3);
-  TrainingJob job(plan, data, global.params, 1, 0, 1, TrainMode::kSync, 1);
+  TrainingJob job(plan, data, ShareParams(global.params), 1, 0, 1, TrainMode::kSync, 1);
   const TrainingResult r = RunJob(job);
   EXPECT_NE(r.error.find("features"), std::string::npos) << r.error;
 }
