@@ -129,5 +129,7 @@ struct CoordinatorOptions {
 
 // Adds every flag (and --config) to app, bound to options.
 void AddCoordinatorOptions(CLI::App& app, CoordinatorOptions& options);
+// The plan's flags alone (plan_options.cpp); AddCoordinatorOptions adds them.
+void AddPlanOptions(CLI::App& app, CoordinatorOptions& options);
 
 }  // namespace fedsgd
