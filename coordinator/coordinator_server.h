@@ -16,6 +16,12 @@
 // thread owns); each round it closes is forwarded as one update, the
 // sample-weighted mean of its boards' updates with their samples in all,
 // and committed locally when the root's model of that round arrives.
+//
+// Its definitions, by concept: coordinator_startup.cpp (Start),
+// coordinator_server.cpp (the loop and its requests), coordinator_rounds.cpp
+// (open, invite, broadcast, close), coordinator_status.cpp (status for the
+// HTTP API), coordinator_security.cpp (CURVE keys and revocation) and
+// coordinator_gateway.cpp.
 #pragma once
 
 #include <atomic>
