@@ -7,7 +7,9 @@
 // never send. The simulated devices do not subscribe to broadcasts; an
 // invited device fetches the model (as a device that missed the broadcast
 // does), so the coordinator sends each round's model to the invited devices
-// only.
+// only. With --idle-disconnect S a device that the coordinator's pace
+// steering sends away for S seconds or more closes its socket until its
+// next heartbeat, so idle devices hold no connection on the coordinator.
 //
 // Per fleet size it prints the mean round wall time, the coordinator's own
 // figures for its last round (receive, aggregate, commit, broadcast), its
@@ -69,6 +71,9 @@ struct Options {
   int threads = 1;
   std::size_t upload_slots = 64;
   double round_timeout = 30;
+  // > 0: a device told to come back after at least this many seconds
+  // closes its connection until then (see --idle-disconnect).
+  double idle_disconnect = 0;
   bool json = false;
   std::vector<std::string> extra;
 };
@@ -76,7 +81,8 @@ struct Options {
 // Counters every device thread adds to.
 struct Totals {
   std::atomic<std::uint64_t> heartbeats{0}, updates_sent{0}, accepted{0}, rejected{0},
-      dropped_unsent{0}, failed{0}, fetches{0}, welcomes{0}, bad{0}, upload_waits{0};
+      dropped_unsent{0}, failed{0}, fetches{0}, welcomes{0}, bad{0}, upload_waits{0},
+      disconnects{0};
   std::mutex mutex;
   std::map<std::string, std::uint64_t> rejected_by_reason;
 };
@@ -212,7 +218,16 @@ class Fleet {
         return;
       }
       const bool invited = a->selected ? *a->selected : a->round > 0;
-      if (d.state == SimDevice::State::kIdle && invited && a->round > d.last_trained) {
+      if (d.state == SimDevice::State::kIdle && !(invited && a->round > d.last_trained)) {
+        // Not wanted now and told to come back later: its connection need
+        // not be held open until then (Tick reconnects for the heartbeat).
+        if (o_.idle_disconnect > 0 && d.heartbeat_ms >= o_.idle_disconnect * 1000) {
+          d.socket.reset();
+          ++totals_.disconnects;
+        }
+        return;
+      }
+      if (d.state == SimDevice::State::kIdle) {
         d.round = a->round;
         if (a->model_version > d.version || !d.has_model) {
           Send(d, wire::FetchModel{d.id});
@@ -251,15 +266,18 @@ class Fleet {
     }
   }
 
+  void Connect(SimDevice& d) {
+    if (d.socket) return;
+    d.socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
+    d.socket->set(zmq::sockopt::linger, 0);
+    d.socket->connect(endpoint_);
+  }
+
   void Tick(SimDevice& d, double now) {
     using State = SimDevice::State;
     if (d.state == State::kJoining) {
       if (now < d.join_at) return;
-      if (!d.socket) {
-        d.socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
-        d.socket->set(zmq::sockopt::linger, 0);
-        d.socket->connect(endpoint_);
-      }
+      Connect(d);
       Send(d, wire::Join{d.id, 1, 100, "fedsgd_fleet_load"});
       d.join_at = now + 30;  // again if no welcome comes (a busy coordinator is slow)
       return;
@@ -282,6 +300,7 @@ class Fleet {
       return;
     }
     if (now >= d.next_heartbeat) {
+      Connect(d);  // again, after an idle disconnect
       Heartbeat(d, now, d.state == State::kTraining ? "training" : "idle");
     }
   }
@@ -310,7 +329,10 @@ class Fleet {
       double now = Now();
       for (std::size_t i = 0; i < items.size(); ++i) {
         if (!(items[i].revents & ZMQ_POLLIN)) continue;
-        while (auto frames = wire::ReceiveFrames(*polled[i]->socket, zmq::recv_flags::dontwait)) {
+        // OnMessage may close the socket (an idle disconnect).
+        while (polled[i]->socket) {
+          auto frames = wire::ReceiveFrames(*polled[i]->socket, zmq::recv_flags::dontwait);
+          if (!frames) break;
           OnMessage(*polled[i], *frames, now);
         }
       }
@@ -388,7 +410,8 @@ Worker StartWorker(const Options& o, std::size_t first, std::size_t last, std::s
                         {"failed", totals.failed.load()},
                         {"fetches", totals.fetches.load()},
                         {"welcomes", totals.welcomes.load()},
-                        {"bad_messages", totals.bad.load()}};
+                        {"bad_messages", totals.bad.load()},
+                        {"idle_disconnects", totals.disconnects.load()}};
     const std::string line = j.dump() + "\n";
     (void)!write(result[1], line.data(), line.size());
     _exit(0);
@@ -634,6 +657,11 @@ int main(int argc, char** argv) {
   app.add_option("--upload-slots", o.upload_slots, "The coordinator's --upload-slots")
       ->capture_default_str();
   app.add_option("--round-timeout", o.round_timeout, "The coordinator's --round-timeout")
+      ->capture_default_str();
+  app.add_option("--idle-disconnect", o.idle_disconnect,
+                 "Devices told to come back after S seconds or more (pace steering) close their "
+                 "connection until then, so idle devices hold no connection on the coordinator; "
+                 "0 = they stay connected")
       ->capture_default_str();
   app.add_flag("--json", o.json, "One JSON object per fleet size (with the round records)");
   app.add_option("--coordinator-arg", o.extra, "An extra coordinator argument (repeatable)");

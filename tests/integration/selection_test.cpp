@@ -4,7 +4,9 @@
 //   - the load generator (bench/fleet_load.cpp) with 300 simulated devices
 //     speaking the real protocol, some failing: every round closes with
 //     exactly the target, nothing is refused, the extra invitees' updates
-//     are dropped unsent.
+//     are dropped unsent;
+//   - the same with devices that disconnect while idle: they stay online
+//     and every round still closes at its target.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -106,6 +108,33 @@ TEST_F(SelectionTest, FleetLoadClosesEveryRoundWithExactlyTheTarget) {
     EXPECT_EQ(rec["aggregation"]["selection"]["invited"], 48) << rec["round"];
     EXPECT_EQ(rec["aggregation"]["selection"]["online"], 300) << rec["round"];
     EXPECT_EQ(rec["rejected_updates"], 0) << rec["round"];
+  }
+}
+
+// Idle devices that close their connection until pace steering brings
+// them back (fleet_load --idle-disconnect) stay registered and online, and
+// the invited among them learn of it at their next check-in: every round
+// still closes at its target. 300 devices at 100 heartbeats a second are
+// told to come back every 3 s.
+TEST_F(SelectionTest, DevicesThatDisconnectWhenIdleStayOnlineAndRoundsClose) {
+  const std::string out = Path("fleet_load_idle.out");
+  Process load({FEDSGD_FLEET_LOAD_BIN, "--coordinator", FEDSGD_COORDINATOR_BIN, "--devices", "300",
+                "--rounds", "3", "--clients-per-round", "30", "--train-ms-max", "50", "--join-rate",
+                "1000", "--idle-disconnect", "1", "--json",
+                "--coordinator-arg=--max-heartbeat-rate", "--coordinator-arg=100"},
+               out, Path("fleet_load_idle.log"));
+  ASSERT_EQ(load.Wait(kSanitized ? 400s : 180s), 0) << load.Stderr() << load.Stdout();
+  const nlohmann::json r = nlohmann::json::parse(load.Stdout(), nullptr, false);
+  ASSERT_TRUE(r.is_object()) << load.Stdout();
+  EXPECT_FALSE(r.contains("error")) << r.dump();
+  EXPECT_EQ(r["bad_messages"], 0);
+  EXPECT_EQ(r["welcomes"], 300) << "a reconnect is not a new join";
+  EXPECT_GT(r["idle_disconnects"].get<std::uint64_t>(), 300u) << "most went away, and again";
+  EXPECT_EQ(r["accepted"], 90) << "30 a round";
+  ASSERT_EQ(r["records"].size(), 3u);
+  for (const nlohmann::json& rec : r["records"]) {
+    EXPECT_EQ(rec["devices"].size(), 30u) << rec["round"];
+    EXPECT_EQ(rec["aggregation"]["selection"]["online"], 300) << rec["round"];
   }
 }
 
