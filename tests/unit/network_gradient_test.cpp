@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <ostream>
 #include <random>
 #include <string>
@@ -102,62 +103,63 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
-// The production shape at its production batch, on a sample of parameters
-// from every block (W1, b1, W2, b2): the GEMM paths with real blocking.
-TEST(NetworkTest, GradientOfTheMnistMlpOnSampledParameters) {
-  const Architecture arch = Architecture::Parse("mlp:784-128-10");
+// ForwardBackward's loss, and its gradient on the parameters `pick` chooses,
+// against the double reference for a model at batch n (seeded model and
+// batch; pick may draw from the batch's generator).
+void ExpectGradientOnSampledParameters(
+    const char* model, int n, int max_batch,
+    const std::function<std::vector<std::size_t>(const Architecture&, std::mt19937_64&)>& pick) {
+  const Architecture arch = Architecture::Parse(model);
   const Model m = RandomModel(arch, 5);
   std::mt19937_64 rng(7);
   std::vector<float> x, y;
-  const int n = 32;
   RandomBatch(arch, n, rng, x, y);
-  Workspace ws(arch, 64);
+  Workspace ws(arch, max_batch);
   std::vector<float> grad(arch.ParameterCount());
   const float loss = ForwardBackward(arch, m.params.data(), x.data(), y.data(), n, grad.data(), ws);
   std::vector<double> p(m.params.begin(), m.params.end());
   EXPECT_NEAR(loss, ReferenceLoss(arch, p, x, y, n), 1e-4);
-  const auto layers = arch.Layout();
-  std::vector<std::size_t> picks = {0,
-                                    layers[0].bias_offset - 1,
-                                    layers[0].bias_offset,
-                                    layers[1].weight_offset,
-                                    layers[1].bias_offset,
-                                    arch.ParameterCount() - 1};
-  for (int i = 0; i < 40; ++i) picks.push_back(rng() % arch.ParameterCount());
   const double h = 1e-4;
-  for (std::size_t i : picks) {
+  for (std::size_t i : pick(arch, rng)) {
     const double numeric = NumericGradient(arch, p, i, h, x, y, n);
     EXPECT_NEAR(grad[i], numeric, 1e-5 + 1e-3 * std::abs(numeric)) << "parameter " << i;
   }
 }
 
+// The production shape at its production batch, on a sample of parameters
+// from every block (W1, b1, W2, b2): the GEMM paths with real blocking.
+TEST(NetworkTest, GradientOfTheMnistMlpOnSampledParameters) {
+  ExpectGradientOnSampledParameters("mlp:784-128-10", 32, 64,
+                                    [](const Architecture& arch, std::mt19937_64& rng) {
+                                      const auto layers = arch.Layout();
+                                      std::vector<std::size_t> picks = {0,
+                                                                        layers[0].bias_offset - 1,
+                                                                        layers[0].bias_offset,
+                                                                        layers[1].weight_offset,
+                                                                        layers[1].bias_offset,
+                                                                        arch.ParameterCount() - 1};
+                                      for (int i = 0; i < 40; ++i)
+                                        picks.push_back(rng() % arch.ParameterCount());
+                                      return picks;
+                                    });
+}
+
 // The production cnn at batch 34 (two im2col chunks, real GEMM blocking)
 // on a sample of parameters from every block.
 TEST(NetworkTest, GradientOfTheMnistCnnOnSampledParameters) {
-  const Architecture arch = Architecture::Parse("cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10");
-  const Model m = RandomModel(arch, 5);
-  std::mt19937_64 rng(7);
-  std::vector<float> x, y;
-  const int n = 34;
-  RandomBatch(arch, n, rng, x, y);
-  Workspace ws(arch, 40);
-  std::vector<float> grad(arch.ParameterCount());
-  const float loss = ForwardBackward(arch, m.params.data(), x.data(), y.data(), n, grad.data(), ws);
-  std::vector<double> p(m.params.begin(), m.params.end());
-  EXPECT_NEAR(loss, ReferenceLoss(arch, p, x, y, n), 1e-4);
-  std::vector<std::size_t> picks;
-  for (const LayerLayout& l : arch.Layout()) {
-    picks.push_back(l.weight_offset);
-    picks.push_back(l.bias_offset - 1);
-    picks.push_back(l.bias_offset);
-    picks.push_back(l.bias_offset + l.out - 1);
-  }
-  for (int i = 0; i < 8; ++i) picks.push_back(rng() % arch.Layout()[1].bias_offset);
-  const double h = 1e-4;
-  for (std::size_t i : picks) {
-    const double numeric = NumericGradient(arch, p, i, h, x, y, n);
-    EXPECT_NEAR(grad[i], numeric, 1e-5 + 1e-3 * std::abs(numeric)) << "parameter " << i;
-  }
+  ExpectGradientOnSampledParameters("cnn:1x28x28-c16k5-p2-c32k5-p2-f128-10", 34, 40,
+                                    [](const Architecture& arch, std::mt19937_64& rng) {
+                                      std::vector<std::size_t> picks;
+                                      for (const LayerLayout& l : arch.Layout()) {
+                                        picks.push_back(l.weight_offset);
+                                        picks.push_back(l.bias_offset - 1);
+                                        picks.push_back(l.bias_offset);
+                                        picks.push_back(l.bias_offset + l.out - 1);
+                                      }
+                                      for (int i = 0; i < 8; ++i)
+                                        picks.push_back(rng() % arch.Layout()[1].bias_offset);
+                                      return picks;
+                                    });
 }
 
 // The check is sharp: a 0.02% error in the gradient of one convolution
