@@ -51,22 +51,11 @@
 #include "fedsgd/model.h"
 #include "fedsgd/wire.h"
 #include "file_limit.h"
+#include "free_port.h"
 #include "sim_fleet.h"
 
 namespace fedsgd {
 namespace {
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 // The coordinator's CPU time and peak RSS, from the kernel's accounting of
 // the reaped child (so also when it exited by itself before we looked).

@@ -36,7 +36,16 @@ class HttpAbuseTest : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    if (HasFailure()) {
+      for (const auto& entry : fs::directory_iterator(dir_)) {
+        if (entry.path().extension() != ".log") continue;
+        std::ifstream in(entry.path());
+        std::cerr << "---- " << entry.path().filename() << "\n" << in.rdbuf() << "\n";
+      }
+    }
+    fs::remove_all(dir_);
+  }
 
   std::unique_ptr<Process> Coordinator(const std::string& tag, int http_port) {
     return std::make_unique<Process>(
@@ -47,9 +56,10 @@ class HttpAbuseTest : public ::testing::Test {
                                  (dir_ / "run.db").string(), "--model", "softmax:784-10"},
         (dir_ / (tag + ".out")).string(), (dir_ / (tag + ".log")).string());
   }
-  // Polls /healthz until it answers (the coordinator is up) or 20 s pass.
-  static bool WaitHealthy(int port) {
-    for (const auto until = Clock::now() + 20s; Clock::now() < until;) {
+  // Polls /healthz until it answers (the coordinator is up), the coordinator
+  // exits, or 20 s pass.
+  static bool WaitHealthy(int port, Process& coordinator) {
+    for (const auto until = Clock::now() + 20s; Clock::now() < until && coordinator.running();) {
       httplib::Client c("127.0.0.1", port);
       c.set_connection_timeout(1, 0);
       if (auto r = c.Get("/healthz"); r && r->status == 200) return true;
@@ -104,7 +114,7 @@ TEST_F(HttpAbuseTest, HealthzAnswersUnder500SlowConnectionsWhichTheServerCloses)
   setrlimit(RLIMIT_NOFILE, &fds);
   const int port = FreePort();
   auto coordinator = Coordinator("coordinator", port);
-  ASSERT_TRUE(WaitHealthy(port));
+  ASSERT_TRUE(WaitHealthy(port, *coordinator));
 
   std::vector<int> slow;
   for (int i = 0; i < 500; ++i) {
@@ -166,7 +176,7 @@ TEST_F(HttpAbuseTest, HealthzAnswersUnder500SlowConnectionsWhichTheServerCloses)
 TEST_F(HttpAbuseTest, SecondCoordinatorOnTheSameDatabaseOrPortRefusesToStart) {
   const int port = FreePort();
   auto first = Coordinator("first", port);
-  ASSERT_TRUE(WaitHealthy(port));
+  ASSERT_TRUE(WaitHealthy(port, *first));
   auto same_db = Coordinator("same_db", FreePort());
   const auto code = same_db->Wait(20s);
   ASSERT_TRUE(code);

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "free_port.h"
+
 namespace fedsgd::testing {
 
 // Whether this build runs under ASan or TSan: the programs are several times
@@ -97,18 +99,6 @@ class Process {
   std::string stdout_path_, stderr_path_;
 };
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-inline int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using fedsgd::FreePort;
 
 }  // namespace fedsgd::testing
