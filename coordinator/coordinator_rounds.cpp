@@ -76,13 +76,26 @@ void CoordinatorServer::Invite() {
        << manager_->quorum_target() << " update(s) (selection seed "
        << selection["seed"].get<std::string>() << ")" << std::endl;
   DeviceRegistry& devices = manager_->devices();
+  std::size_t invitations_deferred = 0;
   for (const auto& [id, info] : devices.devices()) {
     if (!manager_->Participates(id) || info.routing_id.empty()) continue;
-    DeviceInfo* d = devices.Find(id);
-    d->heartbeat_ms = options_.heartbeat_ms;
+    // A device that closed its connection until its next check-in (pace
+    // steering) cannot be reached: it is invited when it checks in, and until
+    // then it is expected back at the interval it was last told, not the base.
     const zmq::message_t routing_id(info.routing_id.data(), info.routing_id.size());
-    Reply(routing_id,
-          wire::Ack{round, manager_->version(), "invited", true, options_.heartbeat_ms});
+    (void)router_.get(zmq::sockopt::events);  // as Reply: the peers' reads, now
+    if (wire::SendFrames(router_,
+                         wire::Encode(wire::Ack{round, manager_->version(), "invited", true,
+                                                options_.heartbeat_ms}),
+                         &routing_id)) {
+      devices.Find(id)->heartbeat_ms = options_.heartbeat_ms;
+    } else {
+      ++invitations_deferred;
+    }
+  }
+  if (invitations_deferred) {
+    log_ << "fedsgd-coordinator: round " << round << ": " << invitations_deferred
+         << " invited device(s) hold no connection now and hear it when they check in" << std::endl;
   }
 }
 
