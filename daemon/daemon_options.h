@@ -29,6 +29,10 @@ struct DaemonOptions {
   bool insecure = false;                 // allows a non-loopback coordinator without keys
   std::string simulate_attack = "none";  // a simulation aid: see simulated_attack.h
   double slowdown = 1;                   // a simulation aid: see fedsgd/pacer.h
+  // Device selection: close the connections while pace steering says to
+  // come back after this many seconds or more and there is nothing to do;
+  // reconnect for the next heartbeat. 0: stay connected.
+  double idle_disconnect = 0;
   // Where the newest global model is kept for `predict` (saved_model.h);
   // empty: not kept. Defaults to $STATE_DIRECTORY (systemd's StateDirectory).
   std::string state_dir;

@@ -62,7 +62,7 @@ void DeviceClient::ConfigureSocket(zmq::socket_t& socket) {
   if (curve_keys_) curve::MakeClient(socket, *curve_keys_, coordinator_public_key_);
 }
 
-void DeviceClient::Connect() {
+void DeviceClient::OpenDealer() {
   dealer_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
   ConfigureSocket(*dealer_);
   ApplySocketLimits(*dealer_, ClientReceiveLimits());
@@ -70,7 +70,28 @@ void DeviceClient::Connect() {
   // once instead of piling up stale heartbeats for when it comes back.
   dealer_->set(zmq::sockopt::immediate, 1);
   dealer_->connect(options_.coordinator);
+}
+
+void DeviceClient::Subscribe() {
+  try {
+    sub_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::sub);
+    ConfigureSocket(*sub_);
+    ApplySocketLimits(*sub_, ClientReceiveLimits());
+    sub_->set(zmq::sockopt::subscribe, "");
+    sub_->connect(publish_endpoint_);
+  } catch (const zmq::error_t& e) {
+    sub_.reset();
+    Log("cannot subscribe to " + publish_endpoint_ + ": " + e.what() +
+            "; will fetch models instead",
+        LogLevel::kWarning);
+  }
+}
+
+void DeviceClient::Connect() {
+  OpenDealer();
   reconnect_at_ = -1;
+  wake_at_ = -1;
+  wake_beat_pending_ = false;
   joined_ = false;
   join_sent_at_ = -1;
   fetch_sent_at_ = -1;
@@ -81,6 +102,39 @@ void DeviceClient::Disconnect() {
   sub_.reset();
   dealer_.reset();
   joined_ = false;
+  wake_at_ = -1;
+}
+
+void DeviceClient::MaybeDoze(const wire::Ack& a) {
+  if (options_.idle_disconnect <= 0 || !Selective() || !joined_ || finished_ || !dealer_) return;
+  if (heartbeat_ms_ < options_.idle_disconnect * 1000) return;
+  // Anything under way needs the connection: training, an update waiting
+  // for a slot or for its answer, a model asked for, or an invitation to a
+  // round not trained yet.
+  if (job_ || awaiting_upload_ || update_in_flight_ || unsent_ || fetch_sent_at_ >= 0) return;
+  if (a.round && selected_round_ == a.round && a.round > last_trained_round_) return;
+  const double now = Now();
+  wake_at_ = std::max(now, last_heartbeat_ + heartbeat_ms_ / 1000.0);
+  sub_.reset();
+  dealer_.reset();
+  ++dozes_;
+  if (!doze_logged_) {
+    Log(
+        Format("idle, next heartbeat in %.1f s: closing the connections until each next "
+               "heartbeat while idle (--idle-disconnect %g)",
+               wake_at_ - now, options_.idle_disconnect));
+    doze_logged_ = true;
+  }
+}
+
+void DeviceClient::Wake() {
+  // Still joined: the coordinator knows this device by its id and answers
+  // the new connection (docs/protocol.md, pace steering).
+  wake_at_ = -1;
+  OpenDealer();
+  Subscribe();
+  last_reply_ = Now();
+  wake_beat_pending_ = true;
 }
 
 void DeviceClient::ReconnectLater(double delay) {
@@ -143,6 +197,7 @@ void DeviceClient::HandleReply(std::vector<zmq::message_t>& frames) {
   } else if (auto* a = std::get_if<wire::Ack>(&msg)) {
     if (a->detail == "accepted") update_in_flight_ = false;
     HandleAck(*a);
+    MaybeDoze(*a);
   } else if (auto* r = std::get_if<wire::Reject>(&msg)) {
     // Whatever was refused, an update is no longer waiting for its answer.
     update_in_flight_ = false;
@@ -289,8 +344,11 @@ void DeviceClient::Tick() {
                       Finite(job_ ? job_->samples_per_second() : last_samples_per_second_),
                       Finite(last_loss_),
                       job_ ? job_->progress() : 0.0};
-    Send(std::move(h));
-    last_heartbeat_ = now;
+    // Right after a wake the new connection may not be up yet (a send
+    // fails at once, ZMQ_IMMEDIATE): then it is tried again on the next turn.
+    const bool sent = Send(std::move(h));
+    if (sent || !wake_beat_pending_) last_heartbeat_ = now;
+    if (sent) wake_beat_pending_ = false;
   }
   SaveNewestModel(false);
   PublishNewestModel();
@@ -337,6 +395,12 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
       if (reconnect_at_ >= 0 && Now() >= reconnect_at_) Connect();
       continue;
     }
+    if (wake_at_ >= 0) {
+      // Dozing (--idle-disconnect): no sockets until the next heartbeat.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (Now() >= wake_at_) Wake();
+      continue;
+    }
     std::vector<zmq::pollitem_t> items = {{dealer_->handle(), 0, ZMQ_POLLIN, 0}};
     if (sub_) items.push_back({sub_->handle(), 0, ZMQ_POLLIN, 0});
     wire::Poll(items, std::chrono::milliseconds(50));
@@ -349,7 +413,7 @@ int DeviceClient::Run(const std::atomic<bool>& stop) {
       break;
     }
     if (job_ && job_->done()) FinishTraining();
-    if (reconnect_at_ < 0) Tick();
+    if (reconnect_at_ < 0 && wake_at_ < 0) Tick();
   }
   CancelTraining();
   SaveNewestModel(true);

@@ -91,11 +91,19 @@ class DeviceClient {
   std::uint64_t joins() const { return joins_.load(); }
   std::uint64_t reconnects() const { return reconnects_.load(); }
   std::uint64_t bad_messages() const { return bad_messages_.load(); }
+  std::uint64_t dozes() const { return dozes_.load(); }  // --idle-disconnect
 
  private:
   double Now() const;
+  void OpenDealer();
+  void Subscribe();  // to publish_endpoint_
   void Connect();
   void Disconnect();
+  // --idle-disconnect: after an Ack, close the sockets until the next
+  // heartbeat if pace steering put it S or more away and nothing is under
+  // way; Wake opens them again, still joined.
+  void MaybeDoze(const wire::Ack& ack);
+  void Wake();
   void ReconnectLater(double delay);
   bool Send(wire::Message message);
   // Options every socket to the coordinator gets: handshake timeout, CURVE.
@@ -187,6 +195,10 @@ class DeviceClient {
   double last_heartbeat_ = 0;
   double fetch_sent_at_ = -1;  // < 0: no FetchModel outstanding
   int heartbeat_ms_ = 1000;
+  std::string publish_endpoint_;    // the welcome's, resolved
+  double wake_at_ = -1;             // >= 0: dozing, no sockets, until then (--idle-disconnect)
+  bool wake_beat_pending_ = false;  // woken, its heartbeat not sent yet
+  bool doze_logged_ = false;
 
   // What this device knows of the run.
   std::optional<Plan> plan_;
@@ -235,6 +247,7 @@ class DeviceClient {
   std::atomic<std::uint64_t> joins_{0};
   std::atomic<std::uint64_t> reconnects_{0};
   std::atomic<std::uint64_t> bad_messages_{0};
+  std::atomic<std::uint64_t> dozes_{0};
 };
 
 }  // namespace fedsgd

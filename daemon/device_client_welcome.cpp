@@ -114,18 +114,8 @@ void DeviceClient::HandleWelcome(wire::Welcome& w) {
   update_in_flight_ = false;
   finished_ = false;
 
-  const std::string endpoint = PublishEndpoint(w.publish_endpoint);
-  try {
-    sub_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::sub);
-    ConfigureSocket(*sub_);
-    ApplySocketLimits(*sub_, ClientReceiveLimits());
-    sub_->set(zmq::sockopt::subscribe, "");
-    sub_->connect(endpoint);
-  } catch (const zmq::error_t& e) {
-    sub_.reset();
-    Log("cannot subscribe to " + endpoint + ": " + e.what() + "; will fetch models instead",
-        LogLevel::kWarning);
-  }
+  publish_endpoint_ = PublishEndpoint(w.publish_endpoint);
+  Subscribe();
   Log("joined run " + run_id_ + " at model version " + std::to_string(model_version_) +
       (w.round ? " (round " + std::to_string(w.round) + " open)" : " (no round open)"));
   if (!ready_) {

@@ -77,5 +77,26 @@ TEST(DeviceOptionsTest, DaemonChecksSlowdown) {
   }
 }
 
+TEST(DeviceOptionsTest, DaemonChecksIdleDisconnect) {
+  DaemonOptions d;
+  d.coordinator = "tcp://127.0.0.1:7070";
+  d.data = ".";
+  d.id = "dev0";
+  EXPECT_EQ(d.idle_disconnect, 0.0) << "stays connected unless asked";
+  for (double good : {0.0, 1.0, 5.0, 3600.0}) {
+    d.idle_disconnect = good;
+    EXPECT_NO_THROW(d.Check()) << good;
+  }
+  for (double bad : {0.5, -1.0, 3601.0, std::nan(""), HUGE_VAL}) {
+    d.idle_disconnect = bad;
+    try {
+      d.Check();
+      ADD_FAILURE() << "accepted --idle-disconnect " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--idle-disconnect"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fedsgd
