@@ -4,12 +4,14 @@
 // the pace the coordinator steers, train when invited (a configurable
 // training-time distribution, no real SGD: the update is all zeros), ask for
 // an upload slot, send. A share of the devices can fail: they train and
-// never send. The simulated devices do not subscribe to broadcasts; an
-// invited device fetches the model (as a device that missed the broadcast
-// does), so the coordinator sends each round's model to the invited devices
-// only. With --idle-disconnect S a device that the coordinator's pace
-// steering sends away for S seconds or more closes its socket until its
-// next heartbeat, so idle devices hold no connection on the coordinator.
+// never send. An invited device fetches the model (as a device that missed
+// the broadcast does). By default the simulated devices do not subscribe to
+// broadcasts, so the coordinator sends each round's model to the invited
+// devices only; with --subscribe each connected device also holds a SUB
+// connection, as the daemon does, and reads and drops the broadcasts. With
+// --idle-disconnect S a device that the coordinator's pace steering sends
+// away for S seconds or more closes its sockets until its next heartbeat,
+// so idle devices hold no connection on the coordinator.
 //
 // Per fleet size it prints the mean round wall time, the coordinator's own
 // figures for its last round (receive, aggregate, commit, broadcast), its
@@ -115,7 +117,8 @@ Worker StartWorker(const Options& o, std::size_t first, std::size_t last, std::s
                         {"fetches", totals.fetches.load()},
                         {"welcomes", totals.welcomes.load()},
                         {"bad_messages", totals.bad.load()},
-                        {"idle_disconnects", totals.disconnects.load()}};
+                        {"idle_disconnects", totals.disconnects.load()},
+                        {"broadcasts", totals.broadcasts.load()}};
     const std::string line = j.dump() + "\n";
     (void)!write(result[1], line.data(), line.size());
     _exit(0);
@@ -367,15 +370,20 @@ int main(int argc, char** argv) {
                  "connection until then, so idle devices hold no connection on the coordinator; "
                  "0 = they stay connected")
       ->capture_default_str();
+  app.add_flag("--subscribe", o.subscribe,
+               "Connected devices also subscribe to the coordinator's broadcasts, as the "
+               "daemon does (two connections each; with --idle-disconnect both close)");
   app.add_flag("--json", o.json, "One JSON object per fleet size (with the round records)");
   app.add_option("--coordinator-arg", o.extra, "An extra coordinator argument (repeatable)");
   CLI11_PARSE(app, argc, argv);
   const FileLimit limit = RaiseFileLimit();
-  // The coordinator holds one descriptor per device; a device process two
-  // per device of its share (kDevicesPerProcess at most).
+  // The coordinator holds a descriptor per device's connection (two with
+  // --subscribe, unless --idle-disconnect closes most of them); a device
+  // process two per socket of its share (kDevicesPerProcess devices at most).
   const std::size_t largest = *std::max_element(o.devices.begin(), o.devices.end());
-  if (limit.soft < largest + 256) {
-    std::cerr << "fedsgd_fleet_load: " << largest << " devices need about " << largest + 256
+  const std::size_t needed = largest * (o.subscribe && o.idle_disconnect <= 0 ? 2 : 1) + 256;
+  if (limit.soft < needed) {
+    std::cerr << "fedsgd_fleet_load: " << largest << " devices need about " << needed
               << " file descriptors in the coordinator; the limit is " << limit.soft << "\n";
     return 1;
   }

@@ -39,6 +39,9 @@ struct Options {
   // > 0: a device told to come back after at least this many seconds
   // closes its connection until then (see --idle-disconnect).
   double idle_disconnect = 0;
+  // Each connected device also subscribes to the broadcasts, as the daemon
+  // does (a second connection on the coordinator); closed with the first.
+  bool subscribe = false;
   bool json = false;
   std::vector<std::string> extra;
 };
@@ -47,7 +50,7 @@ struct Options {
 struct Totals {
   std::atomic<std::uint64_t> heartbeats{0}, updates_sent{0}, accepted{0}, rejected{0},
       dropped_unsent{0}, failed{0}, fetches{0}, welcomes{0}, bad{0}, upload_waits{0},
-      disconnects{0};
+      disconnects{0}, broadcasts{0};
   std::mutex mutex;
   std::map<std::string, std::uint64_t> rejected_by_reason;
 };
@@ -57,6 +60,8 @@ struct SimDevice {
   enum class State { kJoining, kIdle, kFetching, kTraining, kAsking };
   std::string id;
   std::unique_ptr<zmq::socket_t> socket;
+  std::unique_ptr<zmq::socket_t> sub;  // --subscribe: the broadcasts
+  std::string publish;                 // the welcome's publish endpoint
   State state = State::kJoining;
   double join_at = 0;
   double next_heartbeat = 0;
@@ -76,7 +81,7 @@ class Fleet {
   Fleet(const Options& o, std::size_t first, std::size_t last, std::size_t parameters,
         const std::string& endpoint, Totals& totals)
       : o_(o), parameters_(parameters), endpoint_(endpoint), totals_(totals) {
-    context_.set(zmq::ctxopt::max_sockets, static_cast<int>(last - first + 64));
+    context_.set(zmq::ctxopt::max_sockets, static_cast<int>(2 * (last - first) + 64));
     for (std::size_t i = first; i < last; ++i) {
       SimDevice d;
       d.id = "sim" + std::to_string(i);
@@ -151,6 +156,8 @@ class Fleet {
       d.has_model = w->params.size() == parameters_;
       d.heartbeat_ms = w->heartbeat_ms;
       d.next_heartbeat = now + 0.2;
+      d.publish = w->publish_endpoint;
+      Subscribe(d);
     } else if (auto* a = std::get_if<wire::Ack>(&m)) {
       if (a->heartbeat_ms) d.heartbeat_ms = a->heartbeat_ms;
       if (a->detail == "accepted") {
@@ -177,6 +184,7 @@ class Fleet {
         // not be held open until then (Tick reconnects for the heartbeat).
         if (o_.idle_disconnect > 0 && d.heartbeat_ms >= o_.idle_disconnect * 1000) {
           d.socket.reset();
+          d.sub.reset();
           ++totals_.disconnects;
         }
       } else {
@@ -223,6 +231,15 @@ class Fleet {
     d.socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
     d.socket->set(zmq::sockopt::linger, 0);
     d.socket->connect(endpoint_);
+    Subscribe(d);
+  }
+
+  void Subscribe(SimDevice& d) {
+    if (!o_.subscribe || d.sub || d.publish.empty()) return;
+    d.sub = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::sub);
+    d.sub->set(zmq::sockopt::linger, 0);
+    d.sub->set(zmq::sockopt::subscribe, "");
+    d.sub->connect(d.publish);
   }
 
   void Tick(SimDevice& d, double now) {
@@ -263,7 +280,7 @@ class Fleet {
       mine.push_back(&devices_[i]);
     }
     std::vector<zmq::pollitem_t> items;
-    std::vector<SimDevice*> polled;
+    std::vector<SimDevice*> polled;  // items[i]'s device; its sub if i >= the dealers
     double last_tick = -1;
     while (!stop.load()) {
       items.clear();
@@ -273,13 +290,27 @@ class Fleet {
         items.push_back({d->socket->handle(), 0, ZMQ_POLLIN, 0});
         polled.push_back(d);
       }
+      const std::size_t dealers = items.size();
+      for (SimDevice* d : mine) {
+        if (!d->sub) continue;
+        items.push_back({d->sub->handle(), 0, ZMQ_POLLIN, 0});
+        polled.push_back(d);
+      }
       if (items.empty()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       } else {
         wire::Poll(items, std::chrono::milliseconds(5));
       }
       double now = Now();
-      for (std::size_t i = 0; i < items.size(); ++i) {
+      for (std::size_t i = dealers; i < items.size(); ++i) {
+        if (!(items[i].revents & ZMQ_POLLIN)) continue;
+        // Read and dropped: the devices fetch the model when invited.
+        while (polled[i]->sub) {
+          if (!wire::ReceiveFrames(*polled[i]->sub, zmq::recv_flags::dontwait)) break;
+          ++totals_.broadcasts;
+        }
+      }
+      for (std::size_t i = 0; i < dealers; ++i) {
         if (!(items[i].revents & ZMQ_POLLIN)) continue;
         // OnMessage may close the socket (an idle disconnect).
         while (polled[i]->socket) {

@@ -3,6 +3,7 @@
 // in coordinator_rounds.cpp.
 #include "coordinator_server.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "fedsgd/error.h"
@@ -63,6 +64,12 @@ void CoordinatorServer::Housekeeping(double now) {
          << warnings_.Summary(held.count) << "\n";
   }
   monitor_->Poll();
+  // Nothing reads the PUB socket and it sends once a round, and libzmq frees
+  // a closed subscriber's connection (its pipes and buffers, ~45 KB) only
+  // when the socket's own thread processes its commands, which a send or
+  // this does: without it, subscribers that come and go (daemons that
+  // reconnect, or doze with --idle-disconnect) pile up until the next round.
+  (void)pub_.get(zmq::sockopt::events);
   // The scans below visit every device: ten times a second is often enough
   // (silence is measured in seconds), however many messages the loop handles.
   if (now - last_sweep_ < 0.1) return;
@@ -241,6 +248,48 @@ void CoordinatorServer::HandleRequest(wire::BoundedFrames& request) {
   }
 }
 
+void CoordinatorServer::LingerAfterTheRun(const std::atomic<bool>& stop,
+                                          std::vector<zmq::pollitem_t>& items) {
+  // PUB is fire-and-forget: the final model is repeated for daemons that
+  // were busy or reconnecting, for half a second. Devices that pace steering
+  // sent away for longer (and those that closed their connection until then,
+  // --idle-disconnect) hear of the end only when they check in: until all
+  // online devices have, the coordinator stays up for the longest interval
+  // it gave them (x 1.1, its jitter; at most kMaxLingerSeconds), answering.
+  const DeviceRegistry& devices = manager_->devices();
+  const double ended = Now();
+  int longest_ms = options_.heartbeat_ms;
+  for (const auto& [id, d] : devices.devices()) {
+    if (d.online) longest_ms = std::max(longest_ms, d.heartbeat_ms);
+  }
+  double until = ended + 0.5;
+  if (longest_ms > options_.heartbeat_ms) {
+    until = ended + std::min(kMaxLingerSeconds, 1.1 * longest_ms / 1000.0);
+    log_ << "fedsgd-coordinator: staying up to " << Number(until - ended)
+         << " s for the devices told to check in later to hear that the run is finished"
+         << std::endl;
+  }
+  bool all_heard = false;
+  for (int i = 0; !stop.load(); ++i) {
+    if (i < 5) Broadcast(true);
+    wire::Poll(items, std::chrono::milliseconds(100));
+    while (
+        wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, request_, zmq::recv_flags::dontwait)) {
+      HandleRequest(request_);
+      request_.frames.clear();
+    }
+    const double now = Now();
+    if (!all_heard) {
+      all_heard = std::none_of(
+          devices.devices().begin(), devices.devices().end(),
+          [&](const auto& entry) { return entry.second.online && entry.second.last_seen < ended; });
+      // Half a second more for the model fetches their Acks bring.
+      if (all_heard) until = std::min(until, std::max(ended, now) + 0.5);
+    }
+    if (i >= 4 && now >= until) break;
+  }
+}
+
 wire::Ack CoordinatorServer::HeartbeatAck(DeviceInfo& d, const wire::Heartbeat& beat, double now) {
   wire::Ack ack{manager_->open_round(), manager_->version(), ""};
   const bool participates = manager_->Participates(d.id);
@@ -319,19 +368,7 @@ nlohmann::json CoordinatorServer::Run(const std::atomic<bool>& stop, std::atomic
       last_status = Clock::now();
     }
   }
-  if (Done()) {
-    // PUB is fire-and-forget: repeat the final model for daemons that were
-    // busy or reconnecting, and keep answering requests meanwhile.
-    for (int i = 0; i < 5 && !stop.load(); ++i) {
-      Broadcast(true);
-      wire::Poll(items, std::chrono::milliseconds(100));
-      while (wire::ReceiveBounded(router_, 1 + wire::kMaxFrames, request_,
-                                  zmq::recv_flags::dontwait)) {
-        HandleRequest(request_);
-        request_.frames.clear();
-      }
-    }
-  }
+  if (Done()) LingerAfterTheRun(stop, items);
   notifier_.Stopping();
   PublishStatus();
   nlohmann::json summary = {

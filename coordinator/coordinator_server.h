@@ -83,6 +83,10 @@ class CoordinatorServer {
   // Starts a warning line, unless too many lines of its `key` were written
   // lately (LogLimiter): then the line goes nowhere. Finish it with "\n".
   std::ostream& Warn(std::string_view key);
+  // After the last round: the final model broadcast, and requests answered
+  // until the devices that check in late have heard of the end.
+  void LingerAfterTheRun(const std::atomic<bool>& stop, std::vector<zmq::pollitem_t>& items);
+  static constexpr double kMaxLingerSeconds = 60;
   // Summaries of held-back warnings, and devices forgotten; each loop turn.
   void Housekeeping(double now);
   void Reply(const zmq::message_t& routing_id, wire::Message message);

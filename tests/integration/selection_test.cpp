@@ -129,12 +129,13 @@ TEST_F(SelectionTest, RealDaemonsThatDozeWhenIdleStayOnlineAndRoundsClose) {
   ASSERT_EQ(coordinator->Wait(kSanitized ? 300s : 120s), 0) << coordinator->Stderr();
   EXPECT_EQ(nlohmann::json::parse(coordinator->Stdout())["round"], 4);
 
-  // A daemon dozing when the run ended may not hear of it before the
-  // coordinator exits: it would wait for the next run, as a service does.
+  // The coordinator stays up until the dozing devices have checked in and
+  // heard that the run is finished: every daemon exits (--exit-when-done).
+  EXPECT_NE(coordinator->Stderr().find("for the devices told to check in later"), std::string::npos)
+      << coordinator->Stderr();
   std::map<std::string, std::string> logs;
   int dozed = 0;
   for (int i = 0; i < 6; ++i) {
-    if (daemons[i]->running()) daemons[i]->Signal(SIGTERM);
     EXPECT_EQ(daemons[i]->Wait(30s), 0) << daemons[i]->Stderr();
     const std::string log = daemons[i]->Stderr();
     logs["dev" + std::to_string(i)] = log;
@@ -169,7 +170,7 @@ TEST_F(SelectionTest, DevicesThatDisconnectWhenIdleStayOnlineAndRoundsClose) {
   const std::string out = Path("fleet_load_idle.out");
   Process load({FEDSGD_FLEET_LOAD_BIN, "--coordinator", FEDSGD_COORDINATOR_BIN, "--devices", "300",
                 "--rounds", "3", "--clients-per-round", "30", "--train-ms-max", "50", "--join-rate",
-                "1000", "--idle-disconnect", "1", "--json",
+                "1000", "--idle-disconnect", "1", "--subscribe", "--json",
                 "--coordinator-arg=--max-heartbeat-rate", "--coordinator-arg=50"},
                out, Path("fleet_load_idle.log"));
   ASSERT_EQ(load.Wait(kSanitized ? 400s : 180s), 0) << load.Stderr() << load.Stdout();
@@ -179,6 +180,7 @@ TEST_F(SelectionTest, DevicesThatDisconnectWhenIdleStayOnlineAndRoundsClose) {
   EXPECT_EQ(r["bad_messages"], 0);
   EXPECT_EQ(r["welcomes"], 300) << "a reconnect is not a new join";
   EXPECT_GT(r["idle_disconnects"].get<std::uint64_t>(), 300u) << "most went away, and again";
+  EXPECT_GT(r["broadcasts"].get<std::uint64_t>(), 0u) << "awake, they hear the broadcasts";
   EXPECT_EQ(r["accepted"], 90) << "30 a round";
   ASSERT_EQ(r["records"].size(), 3u);
   for (const nlohmann::json& rec : r["records"]) {
