@@ -19,6 +19,14 @@ ConnectionMonitor::ConnectionMonitor(zmq::context_t& context, zmq::socket_t& mon
     throw zmq::error_t();
   }
   pair_.set(zmq::sockopt::linger, 0);
+  // libzmq's I/O thread sends each event with a blocking send: were the
+  // queue bounded, events left unread (a long commit, the linger after the
+  // run while 10,000 devices leave) would stop that thread, and with it all
+  // network I/O, and deadlock zmq_socket_monitor(NULL) in the destructor.
+  // No limit on this side makes the inproc pipe unbounded (libzmq adds both
+  // sides' marks, and 0 on either is none): memory instead, read away by
+  // Poll every loop turn.
+  pair_.set(zmq::sockopt::rcvhwm, 0);
   pair_.connect(endpoint);
 }
 

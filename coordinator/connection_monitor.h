@@ -8,9 +8,10 @@
 // Uses zmq_socket_monitor on an inproc endpoint and a PAIR socket read with
 // Poll() by the thread that uses the monitored socket; like that socket, it
 // is used by one thread at a time (CoordinatorServer creates it in Start and
-// hands it to the loop in Run, as it does its sockets). Memory: the PAIR socket's queue (libzmq's
-// default high-water mark, 1000 events). Throws zmq::error_t if the monitor cannot be set up (a
-// bug: the endpoint is unique per socket).
+// hands it to the loop in Run, as it does its sockets). Memory: the events
+// not read yet, without a limit (a bounded queue would block libzmq's I/O
+// thread when full; ~100 bytes an event). Throws zmq::error_t if the monitor
+// cannot be set up (a bug: the endpoint is unique per socket).
 #pragma once
 
 #include <cstdint>

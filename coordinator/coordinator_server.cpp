@@ -278,6 +278,7 @@ void CoordinatorServer::LingerAfterTheRun(const std::atomic<bool>& stop,
       HandleRequest(request_);
       request_.frames.clear();
     }
+    monitor_->Poll();  // the devices leaving now
     const double now = Now();
     if (!all_heard) {
       all_heard = std::none_of(
