@@ -11,6 +11,9 @@
 //                           coordinator's loop (ReceiveBounded into a reused
 //                           BoundedFrames, Decode with a TensorBuffer, Add),
 //                           with a sender thread on the other core
+//   tcp, raw socket         the same bytes through a plain TCP socket on
+//                           loopback, read into one buffer: what the kernel
+//                           alone allows, the ceiling of any TCP receive here
 //
 // Each row cycles through 16 different updates (6.5 MB, more than L2) and
 // reports the median and best of 7 repetitions. Heap allocations are counted
@@ -18,6 +21,11 @@
 // new (forwarding to glibc), so libzmq's and libstdc++'s calls count too.
 //
 //   build/bench/fedsgd_receive_bench [--updates N] [--json]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -256,6 +264,57 @@ Row Sockets(const std::vector<std::vector<float>>& tensors, const std::string& e
                    std::move(runs), updates);
 }
 
+// The kernel's ceiling: kTensorBytes per update through a TCP socket on
+// loopback, a sender thread writing, this thread reading into one buffer.
+Row RawTcp(const std::vector<std::vector<float>>& tensors, int updates) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+      listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    std::perror("raw tcp");
+    std::abort();
+  }
+  std::vector<char> in(kTensorBytes);
+  std::vector<Run> runs;
+  for (int rep = 0; rep < kRepetitions + 1; ++rep) {
+    std::thread sender([&] {
+      const int s = socket(AF_INET, SOCK_STREAM, 0);
+      if (s < 0 || connect(s, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+        std::abort();
+      }
+      for (int i = 0; i < updates; ++i) {
+        const char* p = reinterpret_cast<const char*>(tensors[i % kDistinct].data());
+        for (std::size_t sent = 0; sent < kTensorBytes;) {
+          const ssize_t n = send(s, p + sent, kTensorBytes - sent, 0);
+          if (n <= 0) std::abort();
+          sent += static_cast<std::size_t>(n);
+        }
+      }
+      close(s);
+    });
+    const int peer = accept(listener, nullptr, nullptr);
+    if (peer < 0) std::abort();
+    Run run = Time(updates, [&](int) {
+      for (std::size_t got = 0; got < kTensorBytes;) {
+        const ssize_t n = recv(peer, in.data() + got, kTensorBytes - got, 0);
+        if (n <= 0) std::abort();
+        got += static_cast<std::size_t>(n);
+      }
+      asm volatile("" : : "r"(in.data()) : "memory");
+      return 0;
+    });
+    sender.join();
+    close(peer);
+    if (rep > 0) runs.push_back(run);
+  }
+  close(listener);
+  return Summarise("tcp, raw socket: receive only", std::move(runs), updates);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -283,6 +342,7 @@ int main(int argc, char** argv) {
   rows.push_back(Decode(messages, updates, /*buffered=*/true, /*add=*/true));
   rows.push_back(Sockets(tensors, "inproc://receive-bench", updates));
   rows.push_back(Sockets(tensors, "tcp://127.0.0.1:*", updates));
+  rows.push_back(RawTcp(tensors, updates));
   rows.push_back(Memcpy(tensors, updates));  // again: the machine is shared
   rows.back().path = "memcpy (again, at the end)";
 
