@@ -28,6 +28,15 @@ bool ParseCoordinator(std::vector<std::string> args, CoordinatorOptions& o) {
   }
 }
 
+// Options that pass Check, for tests that then change one field.
+DaemonOptions UsableDaemonOptions() {
+  DaemonOptions d;
+  d.coordinator = "tcp://127.0.0.1:7070";
+  d.data = ".";
+  d.id = "dev0";
+  return d;
+}
+
 TEST(DeviceOptionsTest, ProxMuAndEvalFractionReachThePlan) {
   CoordinatorOptions o;
   ASSERT_TRUE(ParseCoordinator({"--prox-mu", "0.01", "--eval-fraction", "0.2"}, o));
@@ -48,10 +57,7 @@ TEST(DeviceOptionsTest, BadValuesAreRefused) {
 }
 
 TEST(DeviceOptionsTest, DaemonChecksSimulateAttack) {
-  DaemonOptions d;
-  d.coordinator = "tcp://127.0.0.1:7070";
-  d.data = ".";
-  d.id = "dev0";
+  DaemonOptions d = UsableDaemonOptions();
   d.simulate_attack = "gaussian:1";
   EXPECT_NO_THROW(d.Check());
   d.simulate_attack = "gaussian";
@@ -59,10 +65,7 @@ TEST(DeviceOptionsTest, DaemonChecksSimulateAttack) {
 }
 
 TEST(DeviceOptionsTest, DaemonChecksSlowdown) {
-  DaemonOptions d;
-  d.coordinator = "tcp://127.0.0.1:7070";
-  d.data = ".";
-  d.id = "dev0";
+  DaemonOptions d = UsableDaemonOptions();
   EXPECT_EQ(d.slowdown, 1.0) << "full speed unless asked";
   d.slowdown = 10;
   EXPECT_NO_THROW(d.Check());
@@ -78,10 +81,14 @@ TEST(DeviceOptionsTest, DaemonChecksSlowdown) {
 }
 
 TEST(DeviceOptionsTest, DaemonChecksIdleDisconnect) {
-  DaemonOptions d;
-  d.coordinator = "tcp://127.0.0.1:7070";
-  d.data = ".";
-  d.id = "dev0";
+  {
+    DaemonOptions parsed;
+    CLI::App app;
+    AddDaemonOptions(app, parsed);
+    app.parse(std::vector<std::string>{"2.5", "--idle-disconnect"});  // CLI11: last first
+    EXPECT_EQ(parsed.idle_disconnect, 2.5) << "the flag reaches the option";
+  }
+  DaemonOptions d = UsableDaemonOptions();
   EXPECT_EQ(d.idle_disconnect, 0.0) << "stays connected unless asked";
   for (double good : {0.0, 1.0, 5.0, 3600.0}) {
     d.idle_disconnect = good;
