@@ -279,6 +279,7 @@ void CoordinatorServer::LingerAfterTheRun(const std::atomic<bool>& stop,
       request_.frames.clear();
     }
     monitor_->Poll();  // the devices leaving now
+    notifier_.Watchdog();  // up to a minute: systemd's WatchdogSec is 60
     const double now = Now();
     if (!all_heard) {
       all_heard = std::none_of(
