@@ -71,14 +71,15 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions& o) {
                  "takes F times as long (the daemon sleeps (F - 1) x its compute time); 1 = "
                  "full speed")
       ->capture_default_str();
-  app.add_option("--idle-disconnect", o.idle_disconnect,
-                 "With a device-selection plan (--clients-per-round): close the connections to "
-                 "the coordinator while its pace steering (Ack.heartbeat_ms) says to come back "
-                 "after S seconds or more and this device has nothing to do, and reconnect for "
-                 "the next heartbeat, so that an idle device holds no connection (about 40 KB "
-                 "each on the coordinator); an invitation is then heard at that heartbeat "
-                 "(docs/protocol.md, pace steering; Bonawitz et al. 2019, 'Towards Federated "
-                 "Learning at Scale', 2.3). 0 = stay connected")
+  app.add_option(
+         "--idle-disconnect", o.idle_disconnect,
+         "With a device-selection plan (--clients-per-round): close the connections to "
+         "the coordinator while its pace steering (Ack.heartbeat_ms) says to come back "
+         "after S seconds or more and this device has nothing to do, and reconnect for "
+         "the next heartbeat, so that an idle device holds no connection (it holds two, "
+         "about 40 KB each on the coordinator); an invitation is then heard at that heartbeat "
+         "(docs/protocol.md, pace steering; Bonawitz et al. 2019, 'Towards Federated "
+         "Learning at Scale', 2.3). 0 = stay connected")
       ->capture_default_str();
   app.add_flag("--check-config", o.check_config,
                "Check the configuration (flags and --config file) and exit: 0 when it is usable");
