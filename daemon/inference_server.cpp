@@ -290,11 +290,17 @@ void InferenceServer::Loop() {
       if ((fds[i + 2].events & POLLIN) && (revents & (POLLIN | POLLHUP | POLLERR))) receive(c);
       // Answer and send until the answers wait for the client or every
       // complete line is answered.
-      while (!c.dead) {
-        send(c);
-        if (c.pending() >= limits_.max_pending_output || !answer(c)) break;
+      for (;;) {
+        while (!c.dead) {
+          send(c);
+          if (c.pending() >= limits_.max_pending_output || !answer(c)) break;
+        }
+        if (!c.dead) send(c);
+        // The client may have read meanwhile and this send emptied the
+        // queue: answer on, or with its input closed (or full) and nothing
+        // to send, nothing would wake this connection again.
+        if (c.dead || c.pending() >= limits_.max_pending_output || !answer(c)) break;
       }
-      if (!c.dead) send(c);
       const bool done = c.pending() == 0 && (c.closing || (c.input_closed && c.in.empty()));
       if (c.dead || done || ((revents & (POLLERR | POLLNVAL)) && !(revents & POLLIN))) {
         ::close(c.fd);
