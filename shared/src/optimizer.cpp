@@ -54,7 +54,10 @@ LrSchedule LrSchedule::Parse(std::string_view text) {
     if (parts.size() != 3) BadSchedule(text, "step takes S:G");
     s.kind = Kind::kStep;
     const double size = Number(text, parts[1]);
-    if (size < 1 || size != std::floor(size)) BadSchedule(text, "S must be a whole number >= 1");
+    // Bounded so that the conversion to long is defined (a fuzzer sent 1.6e57).
+    if (!(size >= 1 && size <= 1e9) || size != std::floor(size)) {
+      BadSchedule(text, "S must be a whole number in [1, 1e9]");
+    }
     s.step_size = static_cast<long>(size);
     s.gamma = Number(text, parts[2]);
     if (!(s.gamma > 0 && s.gamma <= 1)) BadSchedule(text, "G must be in (0, 1]");

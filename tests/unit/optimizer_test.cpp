@@ -208,12 +208,38 @@ TEST(LrScheduleTest, TextRoundTrip) {
 }
 
 TEST(LrScheduleTest, RefusesBadText) {
-  for (const char* bad :
-       {"",           "linear",      "Constant",     "constant:1",  "step",      "step:10",
-        "step:0:0.5", "step:-5:0.5", "step:2.5:0.5", "step:10:1.5", "step:10:0", "step:10:0.5:1",
-        "exp",        "exp:",        "exp:-1",       "exp:0",       "exp:2",     "exp:0.9x",
-        "exp:nan",    "exp:inf",     "inv",          "inv:x",       "inv:-0.1",  "inv:0.1:0",
-        "inv:0.1:-1", "inv:0.1:2:3", "step:10:0.5 ", " exp:0.9"}) {
+  for (const char* bad : {"",
+                          "linear",
+                          "Constant",
+                          "constant:1",
+                          "step",
+                          "step:10",
+                          "step:0:0.5",
+                          "step:-5:0.5",
+                          "step:2.5:0.5",
+                          "step:10:1.5",
+                          "step:10:0",
+                          "step:10:0.5:1",
+                          "exp",
+                          "exp:",
+                          "exp:-1",
+                          "exp:0",
+                          "exp:2",
+                          "exp:0.9x",
+                          "exp:nan",
+                          "exp:inf",
+                          "inv",
+                          "inv:x",
+                          "inv:-0.1",
+                          "inv:0.1:0",
+                          "inv:0.1:-1",
+                          "inv:0.1:2:3",
+                          "step:10:0.5 ",
+                          " exp:0.9",
+                          "step:1.6e57:0.5",
+                          "step:inf:0.5",
+                          "step:nan:0.5",
+                          "step:1000000001:0.5"}) {
     try {
       LrSchedule::Parse(bad);
       ADD_FAILURE() << "accepted '" << bad << "'";
